@@ -1,0 +1,319 @@
+"""The command-line parser (standard library only: ``--help`` must stay fast and light)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from bids_lesionchange import __version__
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "default_model"
+MODEL_SPEC = "model.json"
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+EPILOG = """\
+examples:
+  bids_lesionchange /data/bids /data/out participant --mode infer
+  bids_lesionchange /data/bids /data/out participant --participant-label 01 02 --nprocs 2
+  bids_lesionchange /data/bids /data/out group --mode train --nochange-label 03 04 05
+  bids_lesionchange /data/bids /data/out group --mode evaluate
+
+NoChange subjects (group --mode train) are those with --nochange-label, or else those whose
+column 'group' in participants.tsv equals 'NoChange' (change with --nochange-column/-value).
+"""
+
+
+def _label(value: str) -> str:
+    value = value.removeprefix("sub-").removeprefix("ses-")
+    if not _LABEL.match(value):
+        raise argparse.ArgumentTypeError(
+            f"'{value}' is not a BIDS label: use letters and digits only, e.g. '01' or 'sub-01'"
+        )
+    return value
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"'{value}' must be 1 or more")
+    return number
+
+
+def _probability(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"'{value}' must lie strictly between 0 and 1")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the BIDS-App argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="bids_lesionchange",
+        description=(
+            "Detect new and enlarging multiple sclerosis lesions between two FLAIR sessions "
+            "(self-supervised siamese 3D U-net, To et al. 2021)."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="the root of the BIDS dataset")
+    parser.add_argument("output_dir", type=Path, help="where the derivatives are written")
+    parser.add_argument(
+        "analysis_level", choices=["participant", "group"],
+        help="participant: per-subject preprocessing and change detection; "
+        "group: training on NoChange subjects, or aggregation of metrics",
+    )
+    parser.add_argument("--version", action="version", version=f"bids_lesionchange {__version__}")
+    parser.add_argument(
+        "--mode", default=None,
+        choices=["infer", "preprocess", "train", "evaluate"],
+        help="participant: 'infer' (default) or 'preprocess' (stop after preprocessing); "
+        "group: 'train' (default) or 'evaluate' (aggregate per-pair metrics)",
+    )
+
+    g = parser.add_argument_group("selecting data")
+    g.add_argument("--participant-label", "--participant_label", nargs="+", type=_label, default=[],
+                   metavar="LABEL", help="subjects to process (with or without 'sub-'); default: all")
+    g.add_argument("--session-label", nargs="+", type=_label, default=[], metavar="LABEL",
+                   help="sessions to use, in order; consecutive ones form pairs "
+                   "(default: every consecutive pair of sessions that has a FLAIR)")
+    g.add_argument("--nochange-label", nargs="+", type=_label, default=[], metavar="LABEL",
+                   help="subjects without change, used for training (group --mode train)")
+    g.add_argument("--nochange-column", default="group",
+                   help="participants.tsv column naming NoChange subjects (default: group)")
+    g.add_argument("--nochange-value", default="NoChange",
+                   help="value of that column for NoChange subjects (default: NoChange)")
+    g.add_argument("--skip-bids-validation", action="store_true",
+                   help="do not run the BIDS validator on the input")
+    g.add_argument("--reference-dir", type=Path, default=None,
+                   help="derivatives dataset with reference change masks "
+                   "(sub-X/ses-Y/anat/sub-X_ses-Y_*desc-change_mask.nii.gz); enables evaluation")
+
+    g = parser.add_argument_group("method")
+    g.add_argument("--model", type=Path, default=None,
+                   help="a trained model directory (default: the model shipped in the package)")
+    g.add_argument("--config", type=Path, default=None,
+                   help="YAML or TOML file of hyper-parameters (sections vae, supermix, detector, training)")
+    g.add_argument("--preset", choices=["cpu", "paper"], default="cpu",
+                   help="hyper-parameter preset for training: 'cpu' (default) or 'paper' (GPU)")
+    g.add_argument("--threshold", type=_probability, default=0.1,
+                   help="change probability threshold kappa (default: 0.1)")
+    g.add_argument("--min-blob-size", type=_positive_int, default=20,
+                   help="smallest change kept, in voxels of 1 mm^3 (default: 20; the paper also uses 100)")
+    g.add_argument("--match", choices=["iou", "overlap"], default="iou",
+                   help="lesion matching for evaluation: IoU >= 0.01 (default, the paper) or any overlap")
+    g.add_argument("--skull-strip", choices=["auto", "hdbet", "threshold", "none"], default="auto",
+                   help="auto: HD-BET if its weights are installed, else the offline threshold method; "
+                   "none: the inputs are already brain-extracted")
+    g.add_argument("--hdbet-mode", choices=["fast", "accurate"], default="fast",
+                   help="fast: one fold, no test-time augmentation (CPU default); accurate: 5-fold ensemble")
+    g.add_argument("--device", default="cpu", help="device for HD-BET, e.g. cpu or cuda (default: cpu)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    g.add_argument("--no-native", dest="write_native", action="store_false",
+                   help="do not resample results onto the follow-up's original grid")
+    g.add_argument("--no-reports", dest="reports", action="store_false", help="skip the HTML reports")
+
+    g = parser.add_argument_group("resources")
+    g.add_argument("-w", "--work-dir", type=Path, default=None,
+                   help="working directory, reused to resume (default: OUTPUT_DIR/../work-bids_lesionchange)")
+    g.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=None,
+                   help="processes run at once (default: number of CPUs)")
+    g.add_argument("--omp-nthreads", type=_positive_int, default=None,
+                   help="threads per process (default: min(nprocs, 8))")
+    g.add_argument("--mem-gb", type=float, default=None, help="memory available to the run, in GB")
+    g.add_argument("--use-plugin", type=Path, default=None,
+                   help="Nipype plugin YAML file (plugin: SLURM, plugin_args: {...})")
+    g.add_argument("--plugin", choices=["Linear", "MultiProc", "SLURM", "SLURMGraph", "SGE", "PBS"],
+                   default=None, help="Nipype execution plugin (default: MultiProc)")
+    g.add_argument("--plugin-args", default=None, help="arguments for the plugin, e.g. sbatch arguments")
+    g.add_argument("--allow-tmp-workdir", action="store_true",
+                   help="allow a work dir under /tmp with a cluster plugin")
+    g.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="training: start again instead of resuming from the last checkpoint")
+    g.add_argument("-v", "--verbose", dest="verbosity", action="count", default=0,
+                   help="more log output (-vv for debug)")
+    return parser
+
+
+def _load_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
+    if not path.is_file():
+        parser.error(f"the config file {path} does not exist; give the path of a YAML or TOML file")
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            return tomllib.loads(path.read_text())
+        if path.suffix.lower() in (".yml", ".yaml"):
+            import yaml
+
+            data = yaml.safe_load(path.read_text()) or {}
+        elif path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+        else:
+            parser.error(f"the config file {path} must end in .yaml, .yml, .toml or .json")
+    except Exception as err:  # noqa: BLE001 - any parse error is a usage error
+        parser.error(f"the config file {path} could not be read ({err}); fix its syntax")
+    if not isinstance(data, dict):
+        parser.error(f"the config file {path} must hold a mapping of sections (vae, detector, ...)")
+    return data
+
+
+def check_model_dir(path: Path) -> str | None:
+    """Return why ``path`` does not hold a model, or None when it does."""
+    spec = path / MODEL_SPEC
+    if not path.is_dir():
+        return f"the model directory {path} does not exist"
+    if not spec.is_file():
+        return f"the directory {path} holds no model ({MODEL_SPEC} is missing)"
+    try:
+        data = json.loads(spec.read_text())
+        weights = path / data["weights"]
+    except (ValueError, KeyError, TypeError):
+        return f"{spec} is not a bids_lesionchange model description"
+    if not weights.is_file():
+        return f"the model in {path} has no weights file {weights.name}"
+    return None
+
+
+def _is_relative_to(path: Path, other: Path) -> bool:
+    try:
+        path.relative_to(other)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_args(argv: list[str] | None = None):
+    """Parse and check the command line; return a frozen :class:`~bids_lesionchange.config.Settings`."""
+    from bids_lesionchange.config import Settings
+    from bids_lesionchange.model.params import hyperparams_from_mapping
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = parser.parse_args(argv)
+
+    bids_dir = opts.bids_dir.expanduser().resolve()
+    output_dir = opts.output_dir.expanduser().resolve()
+    if not bids_dir.is_dir():
+        parser.error(f"the BIDS directory {bids_dir} does not exist; give the root of a BIDS dataset")
+    if not (bids_dir / "dataset_description.json").is_file():
+        parser.error(
+            f"{bids_dir} is not a BIDS dataset (no dataset_description.json); "
+            "give the root of a BIDS dataset"
+        )
+    if output_dir == bids_dir or (
+        _is_relative_to(output_dir, bids_dir)
+        and not _is_relative_to(output_dir, bids_dir / "derivatives")
+    ):
+        parser.error(
+            f"the output directory {output_dir} is inside the raw BIDS tree {bids_dir}; "
+            f"use a folder outside it or under {bids_dir / 'derivatives'}"
+        )
+
+    mode = opts.mode or ("infer" if opts.analysis_level == "participant" else "train")
+    allowed = {"participant": ("infer", "preprocess"), "group": ("train", "evaluate")}
+    if mode not in allowed[opts.analysis_level]:
+        parser.error(
+            f"--mode {mode} does not go with the {opts.analysis_level} level; "
+            f"use one of: {', '.join(allowed[opts.analysis_level])}"
+        )
+
+    for label in opts.participant_label:
+        if not (bids_dir / f"sub-{label}").is_dir():
+            parser.error(
+                f"participant label '{label}' not found: {bids_dir / ('sub-' + label)} does not exist; "
+                "check the label (see the sub-* folders)"
+            )
+
+    model_dir = None
+    if opts.analysis_level == "participant" and mode == "infer" or opts.model is not None:
+        model_dir = (opts.model or DEFAULT_MODEL_DIR).expanduser().resolve()
+        if not (opts.analysis_level == "group" and mode == "train"):
+            problem = check_model_dir(model_dir)
+            if problem:
+                fix = (
+                    "train one with 'group --mode train' or pass --model DIR"
+                    if opts.model is None
+                    else "pass --model with the directory written by 'group --mode train'"
+                )
+                parser.error(f"{problem}; {fix}")
+
+    reference_dir = None
+    if opts.reference_dir is not None:
+        reference_dir = opts.reference_dir.expanduser().resolve()
+        if not reference_dir.is_dir():
+            parser.error(f"the reference directory {reference_dir} does not exist")
+
+    overrides = _load_config_file(parser, opts.config) if opts.config else {}
+    preset = overrides.pop("preset", opts.preset) if isinstance(overrides, dict) else opts.preset
+    try:
+        hyperparams = hyperparams_from_mapping(preset, overrides)
+    except ValueError as err:
+        parser.error(f"{opts.config or '--preset'}: {err}")
+
+    work_dir = (opts.work_dir or output_dir.parent / "work-bids_lesionchange").expanduser().resolve()
+    if _is_relative_to(work_dir, bids_dir) and not _is_relative_to(work_dir, bids_dir / "derivatives"):
+        parser.error(f"the work directory {work_dir} is inside the BIDS dataset; choose another place")
+
+    use_plugin = None
+    if opts.use_plugin is not None:
+        use_plugin = opts.use_plugin.expanduser().resolve()
+        if not use_plugin.is_file():
+            parser.error(f"the plugin file {use_plugin} does not exist")
+    cluster = (opts.plugin or "") in ("SLURM", "SLURMGraph", "SGE", "PBS") or use_plugin is not None
+    if cluster and _is_relative_to(work_dir, Path("/tmp")) and not opts.allow_tmp_workdir:
+        parser.error(
+            f"the work directory {work_dir} is under /tmp, which cluster nodes do not share; "
+            "pass --work-dir on a shared file system (or --allow-tmp-workdir to insist)"
+        )
+
+    nprocs = opts.nprocs or os.cpu_count() or 1
+    omp = opts.omp_nthreads or min(nprocs, 8)
+
+    return Settings(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=opts.analysis_level,
+        mode=mode,
+        work_dir=work_dir,
+        participant_label=tuple(opts.participant_label),
+        session_label=tuple(opts.session_label),
+        nochange_label=tuple(opts.nochange_label),
+        nochange_column=opts.nochange_column,
+        nochange_value=opts.nochange_value,
+        model_dir=model_dir,
+        reference_dir=reference_dir,
+        match=opts.match,
+        nprocs=nprocs,
+        omp_nthreads=omp,
+        mem_gb=opts.mem_gb,
+        skull_strip=opts.skull_strip,
+        hdbet_mode=opts.hdbet_mode,
+        device=opts.device,
+        threshold=opts.threshold,
+        min_blob_size=opts.min_blob_size,
+        skip_bids_validation=opts.skip_bids_validation,
+        write_native=opts.write_native,
+        reports=opts.reports,
+        plugin=opts.plugin,
+        plugin_args=opts.plugin_args,
+        use_plugin=use_plugin,
+        allow_tmp_workdir=opts.allow_tmp_workdir,
+        hyperparams=hyperparams,
+        config_file=opts.config.resolve() if opts.config else None,
+        resume=opts.resume,
+        seed=opts.seed,
+        command_line=tuple(["bids_lesionchange", *argv]),
+        verbosity=opts.verbosity,
+    )

@@ -1,0 +1,154 @@
+"""Find the FLAIR session pairs of a BIDS dataset with pybids, and say why a subject is skipped."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+LOGGER = logging.getLogger("bids_lesionchange.discovery")
+
+
+@dataclass(frozen=True)
+class SessionPair:
+    """Two FLAIR images of one subject: ``baseline`` (earlier) and ``followup`` (later) session."""
+
+    subject: str
+    baseline_session: str
+    followup_session: str
+    baseline_flair: Path
+    followup_flair: Path
+
+    @property
+    def name(self) -> str:
+        """Return a short unique name, e.g. ``sub-01_ses-01to02``."""
+        return f"sub-{self.subject}_ses-{self.baseline_session}to{self.followup_session}"
+
+
+@dataclass(frozen=True)
+class SkippedSubject:
+    """A subject that yields no pair, with the reason in one sentence."""
+
+    subject: str
+    reason: str
+
+
+def _flairs_by_session(layout, subject: str) -> dict[str, list]:
+    files = layout.get(
+        subject=subject, datatype="anat", suffix="FLAIR", extension=[".nii", ".nii.gz"]
+    )
+    by_session: dict[str, list] = {}
+    for f in files:
+        session = f.entities.get("session")
+        by_session.setdefault(session, []).append(f)
+    return by_session
+
+
+def _pick_flair(subject: str, session: str, files: list) -> tuple[Path | None, str | None]:
+    if len(files) == 1:
+        return Path(files[0].path), None
+    keys = {(f.entities.get("acquisition"), f.entities.get("run"), f.entities.get("reconstruction"))
+            for f in files}
+    if len(keys) < len(files):
+        names = ", ".join(sorted(Path(f.path).name for f in files))
+        return None, (
+            f"session {session} has {len(files)} FLAIR images ({names}) with no run/acq entity "
+            "to tell them apart; rename them with run-1/run-2 or pass --session-label"
+        )
+    chosen = sorted(files, key=lambda f: Path(f.path).name)[0]
+    LOGGER.info("sub-%s ses-%s: %d FLAIRs, using %s", subject, session, len(files),
+                Path(chosen.path).name)
+    return Path(chosen.path), None
+
+
+def find_pairs(
+    bids_dir: Path,
+    participant_label: tuple[str, ...] | list[str] = (),
+    session_label: tuple[str, ...] | list[str] = (),
+) -> tuple[list[SessionPair], list[SkippedSubject]]:
+    """List the FLAIR session pairs of a BIDS dataset.
+
+    Parameters
+    ----------
+    bids_dir
+        Root of the BIDS dataset.
+    participant_label
+        Subjects to consider (without ``sub-``); all when empty.
+    session_label
+        Sessions to use, in this order (consecutive ones form pairs); when empty every session
+        with a FLAIR is used in sorted order, so ses-01→ses-02 and ses-02→ses-03.
+
+    Returns
+    -------
+    pairs, skipped
+        The pairs in subject order, and the subjects that gave no pair, each with a reason.
+    """
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    subjects = sorted(layout.get_subjects())
+    if participant_label:
+        subjects = [s for s in subjects if s in set(participant_label)]
+    pairs: list[SessionPair] = []
+    skipped: list[SkippedSubject] = []
+    for subject in subjects:
+        by_session = _flairs_by_session(layout, subject)
+        if not by_session:
+            skipped.append(SkippedSubject(subject, "no FLAIR image (anat/*_FLAIR.nii[.gz])"))
+            continue
+        if None in by_session:
+            skipped.append(SkippedSubject(
+                subject, "FLAIR images without a session entity; put them in ses-<label> folders"))
+            continue
+        sessions = list(session_label) if session_label else sorted(by_session)
+        chosen: list[tuple[str, Path]] = []
+        problem = None
+        for session in sessions:
+            if session not in by_session:
+                continue
+            path, problem = _pick_flair(subject, session, by_session[session])
+            if problem:
+                break
+            chosen.append((session, path))
+        if problem:
+            skipped.append(SkippedSubject(subject, problem))
+            continue
+        if len(chosen) < 2:
+            have = ", ".join(f"ses-{s}" for s, _ in chosen) or "none of the requested sessions"
+            skipped.append(SkippedSubject(
+                subject, f"only one session with a FLAIR ({have}); two are needed"))
+            continue
+        for (s0, f0), (s1, f1) in zip(chosen[:-1], chosen[1:]):
+            pairs.append(SessionPair(subject, s0, s1, f0, f1))
+    return pairs, skipped
+
+
+def nochange_subjects(
+    bids_dir: Path, labels: tuple[str, ...] | list[str] = (),
+    column: str = "group", value: str = "NoChange",
+) -> list[str]:
+    """Return the NoChange subjects: ``labels`` if given, else from ``participants.tsv``.
+
+    Raises ``ValueError`` with a sentence naming the file and the fix when none can be found.
+    """
+    if labels:
+        return sorted(labels)
+    tsv = Path(bids_dir) / "participants.tsv"
+    if not tsv.is_file():
+        raise ValueError(
+            f"{tsv} does not exist, so NoChange subjects are unknown; "
+            "pass --nochange-label or add participants.tsv with a 'group' column"
+        )
+    with tsv.open(newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    if not rows or column not in rows[0]:
+        raise ValueError(
+            f"{tsv} has no column '{column}'; add it (value '{value}' for subjects without change) "
+            "or pass --nochange-label / --nochange-column"
+        )
+    subjects = sorted(r["participant_id"].removeprefix("sub-") for r in rows
+                      if r.get(column, "").strip() == value)
+    if not subjects:
+        raise ValueError(f"no subject of {tsv} has {column} = {value}; pass --nochange-label")
+    return subjects

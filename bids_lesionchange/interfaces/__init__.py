@@ -1,0 +1,1 @@
+"""interfaces layer of bids_lesionchange."""

@@ -1,0 +1,1 @@
+"""reports layer of bids_lesionchange."""
