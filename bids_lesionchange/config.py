@@ -36,6 +36,7 @@ class Settings:
     hdbet_mode: str = "fast"  # "fast" (1 fold, no TTA) | "accurate" (5 folds + TTA)
     device: str = "cpu"
     threshold: float = 0.1
+    resolution: float = 1.0
     min_blob_size: int = 20
     skip_bids_validation: bool = False
     write_native: bool = True

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hdbet-mode", choices=["fast", "accurate"], default="fast",
                    help="fast: one fold, no test-time augmentation (CPU default); accurate: 5-fold ensemble")
     g.add_argument("--device", default="cpu", help="device for HD-BET, e.g. cpu or cuda (default: cpu)")
+    g.add_argument("--output-resolution", type=float, default=1.0, metavar="MM",
+                   help="voxel size of the common space in mm (default: 1.0, as the paper; "
+                   "coarser only for quick tests)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     g.add_argument("--no-native", dest="write_native", action="store_false",
                    help="do not resample results onto the follow-up's original grid")
@@ -255,6 +258,9 @@ def parse_args(argv: list[str] | None = None):
         if not reference_dir.is_dir():
             parser.error(f"the reference directory {reference_dir} does not exist")
 
+    if not 0.2 <= opts.output_resolution <= 4.0:
+        parser.error(f"--output-resolution {opts.output_resolution} is outside 0.2-4.0 mm; use 1.0")
+
     overrides = _load_config_file(parser, opts.config) if opts.config else {}
     preset = overrides.pop("preset", opts.preset) if isinstance(overrides, dict) else opts.preset
     try:
@@ -302,6 +308,7 @@ def parse_args(argv: list[str] | None = None):
         hdbet_mode=opts.hdbet_mode,
         device=opts.device,
         threshold=opts.threshold,
+        resolution=opts.output_resolution,
         min_blob_size=opts.min_blob_size,
         skip_bids_validation=opts.skip_bids_validation,
         write_native=opts.write_native,

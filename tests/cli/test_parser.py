@@ -1,0 +1,121 @@
+"""Command line: usage errors exit 2 with one sentence; --help/--version stay light."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bids_lesionchange.cli.parser import parse_args
+
+
+def _fake_model(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "model.json").write_text(json.dumps({"format": "bids_lesionchange-model",
+                                                 "weights": "detector.weights.h5"}))
+    (path / "detector.weights.h5").write_bytes(b"x")
+    return path
+
+
+def _error(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        parse_args([str(a) for a in argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_missing_bids_dir(tmp_path, capsys):
+    err = _error(capsys, [tmp_path / "nope", tmp_path / "out", "participant"])
+    assert "does not exist" in err and "root of a BIDS dataset" in err
+
+
+def test_not_bids(tmp_path, capsys):
+    (tmp_path / "raw").mkdir()
+    err = _error(capsys, [tmp_path / "raw", tmp_path / "out", "participant"])
+    assert "dataset_description.json" in err
+
+
+def test_output_inside_raw_tree(tiny_bids, capsys):
+    err = _error(capsys, [tiny_bids, tiny_bids / "out", "participant"])
+    assert "inside the raw BIDS tree" in err
+    err = _error(capsys, [tiny_bids, tiny_bids, "participant"])
+    assert "inside the raw BIDS tree" in err
+
+
+def test_output_under_derivatives_is_allowed(tiny_bids, tmp_path):
+    model = _fake_model(tmp_path / "m")
+    s = parse_args([str(tiny_bids), str(tiny_bids / "derivatives" / "lc"), "participant",
+                    "--model", str(model)])
+    assert s.output_dir == (tiny_bids / "derivatives" / "lc").resolve()
+
+
+def test_unknown_participant(tiny_bids, tmp_path, capsys):
+    err = _error(capsys, [tiny_bids, tmp_path / "out", "participant", "--participant-label", "99"])
+    assert "participant label '99' not found" in err
+
+
+@pytest.mark.parametrize("label", ["../x", "a/b", "sub-0_1"])
+def test_bad_label(tiny_bids, tmp_path, capsys, label):
+    err = _error(capsys, [tiny_bids, tmp_path / "out", "participant", "--participant-label", label])
+    assert "is not a BIDS label" in err
+
+
+def test_model_dir_without_model(tiny_bids, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    err = _error(capsys, [tiny_bids, tmp_path / "out", "participant", "--model", tmp_path / "empty"])
+    assert "holds no model" in err and "--model" in err
+
+
+def test_mode_level_mismatch(tiny_bids, tmp_path, capsys):
+    err = _error(capsys, [tiny_bids, tmp_path / "out", "group", "--mode", "infer"])
+    assert "does not go with the group level" in err
+
+
+def test_bad_config(tiny_bids, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("detector:\n  nonsense: 3\n")
+    err = _error(capsys, [tiny_bids, tmp_path / "out", "group", "--config", cfg])
+    assert "unknown hyper-parameter 'detector.nonsense'" in err
+
+
+def test_config_overrides(tiny_bids, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[detector]\nloss = 'bce'\narchitecture = 'unet'\n")
+    s = parse_args([str(tiny_bids), str(tmp_path / "out"), "group", "--config", str(cfg)])
+    assert s.hyperparams.detector.loss == "bce" and s.hyperparams.detector.architecture == "unet"
+    assert s.mode == "train"
+
+
+def test_tmp_workdir_refused_with_cluster_plugin(tiny_bids, tmp_path, capsys):
+    model = _fake_model(tmp_path / "m")
+    err = _error(capsys, [tiny_bids, tmp_path / "out", "participant", "--model", model,
+                          "--plugin", "SLURM", "-w", "/tmp/wd"])
+    assert "shared file system" in err
+
+
+def test_settings_written(tiny_bids, tmp_path):
+    model = _fake_model(tmp_path / "m")
+    s = parse_args([str(tiny_bids), str(tmp_path / "out"), "participant", "--model", str(model)])
+    path = s.write(tmp_path / "out" / "logs", "abc")
+    data = json.loads(path.read_text())
+    assert data["threshold"] == 0.1 and data["min_blob_size"] == 20
+    assert data["hyperparams"]["supermix"]["tau"] == 0.98
+    with pytest.raises(Exception):
+        s.threshold = 0.5  # frozen
+
+
+def test_help_and_version_do_not_import_tf_or_nipype():
+    code = (
+        "import sys\n"
+        "from bids_lesionchange.cli.run import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('tensorflow', 'nipype', 'keras', 'torch', 'bids') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    assert "bids_lesionchange 0." in out
