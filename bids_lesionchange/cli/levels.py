@@ -1,0 +1,267 @@
+"""Run the participant and group levels: build and run graphs, report failures by subject and step."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bids_lesionchange.derivatives import atomic_write_text, derivative_path, write_dataset_description
+from bids_lesionchange.discovery import SessionPair, find_pairs, nochange_subjects
+
+LOGGER = logging.getLogger("bids_lesionchange")
+
+
+class UsageProblem(RuntimeError):
+    """A problem with the input that the user must fix (exit code 2)."""
+
+
+@dataclass
+class PairOutcome:
+    """What happened to one pair: ``ok`` or the failed step with its message."""
+
+    pair: SessionPair
+    status: str = "ok"
+    step: str = ""
+    message: str = ""
+    crash_file: str = ""
+
+
+def find_references(reference_dir: Path | None, pairs: list[SessionPair]) -> dict[str, Path]:
+    """Find each pair's reference change mask: ``sub-X/ses-F/anat/sub-X_ses-F_*desc-change_mask.nii*``."""
+    refs: dict[str, Path] = {}
+    if reference_dir is None:
+        return refs
+    for pair in pairs:
+        folder = reference_dir / f"sub-{pair.subject}" / f"ses-{pair.followup_session}" / "anat"
+        found = sorted(folder.glob(f"sub-{pair.subject}_ses-{pair.followup_session}_*desc-change_mask.nii*"))
+        if found:
+            refs[pair.name] = found[0]
+        else:
+            LOGGER.warning("%s: no reference change mask in %s; not evaluated", pair.name, folder)
+    return refs
+
+
+def _plugin(settings) -> tuple[str, dict]:
+    if settings.use_plugin is not None:
+        import yaml
+
+        data = yaml.safe_load(settings.use_plugin.read_text()) or {}
+        return data.get("plugin", "MultiProc"), dict(data.get("plugin_args") or {})
+    name = settings.plugin or ("MultiProc" if settings.nprocs > 1 else "Linear")
+    args: dict = {}
+    if name == "MultiProc":
+        args = {"n_procs": settings.nprocs, "raise_insufficient": False}
+        if settings.mem_gb:
+            args["memory_gb"] = settings.mem_gb
+    elif name in ("SLURM", "SLURMGraph", "SGE", "PBS") and settings.plugin_args:
+        args = {"sbatch_args" if name.startswith("SLURM") else "qsub_args": settings.plugin_args}
+    return name, args
+
+
+def _read_crash(path: Path) -> tuple[str, str]:
+    """Return (node full name, last error line) from a Nipype text crash file."""
+    node, message = "", ""
+    lines = path.read_text(errors="replace").splitlines()
+    for line in lines:
+        if line.startswith("Node:"):
+            node = line.split(":", 1)[1].strip()
+            break
+    for line in reversed(lines):
+        text = line.strip()
+        if text and not text.startswith(("File ", "^", "~")) and ("Error" in text or "error" in text):
+            message = text
+            break
+    return node, message or (lines[-1].strip() if lines else "")
+
+
+def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> list[PairOutcome]:
+    """Run a Nipype graph; return one outcome per pair (failures named by step)."""
+    from nipype import config as ncfg
+    from bids_lesionchange.workflows.base import pair_workflow_name
+
+    crash_dir = settings.output_dir / "logs" / f"crash-{run_uuid}"
+    ncfg.update_config({
+        "execution": {
+            "crashdump_dir": str(crash_dir), "crashfile_format": "txt",
+            "stop_on_first_crash": False, "remove_unnecessary_outputs": False,
+            "hash_method": "content", "poll_sleep_duration": 0.5,
+        },
+        "monitoring": {"enabled": False},
+        "logging": {"workflow_level": "INFO", "interface_level": "WARNING"},
+    })
+    workflow.base_dir = str(settings.work_dir)
+    workflow.config["execution"]["crashdump_dir"] = str(crash_dir)
+    workflow.config["execution"]["crashfile_format"] = "txt"
+    plugin, plugin_args = _plugin(settings)
+    LOGGER.info("running %d pair(s) with the %s plugin (work dir %s)", len(pairs), plugin, settings.work_dir)
+    t0 = time.time()
+    try:
+        workflow.run(plugin=plugin, plugin_args=plugin_args)
+    except RuntimeError as err:
+        LOGGER.debug("nipype: %s", err)
+    LOGGER.info("graph finished in %.0f s", time.time() - t0)
+
+    outcomes = {p.name: PairOutcome(p) for p in pairs}
+    by_wf = {pair_workflow_name(p): p.name for p in pairs}
+    for crash in sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []:
+        node, message = _read_crash(crash)
+        parts = node.split(".")
+        owner = next((by_wf[p] for p in parts if p in by_wf), None)
+        if owner is None:
+            continue
+        outcome = outcomes[owner]
+        if outcome.status == "ok":
+            outcome.status, outcome.step = "failed", parts[-1]
+            outcome.message, outcome.crash_file = message, str(crash)
+    return list(outcomes.values())
+
+
+def _summarise(outcomes: list[PairOutcome], settings, run_uuid: str, skipped) -> int:
+    lines = ["pair\tstatus\tstep\tmessage\tcrash_file"]
+    for o in outcomes:
+        lines.append("\t".join([o.pair.name, o.status, o.step or "n/a",
+                                (o.message or "n/a").replace("\t", " "), o.crash_file or "n/a"]))
+    for s in skipped:
+        lines.append("\t".join([f"sub-{s.subject}", "skipped", "discovery", s.reason, "n/a"]))
+    summary = atomic_write_text(settings.output_dir / "logs" / f"summary-{run_uuid}.tsv",
+                                "\n".join(lines) + "\n")
+    failed = [o for o in outcomes if o.status != "ok"]
+    LOGGER.info("summary: %d pair(s) done, %d failed, %d subject(s) skipped (%s)",
+                len(outcomes) - len(failed), len(failed), len(skipped), summary)
+    for o in failed:
+        LOGGER.error("%s FAILED at step '%s': %s (details: %s)", o.pair.name, o.step, o.message,
+                     o.crash_file)
+    return 1 if failed else 0
+
+
+def _discover(settings, participant_label=None) -> tuple[list[SessionPair], list]:
+    label = settings.participant_label if participant_label is None else participant_label
+    pairs, skipped = find_pairs(settings.bids_dir, label, settings.session_label)
+    for s in skipped:
+        LOGGER.warning("skipping sub-%s: %s", s.subject, s.reason)
+    if not pairs:
+        raise UsageProblem(
+            f"no subject of {settings.bids_dir} has two sessions with a FLAIR image "
+            "(anat/*_FLAIR.nii.gz in ses-<label> folders); check the dataset or --session-label"
+        )
+    LOGGER.info("found %d pair(s): %s", len(pairs), ", ".join(p.name for p in pairs))
+    return pairs, skipped
+
+
+def run_participant(settings, run_uuid: str) -> int:
+    """Preprocess every pair and, in ``infer`` mode, detect and describe change; write reports."""
+    pairs, skipped = _discover(settings)
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
+
+    write_dataset_description(settings.output_dir, settings.bids_dir, model_dir=settings.model_dir)
+    references = find_references(settings.reference_dir, pairs) if settings.mode == "infer" else {}
+    workflow = init_bids_lesionchange_wf(settings, pairs, references)
+    outcomes = run_graph(workflow, settings, pairs, run_uuid)
+    if settings.reports:
+        _subject_reports(settings, outcomes, run_uuid)
+    return _summarise(outcomes, settings, run_uuid, skipped)
+
+
+def _subject_reports(settings, outcomes: list[PairOutcome], run_uuid: str) -> None:
+    try:
+        from bids_lesionchange.reports.collect import write_subject_reports
+
+        for path in write_subject_reports(settings, outcomes, run_uuid):
+            LOGGER.info("report: %s", path)
+    except Exception as err:  # noqa: BLE001 - a failed report never fails the pipeline
+        LOGGER.warning("could not write the reports (%s: %s); the derivatives are complete",
+                       type(err).__name__, err)
+
+
+def preprocessed_paths(output_dir: Path, pair: SessionPair) -> tuple[Path, Path, Path]:
+    """Return the (baseline, follow-up, brain mask) derivatives of a pair in its common space."""
+    space = f"ses{pair.followup_session}"
+    sub = pair.subject
+    return (
+        output_dir / derivative_path(sub=sub, ses=pair.baseline_session, space=space, desc="preproc",
+                                     suffix="FLAIR", extension=".nii.gz"),
+        output_dir / derivative_path(sub=sub, ses=pair.followup_session, space=space, desc="preproc",
+                                     suffix="FLAIR", extension=".nii.gz"),
+        output_dir / derivative_path(sub=sub, ses=pair.followup_session, space=space, desc="brain",
+                                     suffix="mask", extension=".nii.gz"),
+    )
+
+
+def run_training(settings, run_uuid: str) -> int:
+    """Preprocess the NoChange pairs, then train the VAE and the change detector on them."""
+    try:
+        subjects = nochange_subjects(settings.bids_dir, settings.nochange_label,
+                                     settings.nochange_column, settings.nochange_value)
+    except ValueError as err:
+        raise UsageProblem(str(err)) from None
+    if settings.participant_label:
+        subjects = [s for s in subjects if s in settings.participant_label]
+    missing = [s for s in subjects if not (settings.bids_dir / f"sub-{s}").is_dir()]
+    if missing:
+        raise UsageProblem(f"NoChange subject(s) {', '.join(missing)} not found in {settings.bids_dir}")
+    LOGGER.info("training on %d NoChange subject(s): %s", len(subjects), ", ".join(subjects))
+    pairs, skipped = _discover(settings, participant_label=subjects)
+
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
+
+    write_dataset_description(settings.output_dir, settings.bids_dir)
+    prep_settings = replace(settings, mode="preprocess")
+    workflow = init_bids_lesionchange_wf(prep_settings, pairs, name="training_preproc_wf")
+    outcomes = run_graph(workflow, prep_settings, pairs, run_uuid)
+    status = _summarise(outcomes, settings, run_uuid, skipped)
+    ready = [o.pair for o in outcomes if o.status == "ok"]
+    if len(ready) < 2:
+        LOGGER.error("only %d NoChange pair(s) preprocessed; training needs at least 2", len(ready))
+        return 1
+    training_pairs = [(*map(str, preprocessed_paths(settings.output_dir, p)), p.name) for p in ready]
+
+    from bids_lesionchange.model.training import train_change_detector
+
+    model_dir = settings.output_dir / "model"
+    train_change_detector(training_pairs, model_dir, settings.hyperparams,
+                          work_dir=settings.work_dir / "training", resume=settings.resume,
+                          progress=True, seed=settings.seed,
+                          command_line=" ".join(settings.command_line))
+    LOGGER.info("model written to %s; use it with --model %s", model_dir, model_dir)
+    if settings.reports:
+        try:
+            from bids_lesionchange.reports.collect import write_group_report
+
+            LOGGER.info("report: %s", write_group_report(settings, run_uuid, model_dir=model_dir))
+        except Exception as err:  # noqa: BLE001
+            LOGGER.warning("could not write the group report (%s)", err)
+    return status
+
+
+def run_group_evaluation(settings, run_uuid: str) -> int:
+    """Aggregate every pair's metrics into one TSV (mean over pairs and pooled counts)."""
+    from bids_lesionchange.analysis.files import aggregate_metric_files
+
+    files = sorted(settings.output_dir.glob("sub-*/ses-*/anat/*_desc-evaluation_metrics.tsv"))
+    if settings.participant_label:
+        files = [f for f in files if f.name.split("_")[0][4:] in settings.participant_label]
+    if not files:
+        raise UsageProblem(
+            f"no *_desc-evaluation_metrics.tsv in {settings.output_dir}; run the participant level "
+            "with --reference-dir first"
+        )
+    out = aggregate_metric_files(files, settings.output_dir / "group_desc-evaluation_metrics.tsv")
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    for row in rows:
+        if row.get("pair") in ("mean", "pooled"):
+            LOGGER.info("%s: LTPR %s  LFPR %s  PPV %s  lesion F1 %s  Dice %s", row["pair"],
+                        row.get("LTPR"), row.get("LFPR"), row.get("PPV"), row.get("lesion_F1"),
+                        row.get("dice"))
+    LOGGER.info("group metrics: %s", out)
+    if settings.reports:
+        try:
+            from bids_lesionchange.reports.collect import write_group_report
+
+            LOGGER.info("report: %s", write_group_report(settings, run_uuid, metrics_file=out))
+        except Exception as err:  # noqa: BLE001
+            LOGGER.warning("could not write the group report (%s)", err)
+    return 0

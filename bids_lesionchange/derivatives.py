@@ -1,0 +1,105 @@
+"""BIDS-Derivatives naming and atomic writing (no half-written file is ever left behind)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bids_lesionchange import __version__
+
+#: Entities in the order BIDS puts them in a file name.
+ENTITY_ORDER = ("sub", "ses", "acq", "rec", "run", "from", "to", "mode", "space", "res", "label", "desc")
+
+
+def bids_name(*, suffix: str, extension: str, **entities: str | None) -> str:
+    """Return a BIDS file name with entities in canonical order, e.g. ``sub-01_ses-02_desc-x_mask.nii.gz``.
+
+    Entity keys use ``from_`` for ``from`` (a Python keyword).
+    """
+    entities = {k.rstrip("_"): v for k, v in entities.items() if v is not None}
+    unknown = set(entities) - set(ENTITY_ORDER)
+    if unknown:
+        raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
+    parts = [f"{key}-{entities[key]}" for key in ENTITY_ORDER if key in entities]
+    return "_".join(parts + [suffix]) + extension
+
+
+def derivative_path(*, suffix: str, extension: str, sub: str, ses: str | None = None,
+                    datatype: str = "anat", **entities: str | None) -> Path:
+    """Return the path of a derivative relative to the dataset root (``sub-X/ses-Y/anat/<name>``)."""
+    folder = Path(f"sub-{sub}") / (f"ses-{ses}" if ses else "") / datatype
+    return folder / bids_name(suffix=suffix, extension=extension, sub=sub, ses=ses, **entities)
+
+
+def atomic_copy(src: Path | str, dst: Path | str) -> Path:
+    """Copy ``src`` to ``dst`` through a temporary file in the same folder, then rename it."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp-", suffix=dst.name)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dst
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: Path | str, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def container_info() -> dict[str, str]:
+    """Describe the container the app runs in, if any (for ``GeneratedBy``)."""
+    if os.environ.get("BIDS_LESIONCHANGE_CONTAINER"):
+        kind = "docker" if Path("/.dockerenv").exists() else "oci"
+        if os.environ.get("SINGULARITY_CONTAINER") or os.environ.get("APPTAINER_CONTAINER"):
+            kind = "singularity"
+        return {"Type": kind, "Tag": os.environ["BIDS_LESIONCHANGE_CONTAINER"]}
+    return {}
+
+
+def write_dataset_description(output_dir: Path, bids_dir: Path, *, model_dir: Path | None = None) -> Path:
+    """Write ``dataset_description.json`` of the derivatives (DatasetType derivative, GeneratedBy)."""
+    generated = {
+        "Name": "bids_lesionchange",
+        "Version": __version__,
+        "Description": "Self-supervised detection of new and enlarging MS lesions (To et al. 2021)",
+        "CodeURL": "https://github.com/bids-lesionchange/bids_lesionchange",
+    }
+    container = container_info()
+    if container:
+        generated["Container"] = container
+    description = {
+        "Name": "bids_lesionchange derivatives",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "SourceDatasets": [{"URL": Path(bids_dir).resolve().as_uri()}],
+        "HowToAcknowledge": "Cite To et al., Self-supervised lesion change detection and localisation "
+        "in longitudinal multiple sclerosis brain imaging, MICCAI 2021.",
+    }
+    if model_dir is not None:
+        description["GeneratedBy"][0]["Model"] = str(model_dir)
+    return atomic_write_json(Path(output_dir) / "dataset_description.json", description)

@@ -1,0 +1,37 @@
+"""Write derivatives into the output dataset atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits,
+)
+
+from bids_lesionchange.derivatives import atomic_copy, atomic_write_json
+
+
+class _DerivativeSinkInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="file to store")
+    base_directory = traits.Str(mandatory=True, desc="root of the derivatives dataset")
+    out_path = traits.Str(mandatory=True, desc="path relative to base_directory (BIDS name)")
+    meta_dict = traits.Dict(desc="JSON sidecar contents (written beside the file)")
+
+
+class _DerivativeSinkOutputSpec(TraitedSpec):
+    out_file = File(desc="the stored derivative")
+
+
+class DerivativeSink(SimpleInterface):
+    """Copy a result to its BIDS-Derivatives name, with an optional JSON sidecar, atomically."""
+
+    input_spec = _DerivativeSinkInputSpec
+    output_spec = _DerivativeSinkOutputSpec
+
+    def _run_interface(self, runtime):
+        dst = Path(self.inputs.base_directory) / self.inputs.out_path
+        if self.inputs.meta_dict:
+            stem = dst.name.split(".")[0]
+            atomic_write_json(dst.parent / f"{stem}.json", self.inputs.meta_dict)
+        self._results["out_file"] = str(atomic_copy(self.inputs.in_file, dst))
+        return runtime

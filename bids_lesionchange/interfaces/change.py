@@ -1,0 +1,161 @@
+"""Nipype interfaces for change inference, components, lesion tables and evaluation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits,
+)
+
+
+def _out(runtime, name: str) -> str:
+    return str(Path(runtime.cwd) / name)
+
+
+class _PredictInputSpec(BaseInterfaceInputSpec):
+    baseline = File(exists=True, mandatory=True, desc="preprocessed baseline in the common space")
+    followup = File(exists=True, mandatory=True, desc="preprocessed follow-up in the common space")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask in the common space")
+    model_dir = traits.Directory(exists=True, mandatory=True, desc="trained model directory")
+    num_threads = traits.Int(1, usedefault=True, desc="TensorFlow threads")
+
+
+class _PredictOutputSpec(TraitedSpec):
+    probability = File(desc="change probability map in the common space")
+
+
+class SiameseUNetPredict(SimpleInterface):
+    """Compute the change probability map of a pair with a trained detector."""
+
+    input_spec = _PredictInputSpec
+    output_spec = _PredictOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.model.files import predict_files
+
+        out = _out(runtime, "change_probability.nii.gz")
+        predict_files(self.inputs.model_dir, self.inputs.baseline, self.inputs.followup,
+                      self.inputs.brain_mask, out, num_threads=self.inputs.num_threads)
+        self._results["probability"] = out
+        return runtime
+
+
+class _ComponentsInputSpec(BaseInterfaceInputSpec):
+    probability = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    threshold = traits.Float(0.1, usedefault=True, desc="kappa: voxels with p > kappa are change")
+    min_size = traits.Int(20, usedefault=True, desc="smallest component kept (voxels)")
+
+
+class _ComponentsOutputSpec(TraitedSpec):
+    mask = File(desc="binary change mask")
+    labels = File(desc="connected components, labelled 1..n")
+    n_components = traits.Int()
+
+
+class ChangeComponents(SimpleInterface):
+    """Threshold the probability map and keep connected components of at least ``min_size`` voxels."""
+
+    input_spec = _ComponentsInputSpec
+    output_spec = _ComponentsOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.analysis.files import components_files
+
+        mask, labels, n = components_files(
+            self.inputs.probability, self.inputs.brain_mask, _out(runtime, "change_mask.nii.gz"),
+            _out(runtime, "change_dseg.nii.gz"), self.inputs.threshold, self.inputs.min_size)
+        self._results.update(mask=mask, labels=labels, n_components=n)
+        return runtime
+
+
+class _LesionTableInputSpec(BaseInterfaceInputSpec):
+    labels = File(exists=True, mandatory=True)
+    probability = File(exists=True, mandatory=True)
+    baseline = File(exists=True, mandatory=True)
+    followup = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+
+
+class _LesionTableOutputSpec(TraitedSpec):
+    table = File(desc="TSV, one row per detected change")
+    sidecar = traits.Dict(desc="JSON sidecar describing the columns")
+
+
+class LesionTable(SimpleInterface):
+    """Describe every detected change: size, position, probabilities, intensities, new or enlarging."""
+
+    input_spec = _LesionTableInputSpec
+    output_spec = _LesionTableOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.analysis.files import lesion_table_files
+
+        table, sidecar = lesion_table_files(
+            self.inputs.labels, self.inputs.probability, self.inputs.baseline, self.inputs.followup,
+            self.inputs.brain_mask, _out(runtime, "lesions.tsv"))
+        self._results.update(table=table, sidecar=sidecar)
+        return runtime
+
+
+class _EvaluateInputSpec(BaseInterfaceInputSpec):
+    labels = File(exists=True, mandatory=True, desc="predicted components (common space)")
+    reference = File(exists=True, mandatory=True, desc="reference change mask (follow-up native grid)")
+    followup_xfm = File(exists=True, mandatory=True, desc="follow-up native-to-common transform")
+    pair = traits.Str(mandatory=True, desc="pair name for the table")
+    match = traits.Enum("iou", "overlap", usedefault=True)
+    min_size = traits.Int(1, usedefault=True)
+
+
+class _EvaluateOutputSpec(TraitedSpec):
+    metrics = File(desc="TSV with LTP, LFN, LFP, LTPR, LFPR, PPV, lesion F1 and Dice")
+    sidecar = traits.Dict()
+
+
+class EvaluateChange(SimpleInterface):
+    """Compare detected changes with a reference mask (lesion-wise and voxel-wise)."""
+
+    input_spec = _EvaluateInputSpec
+    output_spec = _EvaluateOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.analysis.files import evaluate_files
+
+        out, sidecar = evaluate_files(
+            self.inputs.labels, self.inputs.reference, self.inputs.followup_xfm,
+            _out(runtime, "metrics.tsv"), pair=self.inputs.pair, match=self.inputs.match)
+        self._results.update(metrics=out, sidecar=sidecar)
+        return runtime
+
+
+class _ToNativeInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="image in the common space")
+    native_reference = File(exists=True, mandatory=True, desc="the session's original FLAIR")
+    xfm = File(exists=True, mandatory=True, desc="the session's native-to-common transform")
+    order = traits.Int(1, usedefault=True, desc="0 nearest (masks), 1 linear (maps)")
+
+
+class _ToNativeOutputSpec(TraitedSpec):
+    out_file = File()
+
+
+class ToNative(SimpleInterface):
+    """Resample an image from the common space onto a session's original grid."""
+
+    input_spec = _ToNativeInputSpec
+    output_spec = _ToNativeOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.spaces import common_to_native_file
+
+        name = Path(self.inputs.in_file).name.replace(".nii.gz", "_native.nii.gz")
+        out = _out(runtime, name)
+        common_to_native_file(self.inputs.in_file, self.inputs.native_reference, self.inputs.xfm,
+                              out, order=self.inputs.order)
+        self._results["out_file"] = out
+        return runtime
+
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

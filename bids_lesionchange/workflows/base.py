@@ -1,0 +1,189 @@
+"""Top-level wiring: one Nipype graph over every session pair (the only place Settings is unpacked)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+from bids_lesionchange.derivatives import derivative_path
+from bids_lesionchange.interfaces.bids import DerivativeSink
+from bids_lesionchange.interfaces.change import (
+    ChangeComponents, EvaluateChange, LesionTable, SiameseUNetPredict, ToNative,
+)
+from bids_lesionchange.workflows.preproc import init_preproc_wf
+
+
+def pair_workflow_name(pair) -> str:
+    """Return the Nipype-safe name of a pair's workflow, e.g. ``sub_01_ses_01to02_wf``."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", pair.name.replace("-", "_")) + "_wf"
+
+
+def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesionchange_wf"):
+    """Build the participant-level graph from Settings and the discovered pairs.
+
+    Parameters
+    ----------
+    settings : Settings
+        The run's settings.
+    pairs : list of SessionPair
+        Pairs to process.
+    references : dict, optional
+        Reference change mask per pair name (enables evaluation).
+    """
+    workflow = Workflow(name=name)
+    workflow.__desc__ = (
+        "Change between two FLAIR sessions was detected with *bids_lesionchange*, an implementation "
+        "of the self-supervised siamese 3D U-net of To et al. (2021). "
+    )
+    references = references or {}
+    for pair in pairs:
+        pair_wf = init_pair_wf(
+            pair=pair,
+            output_dir=str(settings.output_dir),
+            model_dir=str(settings.model_dir) if settings.model_dir else None,
+            reference=str(references[pair.name]) if pair.name in references else None,
+            infer=settings.mode == "infer",
+            skull_strip=settings.skull_strip,
+            hdbet_mode=settings.hdbet_mode,
+            device=settings.device,
+            resolution=settings.resolution,
+            threshold=settings.threshold,
+            min_blob_size=settings.min_blob_size,
+            match=settings.match,
+            write_native=settings.write_native,
+            omp_nthreads=settings.omp_nthreads,
+            name=pair_workflow_name(pair),
+        )
+        workflow.add_nodes([pair_wf])
+    return workflow
+
+
+def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, skull_strip="auto",
+                 hdbet_mode="fast", device="cpu", resolution=1.0, threshold=0.1, min_blob_size=20,
+                 match="iou", write_native=True, omp_nthreads=1, name="pair_wf"):
+    """Preprocess one session pair, detect change, describe it, evaluate it and write derivatives.
+
+    Inputs
+    ------
+    baseline_flair, followup_flair
+        The original FLAIR images (set from ``pair``).
+
+    Outputs
+    -------
+    probability, mask, labels, table
+        Change probability, binary change mask, components and lesion table (common space).
+    """
+    workflow = Workflow(name=name)
+    sub, ses_b, ses_f = pair.subject, pair.baseline_session, pair.followup_session
+    space = f"ses{ses_f}"
+
+    inputnode = pe.Node(niu.IdentityInterface(fields=["baseline_flair", "followup_flair"]),
+                        name="inputnode")
+    inputnode.inputs.baseline_flair = str(pair.baseline_flair)
+    inputnode.inputs.followup_flair = str(pair.followup_flair)
+    outputnode = pe.Node(niu.IdentityInterface(fields=["probability", "mask", "labels", "table"]),
+                         name="outputnode")
+
+    preproc_wf = init_preproc_wf(skull_strip=skull_strip, hdbet_mode=hdbet_mode, device=device,
+                                 resolution=resolution, omp_nthreads=omp_nthreads)
+    workflow.connect([(inputnode, preproc_wf, [("baseline_flair", "inputnode.baseline_flair"),
+                                               ("followup_flair", "inputnode.followup_flair")])])
+
+    def sink(name_, field, source, path, meta=None):
+        node = pe.Node(DerivativeSink(base_directory=output_dir, out_path=str(path)),
+                       name=name_, run_without_submitting=True)
+        if meta:
+            node.inputs.meta_dict = meta
+        workflow.connect(source, field, node, "in_file")
+        return node
+
+    preproc_meta = {"Sources": [str(pair.baseline_flair), str(pair.followup_flair)],
+                    "SpatialReference": f"follow-up session ses-{ses_f} at {resolution} mm",
+                    "SkullStripped": True}
+    sink("ds_baseline", "outputnode.baseline_preproc", preproc_wf, derivative_path(
+        sub=sub, ses=ses_b, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"),
+        preproc_meta)
+    sink("ds_followup", "outputnode.followup_preproc", preproc_wf, derivative_path(
+        sub=sub, ses=ses_f, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"),
+        preproc_meta)
+    sink("ds_brain_mask", "outputnode.brain_mask", preproc_wf, derivative_path(
+        sub=sub, ses=ses_f, space=space, desc="brain", suffix="mask", extension=".nii.gz"),
+        {"Type": "Brain", "Sources": [str(pair.followup_flair)]})
+    sink("ds_baseline_xfm", "outputnode.baseline_xfm", preproc_wf, derivative_path(
+        sub=sub, ses=ses_b, from_="orig", to=space, mode="image", suffix="xfm", extension=".txt"))
+    sink("ds_followup_xfm", "outputnode.followup_xfm", preproc_wf, derivative_path(
+        sub=sub, ses=ses_f, from_="orig", to=space, mode="image", suffix="xfm", extension=".txt"))
+    sink("ds_qc", "outputnode.qc_json", preproc_wf, derivative_path(
+        sub=sub, ses=ses_f, desc="preproc", suffix="qc", extension=".json"))
+    figures = Path(f"sub-{sub}") / "figures"
+    sink("ds_mask_svg", "outputnode.mask_svg", preproc_wf,
+         figures / f"sub-{sub}_ses-{ses_f}_desc-brain_mask.svg")
+    sink("ds_registration_svg", "outputnode.registration_svg", preproc_wf,
+         figures / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-registration_FLAIR.svg")
+    if not infer:
+        return workflow
+
+    predict = pe.Node(SiameseUNetPredict(model_dir=model_dir, num_threads=omp_nthreads),
+                      name="predict", n_procs=omp_nthreads, mem_gb=3.0)
+    components = pe.Node(ChangeComponents(threshold=threshold, min_size=min_blob_size),
+                         name="components")
+    lesion_table = pe.Node(LesionTable(), name="lesion_table")
+    workflow.connect([
+        (preproc_wf, predict, [("outputnode.baseline_preproc", "baseline"),
+                               ("outputnode.followup_preproc", "followup"),
+                               ("outputnode.brain_mask", "brain_mask")]),
+        (preproc_wf, components, [("outputnode.brain_mask", "brain_mask")]),
+        (predict, components, [("probability", "probability")]),
+        (components, lesion_table, [("labels", "labels")]),
+        (predict, lesion_table, [("probability", "probability")]),
+        (preproc_wf, lesion_table, [("outputnode.baseline_preproc", "baseline"),
+                                    ("outputnode.followup_preproc", "followup"),
+                                    ("outputnode.brain_mask", "brain_mask")]),
+        (predict, outputnode, [("probability", "probability")]),
+        (components, outputnode, [("mask", "mask"), ("labels", "labels")]),
+        (lesion_table, outputnode, [("table", "table")]),
+    ])
+
+    change_meta = {"BaselineSession": f"ses-{ses_b}", "FollowupSession": f"ses-{ses_f}",
+                   "Threshold": threshold, "MinBlobSizeVoxels": min_blob_size,
+                   "Model": str(model_dir), "Sources": [str(pair.baseline_flair),
+                                                        str(pair.followup_flair)]}
+    sink("ds_probability", "probability", predict, derivative_path(
+        sub=sub, ses=ses_f, space=space, label="change", suffix="probseg", extension=".nii.gz"),
+        change_meta)
+    sink("ds_mask", "mask", components, derivative_path(
+        sub=sub, ses=ses_f, space=space, desc="change", suffix="mask", extension=".nii.gz"),
+        change_meta)
+    sink("ds_labels", "labels", components, derivative_path(
+        sub=sub, ses=ses_f, space=space, desc="change", suffix="dseg", extension=".nii.gz"),
+        change_meta)
+    ds_table = sink("ds_table", "table", lesion_table, derivative_path(
+        sub=sub, ses=ses_f, space=space, desc="change", suffix="lesions", extension=".tsv"))
+    workflow.connect(lesion_table, "sidecar", ds_table, "meta_dict")
+
+    if write_native:
+        for field, order, ds_name, path in (
+            ("probability", 1, "ds_native_probability", derivative_path(
+                sub=sub, ses=ses_f, label="change", suffix="probseg", extension=".nii.gz")),
+            ("mask", 0, "ds_native_mask", derivative_path(
+                sub=sub, ses=ses_f, desc="change", suffix="mask", extension=".nii.gz")),
+        ):
+            to_native = pe.Node(ToNative(order=order, native_reference=str(pair.followup_flair)),
+                                name=f"native_{field}")
+            workflow.connect([(outputnode, to_native, [(field, "in_file")]),
+                              (preproc_wf, to_native, [("outputnode.followup_xfm", "xfm")])])
+            sink(ds_name, "out_file", to_native, path, {**change_meta, "Space": "native follow-up grid"})
+
+    if reference:
+        evaluate = pe.Node(EvaluateChange(reference=reference, pair=pair.name, match=match),
+                           name="evaluate")
+        workflow.connect([(components, evaluate, [("labels", "labels")]),
+                          (preproc_wf, evaluate, [("outputnode.followup_xfm", "followup_xfm")])])
+        ds_metrics = sink("ds_metrics", "metrics", evaluate, derivative_path(
+            sub=sub, ses=ses_f, desc="evaluation", suffix="metrics", extension=".tsv"))
+        workflow.connect(evaluate, "sidecar", ds_metrics, "meta_dict")
+    return workflow
