@@ -1,0 +1,94 @@
+"""File-level entry points of the analysis layer, used by the Nipype interfaces.
+
+Each function loads NIfTI images, calls the pure functions of this package and writes the
+results (atomically); none holds an algorithm of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_lesionchange.analysis.components import change_components
+from bids_lesionchange.analysis.lesions import (
+    baseline_hyperintensities, lesion_table, lesion_table_sidecar,
+)
+from bids_lesionchange.analysis.metrics import aggregate_metrics, lesion_metrics, metrics_sidecar
+from bids_lesionchange.analysis.tables import read_table_tsv, write_json_atomic, write_table_tsv
+
+LESION_COLUMNS = ("label", "type", "voxels", "volume_mm3", "centroid_i", "centroid_j", "centroid_k",
+                  "centroid_x", "centroid_y", "centroid_z", "prob_max", "prob_mean",
+                  "baseline_mean", "followup_mean")
+
+
+def _save(data: np.ndarray, like: nib.Nifti1Image, path: str, dtype) -> str:
+    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), like.affine)
+    img.header.set_qform(like.affine, code=1)
+    img.header.set_sform(like.affine, code=1)
+    tmp = Path(path).with_name(".tmp-" + Path(path).name)
+    nib.save(img, str(tmp))
+    tmp.replace(path)
+    return str(path)
+
+
+def components_files(probability: str, brain_mask: str, mask_out: str, labels_out: str,
+                     threshold: float = 0.1, min_size: int = 20) -> tuple[str, str, int]:
+    """Threshold a probability image and write the binary change mask and the component labels."""
+    prob_img = nib.load(probability)
+    prob = np.asarray(prob_img.dataobj, dtype=np.float32)
+    brain = np.asarray(nib.load(brain_mask).dataobj) > 0
+    labels = change_components(prob, threshold=threshold, min_size=min_size, brain_mask=brain)
+    _save(labels > 0, prob_img, mask_out, np.uint8)
+    _save(labels, prob_img, labels_out, np.int16 if labels.max() < 32767 else np.int32)
+    return mask_out, labels_out, int(labels.max())
+
+
+def lesion_table_files(labels: str, probability: str, baseline: str, followup: str, brain_mask: str,
+                       table_out: str) -> tuple[str, dict]:
+    """Write the lesion table of labelled changes; return its path and JSON sidecar."""
+    labels_img = nib.load(labels)
+    lab = np.asarray(labels_img.dataobj).astype(np.int32)
+    base = np.asarray(nib.load(baseline).dataobj, dtype=np.float32)
+    brain = np.asarray(nib.load(brain_mask).dataobj) > 0
+    rows = lesion_table(
+        lab, np.asarray(nib.load(probability).dataobj, dtype=np.float32), base,
+        np.asarray(nib.load(followup).dataobj, dtype=np.float32), labels_img.affine,
+        labels_img.header.get_zooms()[:3],
+        baseline_hyperintensity=baseline_hyperintensities(base, brain),
+    )
+    write_table_tsv(rows, table_out, columns=LESION_COLUMNS)
+    return table_out, lesion_table_sidecar()
+
+
+def evaluate_files(labels: str, reference: str, followup_xfm: str, metrics_out: str, *, pair: str,
+                   match: str = "iou") -> tuple[str, dict]:
+    """Compare predicted components with a reference mask given on the follow-up's native grid.
+
+    The reference is brought onto the common grid of ``labels`` (nearest neighbour, through the
+    follow-up's native-to-common transform) before lesion-wise and voxel-wise comparison.
+    """
+    from bids_lesionchange.image.spaces import native_to_common
+
+    labels_img = nib.load(labels)
+    ref = native_to_common(nib.load(reference), followup_xfm, labels_img.shape[:3], labels_img.affine,
+                           order=0)
+    row = {"pair": pair, **lesion_metrics(np.asarray(labels_img.dataobj), np.asarray(ref) > 0,
+                                          match=match)}
+    write_table_tsv([row], metrics_out)
+    return metrics_out, {"pair": {"Description": "session pair (subject, baseline to follow-up)"},
+                         **metrics_sidecar(), "Match": match}
+
+
+def aggregate_metric_files(files: list[Path], out: Path) -> Path:
+    """Concatenate per-pair metric tables and append the ``mean`` and ``pooled`` rows."""
+    rows = [row for f in files for row in read_table_tsv(f)]
+    mean_row, pooled_row = aggregate_metrics(rows)
+    table = rows + [{**mean_row, "pair": "mean"}, {**pooled_row, "pair": "pooled"}]
+    columns = ["pair"] + [c for c in rows[0] if c != "pair"]
+    write_table_tsv(table, out, columns=columns)
+    write_json_atomic({"pair": {"Description": "session pair; 'mean' averages the pairs (as the "
+                                "paper's Table 1), 'pooled' recomputes rates from summed counts"},
+                       **metrics_sidecar()}, Path(out).with_suffix(".json"))
+    return Path(out)
