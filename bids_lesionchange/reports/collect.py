@@ -1,0 +1,116 @@
+"""Gather a run's derivatives and build the subject and group HTML reports from them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_lesionchange import __version__
+from bids_lesionchange.derivatives import derivative_path
+
+LOGGER = logging.getLogger("bids_lesionchange.reports")
+
+
+def _provenance(settings, run_uuid: str) -> dict:
+    prov = {
+        "version": __version__,
+        "run": run_uuid,
+        "command line": " ".join(settings.command_line),
+        "model": str(settings.model_dir) if settings.model_dir else "n/a",
+        "settings": json.dumps(settings.to_dict(), indent=1, default=str),
+    }
+    card = settings.model_dir / "model_card.md" if settings.model_dir else None
+    if card and card.is_file():
+        prov["model card"] = card.read_text()[:4000]
+    return prov
+
+
+def _load(path: Path):
+    return np.asarray(nib.load(str(path)).dataobj) if path.is_file() else None
+
+
+def _pair_entry(settings, outcome) -> dict:
+    from bids_lesionchange.analysis.tables import read_table_tsv
+    from bids_lesionchange.reports.figures import plot_change_mosaic, plot_lesion_slices
+
+    pair, out = outcome.pair, settings.output_dir
+    sub, ses_b, ses_f = pair.subject, pair.baseline_session, pair.followup_session
+    space = f"ses{ses_f}"
+
+    def deriv(**kw):
+        return out / derivative_path(sub=sub, **kw)
+
+    figures_dir = out / f"sub-{sub}" / "figures"
+    entry = {
+        "name": pair.name, "baseline_session": ses_b, "followup_session": ses_f,
+        "qc": {}, "mask_svg": figures_dir / f"sub-{sub}_ses-{ses_f}_desc-brain_mask.svg",
+        "registration_svg": figures_dir / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-registration_FLAIR.svg",
+        "figures": [], "lesion_rows": [], "metrics": None, "errors": [],
+    }
+    if outcome.status != "ok":
+        entry["errors"].append(f"step '{outcome.step}' failed: {outcome.message} "
+                               f"(crash file: {outcome.crash_file})")
+    qc = deriv(ses=ses_f, desc="preproc", suffix="qc", extension=".json")
+    if qc.is_file():
+        entry["qc"] = json.loads(qc.read_text())
+    table = deriv(ses=ses_f, space=space, desc="change", suffix="lesions", extension=".tsv")
+    if table.is_file():
+        entry["lesion_rows"] = read_table_tsv(table)
+    metrics = deriv(ses=ses_f, desc="evaluation", suffix="metrics", extension=".tsv")
+    if metrics.is_file():
+        rows = read_table_tsv(metrics)
+        entry["metrics"] = rows[0] if rows else None
+    followup = _load(deriv(ses=ses_f, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"))
+    prob = _load(deriv(ses=ses_f, space=space, label="change", suffix="probseg", extension=".nii.gz"))
+    labels = _load(deriv(ses=ses_f, space=space, desc="change", suffix="dseg", extension=".nii.gz"))
+    if followup is not None and prob is not None and labels is not None:
+        mosaic = figures_dir / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-changemosaic_FLAIR.png"
+        entry["figures"].append(plot_change_mosaic(followup, prob, labels > 0, mosaic))
+        if entry["lesion_rows"]:
+            slices = figures_dir / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-changeslices_FLAIR.png"
+            entry["figures"].append(plot_lesion_slices(followup, labels, entry["lesion_rows"], slices))
+    return entry
+
+
+def write_subject_reports(settings, outcomes, run_uuid: str) -> list[Path]:
+    """Write ``OUTPUT_DIR/sub-<label>.html`` for every subject of the run; return their paths."""
+    from bids_lesionchange.reports.subject import build_subject_report
+
+    by_subject: dict[str, list] = {}
+    for outcome in outcomes:
+        by_subject.setdefault(outcome.pair.subject, []).append(outcome)
+    provenance = _provenance(settings, run_uuid)
+    written = []
+    for subject, items in sorted(by_subject.items()):
+        try:
+            pairs = [_pair_entry(settings, o) for o in items]
+            written.append(build_subject_report(settings.output_dir / f"sub-{subject}.html",
+                                                subject=subject, pairs=pairs, provenance=provenance))
+        except Exception as err:  # noqa: BLE001 - one subject's report never stops the others
+            LOGGER.warning("sub-%s: report not written (%s: %s)", subject, type(err).__name__, err)
+    return written
+
+
+def write_group_report(settings, run_uuid: str, *, model_dir: Path | None = None,
+                       metrics_file: Path | None = None) -> Path:
+    """Write ``OUTPUT_DIR/group.html``: training curves and SuperMix examples, or metrics."""
+    from bids_lesionchange.analysis.tables import read_table_tsv
+    from bids_lesionchange.reports.group import build_group_report
+
+    kwargs = {}
+    if model_dir is not None:
+        log = model_dir / "training_log.tsv"
+        kwargs["training_log_tsv"] = log if log.is_file() else None
+        kwargs["supermix_examples"] = sorted((model_dir / "supermix_examples").glob("*.png"))
+        spec = model_dir / "model.json"
+        if spec.is_file():
+            kwargs["validation"] = json.loads(spec.read_text()).get("validation")
+    if metrics_file is not None:
+        kwargs["metrics_rows"] = read_table_tsv(metrics_file)
+    name = "group_desc-training_report.html" if model_dir is not None else "group_desc-evaluation_report.html"
+    return build_group_report(settings.output_dir / name, provenance=_provenance(settings, run_uuid),
+                              **kwargs)
