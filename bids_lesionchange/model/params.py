@@ -38,6 +38,8 @@ class SuperMixParams:
     n_segments_max: int = 5000
     compactness: float = 0.1
     min_label_voxels: int = 0
+    slic_downsample: int = 2  # SLIC runs on a grid this many times coarser (1 = full resolution)
+    slic_iterations: int = 10
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class DetectorParams:
     gamma_final: float = 1.0
     gamma_intermediate: float = 0.75
     l2: float = 1e-6
+    normalization: str = "none"  # "none" or "group" (GroupNorm; BatchNorm is not offered: slow at CPU inference)
+    deep_supervision_weight: float = 0.5  # weight of each intermediate output's loss (final output: 1)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,11 @@ class TrainingParams:
     learning_rate: float = 2e-4
     decay: float = 1e-3
     validation_fraction: float = 0.2
+    validation_crops: int = 8
+    swap_sessions: bool = True  # also train with baseline and follow-up roles exchanged
+    min_brain_fraction: float = 0.25  # a training crop holds at least this fraction of brain voxels
+    threshold: float = 0.1  # kappa of the paper, for the validation Dice and lesion counts
+    min_blob_size: int = 20
     seed: int = 0
 
 

@@ -1,0 +1,115 @@
+"""Full-brain inference of the change detector, whole-volume or by blended sliding windows."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+
+from bids_lesionchange.model._backend import keras
+
+LOGGER = logging.getLogger(__name__)
+
+
+def brain_bounding_box(brain_mask: np.ndarray) -> tuple[slice, ...]:
+    """Return the slices of the smallest box holding every brain voxel."""
+    coords = np.argwhere(brain_mask)
+    low, high = coords.min(axis=0), coords.max(axis=0) + 1
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def _pad_to_multiple(shape, multiple):
+    return [(0, (-s) % multiple) for s in shape]
+
+
+def _gaussian_weights(window: tuple[int, ...]) -> np.ndarray:
+    """Return separable Gaussian blending weights (sigma = side / 8), highest at the window centre."""
+    weights = np.ones(window, dtype=np.float32)
+    for axis, side in enumerate(window):
+        position = np.arange(side, dtype=np.float32) - (side - 1) / 2
+        profile = np.exp(-0.5 * (position / (side / 8.0)) ** 2)
+        profile = np.maximum(profile / profile.max(), 1e-3)
+        shape = [1, 1, 1]
+        shape[axis] = side
+        weights = weights * profile.reshape(shape)
+    return weights
+
+
+def _window_starts(size: int, window: int, step: int) -> list[int]:
+    if window >= size:
+        return [0]
+    starts = list(range(0, size - window, step)) + [size - window]
+    return sorted(set(starts))
+
+
+def _run(model, inputs: list[np.ndarray]) -> np.ndarray:
+    out = model.predict_on_batch(inputs if len(inputs) > 1 else inputs[0])
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    return np.asarray(out)[0, ..., 0]
+
+
+def predict_change(model, spec: dict, baseline: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray,
+                   *, window: int | tuple[int, int, int] | None = None, overlap: float = 0.25) -> np.ndarray:
+    """Return the change probability map of a preprocessed pair (float32, zero outside the brain).
+
+    Parameters
+    ----------
+    model, spec : from :func:`bids_lesionchange.model.io.load_detector`
+    baseline, followup : ndarray (X, Y, Z) float32 in [0, 1], registered, zero outside the brain
+    brain_mask : ndarray (X, Y, Z) bool
+    window : None for one pass over the brain's bounding box (padded to ``input_multiple``), or a
+        window side (int or 3 ints, rounded up to ``input_multiple``) for sliding windows whose
+        overlapping predictions are blended with Gaussian weights (bounded memory).
+    overlap : fraction of a window shared with its neighbour, in [0, 0.9].
+
+    Returns
+    -------
+    ndarray float32 (X, Y, Z) in [0, 1].
+    """
+    from bids_lesionchange.model.detector import detector_inputs, inference_model
+
+    baseline = np.asarray(baseline, dtype=np.float32)
+    followup = np.asarray(followup, dtype=np.float32)
+    brain_mask = np.asarray(brain_mask, dtype=bool)
+    if not (baseline.shape == followup.shape == brain_mask.shape) or baseline.ndim != 3:
+        raise ValueError(f"baseline, follow-up and mask need one 3D shape, got {baseline.shape}, "
+                         f"{followup.shape}, {brain_mask.shape}")
+    if not 0 <= overlap <= 0.9:
+        raise ValueError("overlap must be in [0, 0.9]")
+    result = np.zeros(baseline.shape, dtype=np.float32)
+    if not brain_mask.any():
+        return result
+    model = inference_model(model)
+    multiple = int(spec["input_multiple"])
+    architecture = spec.get("architecture") or spec["hyperparams"]["detector"]["architecture"]
+    box = brain_bounding_box(brain_mask)
+    pad = _pad_to_multiple([s.stop - s.start for s in box], multiple)
+    fu = np.pad(followup[box], pad)
+    bl = np.pad(baseline[box], pad)
+    shape = fu.shape
+    if window is None:
+        sides = shape
+    else:
+        sides = (window,) * 3 if np.isscalar(window) else tuple(window)
+        sides = tuple(min(int(np.ceil(w / multiple) * multiple), s) for w, s in zip(sides, shape))
+    if tuple(sides) == tuple(shape):
+        probability = _run(model, detector_inputs(fu[None], bl[None], architecture))
+    else:
+        weights = _gaussian_weights(sides)
+        total = np.zeros(shape, dtype=np.float32)
+        norm = np.zeros(shape, dtype=np.float32)
+        steps = [max(int(side * (1 - overlap)), 1) for side in sides]
+        starts = [_window_starts(s, w, st) for s, w, st in zip(shape, sides, steps)]
+        for corner in itertools.product(*starts):
+            win = tuple(slice(c, c + w) for c, w in zip(corner, sides))
+            prob = _run(model, detector_inputs(fu[win][None], bl[win][None], architecture))
+            total[win] += prob * weights
+            norm[win] += weights
+        probability = total / np.maximum(norm, 1e-12)
+        LOGGER.debug("predicted %d windows of %s", int(np.prod([len(s) for s in starts])), sides)
+    crop = tuple(slice(0, s.stop - s.start) for s in box)
+    result[box] = probability[crop]
+    result[~brain_mask] = 0.0
+    return result

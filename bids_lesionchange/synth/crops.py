@@ -1,0 +1,87 @@
+"""Random brain crops and synthetic change samples (x', x^, y) built from NoChange pairs (numpy only).
+
+The VAE is passed in as a ``reconstruct(volume, rng) -> volume`` callable, so this module never
+imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from bids_lesionchange.model.params import SuperMixParams
+from bids_lesionchange.synth.supermix import supermix
+
+
+@dataclass
+class PairVolumes:
+    """One preprocessed NoChange pair in a common space, padded to at least the crop size."""
+
+    name: str
+    baseline: np.ndarray
+    followup: np.ndarray
+    brain_mask: np.ndarray
+
+    @property
+    def brain_voxels(self) -> int:
+        return int(self.brain_mask.sum())
+
+
+def pad_to_at_least(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-pad ``volume`` at the end of each axis so every side is at least ``shape``."""
+    pad = [(0, max(0, s - v)) for v, s in zip(volume.shape, shape)]
+    return np.pad(volume, pad) if any(p[1] for p in pad) else volume
+
+
+def random_crop_corner(brain_mask: np.ndarray, crop_shape: tuple[int, int, int], rng: np.random.Generator,
+                       min_brain_fraction: float = 0.25, attempts: int = 20) -> tuple[int, int, int]:
+    """Return the corner of a random crop centred on a brain voxel, holding enough brain if possible.
+
+    Tries ``attempts`` centres drawn uniformly among brain voxels and returns the first crop whose
+    brain fraction is at least ``min_brain_fraction`` (else the one with the most brain).
+    """
+    shape = brain_mask.shape
+    brain = np.argwhere(brain_mask)
+    if brain.size == 0:
+        raise ValueError("the brain mask is empty")
+    best, best_fraction = None, -1.0
+    for _ in range(attempts):
+        centre = brain[rng.integers(len(brain))]
+        corner = tuple(int(np.clip(c - k // 2, 0, s - k)) for c, k, s in zip(centre, crop_shape, shape))
+        window = tuple(slice(c, c + k) for c, k in zip(corner, crop_shape))
+        fraction = float(brain_mask[window].mean())
+        if fraction >= min_brain_fraction:
+            return corner
+        if fraction > best_fraction:
+            best, best_fraction = corner, fraction
+    return best
+
+
+def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
+                            reconstruct: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+                            rng: np.random.Generator, params: SuperMixParams, *,
+                            swap_sessions: bool = False, min_brain_fraction: float = 0.25) -> dict:
+    """Return one synthetic change sample from a NoChange pair.
+
+    The "later" image x (the follow-up, or the baseline when ``swap_sessions``) is cropped,
+    reconstructed by the VAE and SuperMix-ed into x'; the other session is x^ and the label is
+    the SuperMix label: y = 1 where x' took the reconstruction.
+
+    Returns
+    -------
+    dict with float32 arrays ``mixed`` (x'), ``reference`` (x^), ``original`` (x), ``recon``
+    (x~), bool ``label`` and ``brain`` (all ``crop_shape``), ``corner`` and ``n_segments``.
+    """
+    corner = random_crop_corner(pair.brain_mask, crop_shape, rng, min_brain_fraction)
+    window = tuple(slice(c, c + k) for c, k in zip(corner, crop_shape))
+    later, earlier = (pair.baseline, pair.followup) if swap_sessions else (pair.followup, pair.baseline)
+    x = np.ascontiguousarray(later[window], dtype=np.float32)
+    reference = np.ascontiguousarray(earlier[window], dtype=np.float32)
+    brain = pair.brain_mask[window]
+    recon = reconstruct(x, rng).astype(np.float32)
+    scale = float(brain.sum()) / max(pair.brain_voxels, 1)
+    mixed, label = supermix(x, recon, brain, rng, params, segment_scale=scale)
+    return {"mixed": mixed, "reference": reference, "original": x, "recon": recon, "label": label,
+            "brain": brain, "corner": corner}

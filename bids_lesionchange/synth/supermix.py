@@ -1,0 +1,164 @@
+"""SuperMix: synthetic lesion changes by mixing VAE reconstructions into SLIC superpixels.
+
+Given a scan x, a perturbed reconstruction x~ and the brain mask, SLIC tessellates x into
+n_seg superpixels b_t (log n_seg ~ U(log 200, log 5000)); each superpixel keeps x with probability
+tau and otherwise takes x~ (To et al. 2021, eq. 1):
+
+    x'  = sum_t lambda_t b_t x + (1 - lambda_t) b_t x~
+    y^  = sum_t (1 - lambda_t) b_t            (restricted to the brain)
+
+Speed: SLIC with a mask on a whole 1 mm brain takes 27 s (n_seg = 200) to 109 s (n_seg = 5000)
+on this CPU, and 0.8-4 s on a 64^3 crop. SuperMix is therefore applied to training crops, with
+n_seg scaled by the crop's share of the brain (``segment_scale``) so superpixels keep the
+paper's physical size, and SLIC runs on a grid ``slic_downsample`` times coarser (0.14-0.5 s per
+64^3 crop at factor 2); the superpixels are brought back by nearest-neighbour repetition.
+numpy + scikit-image only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from skimage.segmentation import slic
+
+from bids_lesionchange.model.params import SuperMixParams
+
+LOGGER = logging.getLogger(__name__)
+
+
+def sample_n_segments(rng: np.random.Generator, params: SuperMixParams) -> float:
+    """Draw n_seg with log n_seg ~ U(log n_segments_min, log n_segments_max) (for a whole brain)."""
+    low, high = np.log(params.n_segments_min), np.log(params.n_segments_max)
+    return float(np.exp(rng.uniform(low, high)))
+
+
+def _block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
+    pad = [(0, (-s) % factor) for s in volume.shape]
+    padded = np.pad(volume, pad, mode="edge")
+    shape = []
+    for s in padded.shape:
+        shape += [s // factor, factor]
+    return padded.reshape(shape).mean(axis=(1, 3, 5))
+
+
+def superpixels(image: np.ndarray, brain_mask: np.ndarray, n_segments: int,
+                params: SuperMixParams) -> np.ndarray:
+    """Return SLIC superpixel labels (int32, 1..n inside the brain, 0 outside) of a 3D image.
+
+    SLIC runs on a grid ``params.slic_downsample`` times coarser and the labels are repeated
+    back to the image grid, then restricted to ``brain_mask``.
+    """
+    factor = max(int(params.slic_downsample), 1)
+    mask = np.asarray(brain_mask, dtype=bool)
+    if factor > 1:
+        small = _block_mean(np.asarray(image, dtype=np.float32), factor)
+        small_mask = _block_mean(mask.astype(np.float32), factor) >= 0.5
+    else:
+        small, small_mask = np.asarray(image, dtype=np.float32), mask
+    if not small_mask.any():
+        return np.zeros(mask.shape, dtype=np.int32)
+    segments = slic(small, n_segments=max(int(round(n_segments)), 1), compactness=params.compactness,
+                    channel_axis=None, mask=small_mask, start_label=1,
+                    max_num_iter=params.slic_iterations).astype(np.int32)
+    if factor > 1:
+        for axis in range(3):
+            segments = np.repeat(segments, factor, axis=axis)
+        segments = segments[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
+    segments[~mask] = 0
+    return segments
+
+
+def supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, rng: np.random.Generator,
+             params: SuperMixParams, *, segment_scale: float = 1.0, n_segments: float | None = None,
+             return_segments: bool = False):
+    """Mix the reconstruction into randomly chosen superpixels of ``x`` and return the change label.
+
+    Parameters
+    ----------
+    x, x_recon : ndarray (X, Y, Z) float32
+        The scan and its (perturbed VAE) reconstruction on the same grid.
+    brain_mask : ndarray (X, Y, Z) bool
+    rng : numpy Generator (n_seg and the keep/replace draws)
+    params : SuperMixParams
+        ``tau``: probability a superpixel keeps ``x``; ``min_label_voxels``: smaller replaced
+        superpixels are left unchanged.
+    segment_scale : float
+        Share of a whole brain that ``brain_mask`` covers; n_seg drawn for a whole brain is
+        multiplied by it so a crop's superpixels have the size they would have in the full scan.
+    n_segments : float, optional
+        Use this n_seg (whole-brain count) instead of drawing one.
+    return_segments : bool
+        Also return the superpixel labels and the ids of the replaced ones.
+
+    Returns
+    -------
+    x_mixed : ndarray float32, equal to ``x`` outside ``label`` and to ``x_recon`` inside
+    label : ndarray bool, exactly the union of replaced superpixels inside the brain
+    (segments, replaced_ids) : only with ``return_segments``
+    """
+    x = np.asarray(x, dtype=np.float32)
+    x_recon = np.asarray(x_recon, dtype=np.float32)
+    if x.shape != x_recon.shape or x.shape != np.shape(brain_mask):
+        raise ValueError(f"supermix needs equal shapes, got {x.shape}, {x_recon.shape}, {np.shape(brain_mask)}")
+    n_seg = sample_n_segments(rng, params) if n_segments is None else float(n_segments)
+    segments = superpixels(x, brain_mask, max(n_seg * segment_scale, 1.0), params)
+    ids = np.unique(segments)
+    ids = ids[ids > 0]
+    replace = rng.uniform(size=ids.size) >= params.tau
+    replaced = ids[replace]
+    if params.min_label_voxels > 0 and replaced.size:
+        sizes = np.bincount(segments.ravel(), minlength=int(segments.max()) + 1)
+        replaced = replaced[sizes[replaced] >= params.min_label_voxels]
+    label = np.isin(segments, replaced) & (segments > 0)
+    x_mixed = np.where(label, x_recon, x).astype(np.float32)
+    if return_segments:
+        return x_mixed, label, (segments, replaced)
+    return x_mixed, label
+
+
+def save_supermix_examples(examples: Sequence[dict], out_dir: str | Path, prefix: str = "supermix") -> list[Path]:
+    """Save one PNG per example: baseline, follow-up, reconstruction, mixed image with the label.
+
+    Parameters
+    ----------
+    examples : sequence of dict with arrays ``baseline``, ``followup``, ``recon``, ``mixed``,
+        ``label`` (X, Y, Z) and optionally a ``title``.
+    out_dir : directory to write ``<prefix>-NN.png`` into (created).
+
+    Returns
+    -------
+    list of Path of the written files.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, example in enumerate(examples):
+        label = np.asarray(example["label"], dtype=bool)
+        if label.any():
+            z = int(np.argmax(label.sum(axis=(0, 1))))
+        else:
+            z = label.shape[2] // 2
+        panels = [("baseline x^", example["baseline"]), ("follow-up x", example["followup"]),
+                  ("VAE reconstruction x~", example["recon"]), ("SuperMix x' + label", example["mixed"])]
+        fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+        for axis, (title, volume) in zip(axes, panels):
+            axis.imshow(np.asarray(volume)[:, :, z].T, cmap="gray", vmin=0, vmax=1, origin="lower")
+            axis.set_title(title, fontsize=9)
+            axis.axis("off")
+        if label[:, :, z].any():
+            axes[3].contour(label[:, :, z].T.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+        fig.suptitle(example.get("title", f"example {index}"), fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"{prefix}-{index:02d}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
