@@ -1,0 +1,172 @@
+"""Per-subject HTML report: one self-contained page with every session pair of the subject."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from bids_lesionchange.analysis.metrics import METRIC_COLUMNS, RATE_COLUMNS
+from bids_lesionchange.reports.embed import try_embed
+from bids_lesionchange.reports.render import cell, key_values, provenance_context, render_to_file
+
+LOGGER = logging.getLogger("bids_lesionchange.reports")
+
+SUBJECT_SECTIONS = (
+    ("summary", "Summary"),
+    ("skull-stripping", "Skull stripping"),
+    ("registration", "Registration"),
+    ("change-detection", "Change detection"),
+    ("lesions", "Lesion table"),
+    ("metrics", "Evaluation metrics"),
+    ("errors", "Errors"),
+    ("provenance", "Provenance"),
+)
+
+#: Lesion table columns shown in the report (header text, row key).
+LESION_DISPLAY_COLUMNS = (
+    ("label", "label"),
+    ("type", "type"),
+    ("voxels", "voxels"),
+    ("volume (mm³)", "volume_mm3"),
+    ("x (mm)", "centroid_x"),
+    ("y (mm)", "centroid_y"),
+    ("z (mm)", "centroid_z"),
+    ("max p", "prob_max"),
+    ("mean p", "prob_mean"),
+    ("baseline", "baseline_mean"),
+    ("follow-up", "followup_mean"),
+)
+
+SUMMARY_COLUMNS = ("pair", "baseline", "follow-up", "status", "changes", "new", "enlarging",
+                   "total volume (mm³)")
+
+FIGURE_CAPTIONS = {
+    "mosaic": "Axial slices of the follow-up FLAIR with the change probability (hot colours) and "
+              "the change mask (cyan outline).",
+    "slices": "Axial, coronal and sagittal views through each detected change, zoomed around it.",
+}
+
+
+def build_subject_report(
+    out_html: str | Path,
+    *,
+    subject: str,
+    pairs: Sequence[Mapping[str, Any]],
+    provenance: Mapping[str, Any] | None,
+) -> Path:
+    """Write the HTML report of one subject (self-contained: images inline, no scripts).
+
+    Parameters
+    ----------
+    out_html : str or Path
+        HTML file to write (atomically).
+    subject : str
+        Subject label (without ``sub-``).
+    pairs : sequence of mapping
+        One mapping per session pair with the keys ``name``, ``baseline_session``,
+        ``followup_session``, ``qc`` (dict), ``mask_svg`` and ``registration_svg`` (paths),
+        ``figures`` (list of image paths), ``lesion_rows`` (list of lesion table rows),
+        ``metrics`` (dict or None) and ``errors`` (list of str). Any key may be missing or None:
+        the report then says "not available".
+    provenance : mapping
+        Shown in the Provenance section: any keys (e.g. version, command line, settings, model
+        card); long texts and containers go into collapsible blocks.
+
+    Returns
+    -------
+    Path
+        ``out_html``.
+    """
+    prepared = [_prepare_pair(pair, n) for n, pair in enumerate(pairs)]
+    errors = [(pair["heading"], message) for pair in prepared for message in pair["errors"]]
+    context = {
+        "title": f"bids_lesionchange: sub-{subject}",
+        "sections": SUBJECT_SECTIONS,
+        "subject": subject,
+        "pairs": prepared,
+        "summary_columns": SUMMARY_COLUMNS,
+        "summary_rows": [pair["summary"] for pair in prepared],
+        "lesion_columns": [header for header, _ in LESION_DISPLAY_COLUMNS],
+        "errors": errors,
+        "provenance": provenance_context(provenance),
+    }
+    path = render_to_file("subject.html.j2", out_html, context)
+    LOGGER.info("sub-%s: report written to %s", subject, path)
+    return path
+
+
+def _prepare_pair(pair: Mapping[str, Any], position: int) -> dict[str, Any]:
+    baseline = _text(pair.get("baseline_session"))
+    followup = _text(pair.get("followup_session"))
+    name = _text(pair.get("name")) or f"pair {position + 1}"
+    heading = name
+    if baseline and followup and not (f"ses-{baseline}" in name and f"ses-{followup}" in name):
+        heading = f"ses-{baseline} → ses-{followup} ({name})"
+    errors = [str(e) for e in (pair.get("errors") or [])]
+    lesion_rows = pair.get("lesion_rows")
+    rows = list(lesion_rows) if lesion_rows else []
+    known = lesion_rows is not None and not (errors and not rows)
+
+    figures = []
+    for path in pair.get("figures") or []:
+        item = try_embed(path, alt=f"{name} change detection figure")
+        stem = Path(str(path)).name.lower()
+        item["caption"] = next((text for key, text in FIGURE_CAPTIONS.items() if key in stem), "")
+        figures.append(item)
+
+    metrics = pair.get("metrics")
+    return {
+        "heading": heading,
+        "mask": try_embed(pair.get("mask_svg"), alt=f"{name} brain mask"),
+        "registration": try_embed(pair.get("registration_svg"), alt=f"{name} registration"),
+        "figures": figures,
+        "qc": key_values(pair.get("qc")),
+        "lesion_rows": [_lesion_cells(row) for row in rows],
+        "lesion_note": "no change detected" if known else "not available",
+        "metrics": _metrics_table(metrics) if metrics else None,
+        "errors": errors,
+        "summary": _summary_cells(name, baseline, followup, rows, known, errors),
+    }
+
+
+def _metrics_table(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """One-row table: the rates first, then the counts, then any other key."""
+    order = [c for c in (*RATE_COLUMNS, *METRIC_COLUMNS) if c in metrics]
+    order = list(dict.fromkeys(order))
+    order += [k for k in metrics if k not in order and k not in ("pair", "subject")]
+    return {"columns": order, "rows": [[cell(metrics[k]) for k in order]]}
+
+
+def _lesion_cells(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    cells = []
+    for _, key in LESION_DISPLAY_COLUMNS:
+        value = row.get(key)
+        cells.append(cell(value, badge=(key == "type" and value in ("new", "enlarging"))))
+    return cells
+
+
+def _summary_cells(name, baseline, followup, rows, known, errors) -> list[dict[str, Any]]:
+    status = "failed" if errors else "ok"
+    if known:
+        types = [row.get("type") for row in rows]
+        volumes = [_float(row.get("volume_mm3")) for row in rows]
+        volume = sum(v for v in volumes if math.isfinite(v)) if rows else 0.0
+        counts = [len(rows), types.count("new"), types.count("enlarging"), volume]
+    else:
+        counts = [None, None, None, None]
+    cells = [cell(name), cell(baseline or None), cell(followup or None), cell(status)]
+    cells[3]["cls"] = "error" if errors else "ok"
+    return cells + [cell(value) for value in counts]
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
