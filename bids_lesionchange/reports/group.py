@@ -142,7 +142,8 @@ def _evaluation_context(rows: list[Mapping[str, Any]], scratch: Path) -> dict[st
     mean_row, pooled_row = aggregate_metrics(per_pair)
     aggregates = []
     for label, agg in (("mean", mean_row), ("pooled", pooled_row)):
-        label_cells = [cell(label if n == 0 else "") for n in range(len(keys))]
+        label_cells = [{"text": label if n == 0 else "", "cls": "", "badge": False}
+                       for n in range(len(keys))]
         aggregates.append(label_cells + [cell(agg.get(c)) for c in metrics])
     try:
         shown = [c for c in RATE_COLUMNS if c in metrics]

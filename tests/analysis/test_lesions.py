@@ -95,6 +95,10 @@ def test_new_versus_enlarging():
     # Default: the hyperintensities are found from the baseline itself.
     default_rows = lesion_table(labels, probability, baseline, followup, _affine(), ZOOMS)
     assert [r["type"] for r in default_rows] == ["new", "enlarging"]
+    # Alone, the enlarging change still sees the lesion just outside its own bounding box.
+    only_c = np.where(labels == 2, 2, 0)
+    rows = lesion_table(only_c, probability, baseline, followup, _affine(), ZOOMS, hyper)
+    assert [(r["label"], r["type"]) for r in rows] == [(2, "enlarging")]
     # Without any baseline hyperintensity, both changes are new.
     rows = lesion_table(labels, probability, baseline, followup, _affine(), ZOOMS, np.zeros(SHAPE, bool))
     assert [r["type"] for r in rows] == ["new", "new"]

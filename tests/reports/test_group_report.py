@@ -34,7 +34,8 @@ def test_group_report_with_every_part(demo_inputs, tmp_path):
     assert html.count('>01</td>') == 1 and html.count('>02</td>') == 1
     assert format_value(pooled["LTPR"]) in html and format_value(mean["LTPR"]) in html
     assert format_value(mean["LTPR"]) != format_value(pooled["LTPR"])  # 0.833 vs 0.800
-    assert "not available" not in html
+    assert html.count(">mean</td>") == 1 and html.count(">pooled</td>") == 1
+    assert "not available" not in html and "n/a" not in html
     assert "<script" not in html
 
 def test_empty_group_report(tmp_path):
