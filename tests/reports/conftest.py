@@ -106,6 +106,7 @@ def build_demo_inputs(folder: Path, with_reference: bool = True) -> dict:
             "reference": reference}
 
 
-@pytest.fixture
-def demo_inputs(tmp_path: Path) -> dict:
-    return build_demo_inputs(tmp_path / "derivatives")
+@pytest.fixture(scope="module")
+def demo_inputs(tmp_path_factory) -> dict:
+    """Built once per test module; tests must not modify it."""
+    return build_demo_inputs(tmp_path_factory.mktemp("derivatives"))
