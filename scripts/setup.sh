@@ -10,4 +10,9 @@ fi
 # torch first, pinned to the CPU build: an unpinned torch pulls several GB of CUDA wheels.
 .venv/bin/python -m pip install -q -c .ci/constraints.txt torch==2.13.0
 .venv/bin/python -m pip install -q -c .ci/constraints.txt -e '.[all]'
+# Headless Chromium is used by the report test (skipped when absent); install it where we can.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+    || echo "note: chromium could not be installed; the browser test will be skipped"
+fi
 echo "bids_lesionchange installed in $(pwd)/.venv"

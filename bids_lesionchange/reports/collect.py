@@ -30,7 +30,10 @@ def _provenance(settings, run_uuid: str) -> dict:
 
 
 def _load(path: Path):
-    return np.asarray(nib.load(str(path)).dataobj) if path.is_file() else None
+    if not path.is_file():
+        return None, None
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj), img.affine
 
 
 def _pair_entry(settings, outcome) -> dict:
@@ -64,15 +67,19 @@ def _pair_entry(settings, outcome) -> dict:
     if metrics.is_file():
         rows = read_table_tsv(metrics)
         entry["metrics"] = rows[0] if rows else None
-    followup = _load(deriv(ses=ses_f, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"))
-    prob = _load(deriv(ses=ses_f, space=space, label="change", suffix="probseg", extension=".nii.gz"))
-    labels = _load(deriv(ses=ses_f, space=space, desc="change", suffix="dseg", extension=".nii.gz"))
+    followup, affine = _load(deriv(ses=ses_f, space=space, desc="preproc", suffix="FLAIR",
+                                   extension=".nii.gz"))
+    baseline, _ = _load(deriv(ses=ses_b, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"))
+    prob, _ = _load(deriv(ses=ses_f, space=space, label="change", suffix="probseg", extension=".nii.gz"))
+    labels, _ = _load(deriv(ses=ses_f, space=space, desc="change", suffix="dseg", extension=".nii.gz"))
     if followup is not None and prob is not None and labels is not None:
         mosaic = figures_dir / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-changemosaic_FLAIR.png"
-        entry["figures"].append(plot_change_mosaic(followup, prob, labels > 0, mosaic))
+        entry["figures"].append(plot_change_mosaic(followup, prob, labels > 0, mosaic, affine=affine))
         if entry["lesion_rows"]:
             slices = figures_dir / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-changeslices_FLAIR.png"
-            entry["figures"].append(plot_lesion_slices(followup, labels, entry["lesion_rows"], slices))
+            entry["figures"].append(plot_lesion_slices(followup, labels, entry["lesion_rows"], slices,
+                                                       probability=prob, baseline=baseline,
+                                                       affine=affine))
     return entry
 
 
