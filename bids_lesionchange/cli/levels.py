@@ -223,8 +223,7 @@ def run_training(settings, run_uuid: str) -> int:
     model_dir = settings.output_dir / "model"
     train_change_detector(training_pairs, model_dir, settings.hyperparams,
                           work_dir=settings.work_dir / "training", resume=settings.resume,
-                          progress=True, seed=settings.seed,
-                          command_line=" ".join(settings.command_line))
+                          progress=True, seed=settings.seed)
     LOGGER.info("model written to %s; use it with --model %s", model_dir, model_dir)
     if settings.reports:
         try:

@@ -1,0 +1,48 @@
+"""File-level entry point of inference, used by the ``SiameseUNetPredict`` interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+def predict_files(model_dir: str, baseline: str, followup: str, brain_mask: str, out_file: str, *,
+                  num_threads: int = 1, window: int | None = None) -> str:
+    """Predict the change probability of a preprocessed pair and write it as float32 NIfTI.
+
+    Parameters
+    ----------
+    model_dir : trained model directory (``model.json`` + weights)
+    baseline, followup, brain_mask : preprocessed images on the same (common) grid
+    out_file : where to write the probability map (same grid)
+    num_threads : TensorFlow intra-op threads
+    window : sliding-window side in voxels, or None for one pass over the brain's bounding box
+    """
+    from bids_lesionchange.model._backend import tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(num_threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # already initialised in this process
+        pass
+    from bids_lesionchange.model.inference import predict_change
+    from bids_lesionchange.model.io import load_detector
+
+    model, spec = load_detector(model_dir)
+    follow_img = nib.load(followup)
+    prob = predict_change(
+        model, spec,
+        np.asarray(nib.load(baseline).dataobj, dtype=np.float32),
+        np.asarray(follow_img.dataobj, dtype=np.float32),
+        np.asarray(nib.load(brain_mask).dataobj) > 0,
+        window=window,
+    )
+    img = nib.Nifti1Image(prob.astype(np.float32), follow_img.affine)
+    img.header.set_qform(follow_img.affine, code=1)
+    img.header.set_sform(follow_img.affine, code=1)
+    tmp = Path(out_file).with_name(".tmp-" + Path(out_file).name)
+    nib.save(img, str(tmp))
+    tmp.replace(out_file)
+    return out_file
