@@ -78,6 +78,7 @@ class TrainingParams:
     min_brain_fraction: float = 0.25  # a training crop holds at least this fraction of brain voxels
     threshold: float = 0.1  # kappa of the paper, for the validation Dice and lesion counts
     min_blob_size: int = 20
+    graph_mode: bool = True  # compile training steps with tf.function (tracing costs 10-30 s; False for tiny runs)
     seed: int = 0
 
 

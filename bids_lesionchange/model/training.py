@@ -154,7 +154,7 @@ def train_vae(volumes: list[PairVolumes], hyperparams: HyperParams, work_dir: Pa
     params = hyperparams.vae
     vae_dir = work_dir / "vae"
     vae_dir.mkdir(parents=True, exist_ok=True)
-    vae = VAE(params, seed=seed)
+    vae = VAE(params, seed=seed, graph_mode=hyperparams.training.graph_mode)
     state = _read_state(vae_dir / "state.json", resume)
     start = int(state.get("iteration", 0))
     if start:
@@ -208,7 +208,8 @@ class DetectorTrainer:
         schedule = keras.optimizers.schedules.InverseTimeDecay(
             self.training.learning_rate, decay_steps=1, decay_rate=self.training.decay)
         self.optimizer = keras.optimizers.Adam(learning_rate=schedule)
-        self._step = tf.function(self._step_eager, reduce_retracing=True)
+        self._step = (tf.function(self._step_eager, reduce_retracing=True) if self.training.graph_mode
+                      else self._step_eager)
         self._predict = inference_model(self.model)
 
     def _step_eager(self, inputs, label):
@@ -232,7 +233,11 @@ class DetectorTrainer:
     def predict(self, mixed: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Return the final change probability (batch, X, Y, Z) of a batch."""
         inputs = detector_inputs(mixed, reference, self.params.architecture)
-        out = self._predict.predict_on_batch(inputs if len(inputs) > 1 else inputs[0])
+        inputs = inputs if len(inputs) > 1 else inputs[0]
+        if self.training.graph_mode:
+            out = self._predict.predict_on_batch(inputs)
+        else:
+            out = self._predict(inputs, training=False)
         return np.asarray(out)[..., 0]
 
     @property

@@ -69,13 +69,15 @@ def build_vae(params: VAEParams) -> tuple[keras.Model, keras.Model]:
 class VAE:
     """Encoder and decoder of one VAE with its training step and perturbed sampling."""
 
-    def __init__(self, params: VAEParams, seed: int = 0):
+    def __init__(self, params: VAEParams, seed: int = 0, graph_mode: bool = True):
         self.params = params
         keras.utils.set_random_seed(seed)
         self.encoder, self.decoder = build_vae(params)
         self.optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
-        self._train_step = tf.function(self._train_step_eager, reduce_retracing=True)
-        self._sample = tf.function(self._sample_eager, reduce_retracing=True)
+        self._train_step, self._sample = self._train_step_eager, self._sample_eager
+        if graph_mode:
+            self._train_step = tf.function(self._train_step_eager, reduce_retracing=True)
+            self._sample = tf.function(self._sample_eager, reduce_retracing=True)
 
     @property
     def trainable_variables(self):

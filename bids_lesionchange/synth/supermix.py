@@ -55,7 +55,7 @@ def superpixels(image: np.ndarray, brain_mask: np.ndarray, n_segments: int,
     mask = np.asarray(brain_mask, dtype=bool)
     if factor > 1:
         small = _block_mean(np.asarray(image, dtype=np.float32), factor)
-        small_mask = _block_mean(mask.astype(np.float32), factor) >= 0.5
+        small_mask = _block_mean(mask.astype(np.float32), factor) > 0  # cover every brain voxel
     else:
         small, small_mask = np.asarray(image, dtype=np.float32), mask
     if not small_mask.any():

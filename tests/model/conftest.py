@@ -31,7 +31,8 @@ MICRO = {
     "supermix": {"tau": 0.8, "n_segments_min": 50, "n_segments_max": 200},
     "detector": {"base_filters": 4, "levels": 2},
     "training": {"crop_shape": [16, 16, 16], "batch_size": 2, "iterations": 2, "pairs_per_iteration": 4,
-                 "validation_crops": 2, "min_blob_size": 2},
+                 "validation_crops": 2, "min_blob_size": 2,
+                 "graph_mode": False},
 }
 
 
@@ -57,3 +58,9 @@ def nifti_pairs(tmp_path):
             paths.append(path)
         pairs.append((*paths, f"sub-{index:02d}"))
     return pairs
+
+
+@pytest.fixture
+def make_brain():
+    """The synthetic brain factory: ``make_brain(shape, seed) -> (baseline, follow-up, mask)``."""
+    return synthetic_brain

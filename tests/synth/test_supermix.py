@@ -1,0 +1,100 @@
+"""SuperMix: labels are exactly the replaced superpixels, and nothing else changes."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bids_lesionchange.model.params import SuperMixParams
+from bids_lesionchange.synth.crops import PairVolumes, random_crop_corner, synthetic_change_sample
+from bids_lesionchange.synth.supermix import sample_n_segments, save_supermix_examples, superpixels, supermix
+
+
+def _scan(shape=(32, 32, 32), seed=0):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    mask = (grid**2).sum(0) < 0.7
+    image = np.clip(0.5 + 0.8 * gaussian_filter(rng.standard_normal(shape), 2), 0, 1) * mask
+    return image.astype(np.float32), mask
+
+
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_label_is_exactly_the_union_of_replaced_superpixels(downsample):
+    x, mask = _scan()
+    recon = np.clip(x + 0.3, 0, 1).astype(np.float32)
+    params = SuperMixParams(tau=0.7, slic_downsample=downsample)
+    mixed, label, (segments, replaced) = supermix(x, recon, mask, np.random.default_rng(1), params,
+                                                  n_segments=60, return_segments=True)
+    assert replaced.size > 0 and label.any()
+    np.testing.assert_array_equal(label, np.isin(segments, replaced) & mask)
+    for segment in np.unique(segments[segments > 0]):
+        inside = label[segments == segment]
+        assert inside.all() or not inside.any()  # whole superpixels only
+    assert not label[~mask].any()
+    np.testing.assert_array_equal(mixed[~label], x[~label])
+    np.testing.assert_array_equal(mixed[label], recon[label])
+
+
+def test_superpixels_cover_the_brain_only():
+    x, mask = _scan()
+    segments = superpixels(x, mask, 40, SuperMixParams(slic_downsample=2))
+    assert np.all(segments[~mask] == 0)
+    assert np.all(segments[mask] > 0)
+    assert 10 <= len(np.unique(segments[mask])) <= 80
+
+
+def test_tau_one_changes_nothing_and_n_segments_is_log_uniform():
+    x, mask = _scan()
+    mixed, label = supermix(x, 1 - x, mask, np.random.default_rng(0), SuperMixParams(tau=1.0))
+    assert not label.any()
+    np.testing.assert_array_equal(mixed, x)
+    draws = [sample_n_segments(np.random.default_rng(i), SuperMixParams()) for i in range(400)]
+    assert 200 <= min(draws) and max(draws) <= 5000
+    # log-uniform: the median sits near the geometric mean sqrt(200 * 5000) = 1000
+    assert 700 < np.median(draws) < 1400
+
+
+def test_synthetic_sample_mixes_the_later_session_and_keeps_the_reference():
+    x, mask = _scan((40, 40, 40))
+    pair = PairVolumes("sub-01", baseline=x * 0.9, followup=x, brain_mask=mask)
+    rng = np.random.default_rng(3)
+    params = replace(SuperMixParams(), tau=0.5, n_segments_min=40, n_segments_max=41)
+    sample = synthetic_change_sample(pair, (16, 16, 16), lambda v, r: np.ones_like(v), rng, params)
+    window = tuple(slice(c, c + 16) for c in sample["corner"])
+    np.testing.assert_array_equal(sample["reference"], pair.baseline[window])
+    np.testing.assert_array_equal(sample["original"], pair.followup[window])
+    assert np.all(sample["mixed"][sample["label"]] == 1.0)
+    swapped = synthetic_change_sample(pair, (16, 16, 16), lambda v, r: v, np.random.default_rng(3), params,
+                                      swap_sessions=True)
+    window = tuple(slice(c, c + 16) for c in swapped["corner"])
+    np.testing.assert_array_equal(swapped["reference"], pair.followup[window])
+
+
+def test_random_crops_hold_brain():
+    _, mask = _scan((48, 48, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        corner = random_crop_corner(mask, (16, 16, 16), rng, min_brain_fraction=0.5)
+        window = tuple(slice(c, c + 16) for c in corner)
+        assert mask[window].shape == (16, 16, 16)
+        assert mask[window].mean() >= 0.5
+
+
+def test_examples_are_saved_as_png(tmp_path):
+    x, mask = _scan()
+    mixed, label = supermix(x, 1 - x, mask, np.random.default_rng(0), SuperMixParams(tau=0.6), n_segments=50)
+    paths = save_supermix_examples([dict(baseline=x, followup=x, recon=1 - x, mixed=mixed, label=label)],
+                                   tmp_path / "examples")
+    assert [p.name for p in paths] == ["supermix-00.png"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_supermix_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, bids_lesionchange.synth.supermix, bids_lesionchange.synth.crops, "
+            "bids_lesionchange.model.params; print('tensorflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
