@@ -386,3 +386,61 @@ def failed_job_logs(batch_dir: Path, since: float = 0.0) -> list[Path]:
         if any(marker in text for marker in _FAILURE_MARKERS):
             failed.append(path)
     return failed
+
+
+def owner_of(name: str, workflow_names) -> str | None:
+    """Return the workflow among ``workflow_names`` that a job, script or log name belongs to.
+
+    Nipype joins workflow levels with ``.`` and the last level to the node id with ``_``, so a
+    name matches when the workflow name stands between separators (``.``, ``_``, ``-`` or an end).
+    """
+    for workflow_name in sorted(workflow_names, key=len, reverse=True):
+        if re.search(rf"(?:^|[./_-]){re.escape(workflow_name)}(?:[._-]|$)", name):
+            return workflow_name
+    return None
+
+
+def _step_of(name: str, owner: str) -> str:
+    """Best-effort node name of a scheduler log or script belonging to workflow ``owner``."""
+    if name.startswith("slurm-"):  # SLURM plugin log: slurm-<node>.<wf>...<user>-<job>.out
+        return name[len("slurm-"):].split(".")[0]
+    label = batch_script_node(Path(name))
+    tail = label.split(f"{owner}.", 1)[-1] if f"{owner}." in label else label.split(".")[-1]
+    return tail.removeprefix(f"{owner}_")
+
+
+def scheduler_failures(batch_dir: Path, workflow_names, *, since: float = 0.0,
+                       cancelled=()) -> dict[str, tuple[str, str]]:
+    """Name the failures that left no Nipype crash file, per workflow (e.g. per session pair).
+
+    A job killed by the scheduler (out of memory, time limit) writes no crash file; with
+    ``SLURMGraph`` the jobs after it are then cancelled by :func:`wait_for_batch_jobs`. Both show here.
+
+    Parameters
+    ----------
+    batch_dir : Path
+        The workflow's batch directory.
+    workflow_names : iterable of str
+        Names of the workflows to attribute failures to (the pair workflows).
+    since : float
+        Only logs written since this time (the start of the run).
+    cancelled : iterable of Path
+        Batch scripts cancelled because a job they depend on failed.
+
+    Returns
+    -------
+    dict
+        Workflow name -> (step, message); the message names the scheduler log.
+    """
+    names = list(workflow_names)
+    found: dict[str, tuple[str, str]] = {}
+    for log in failed_job_logs(batch_dir, since):
+        owner = owner_of(log.name, names)
+        if owner and owner not in found:
+            found[owner] = (_step_of(log.name, owner), f"the scheduler job failed (SLURM log: {log})")
+    for script in cancelled:
+        owner = owner_of(Path(script).name, names)
+        if owner and owner not in found:
+            found[owner] = (_step_of(Path(script).name, owner),
+                            f"the job never ran because a job it depends on failed (script: {script})")
+    return found

@@ -136,3 +136,24 @@ def test_waiting_gives_up_after_the_timeout(tmp_path):
     waited = wait_for_batch_jobs(batch, poll_seconds=0.01, timeout=0.05, squeue=squeue,
                                  scancel="true")
     assert waited.timed_out and waited.seen == {"3"} and waited.cancelled == []
+
+
+def test_failures_without_crash_files_are_attributed_to_their_pair(tmp_path):
+    from bids_lesionchange.cli.cluster import owner_of, scheduler_failures
+
+    pairs = ["sub_01_ses_01to02_wf", "sub_011_ses_01to02_wf"]
+    assert owner_of("batchscript_pyscript_20240101_120000_top_wf.sub_01_ses_01to02_wf_ds_mask.sh",
+                    pairs) == "sub_01_ses_01to02_wf"
+    assert owner_of("slurm-predict.sub_011_ses_01to02_wf.top_wf.root-3.out", pairs) == \
+        "sub_011_ses_01to02_wf"
+    assert owner_of("slurm-predict.sub_02_ses_01to02_wf.top_wf.root-3.out", pairs) is None
+
+    batch = tmp_path / "batch"
+    killed = _touch(batch / "slurm-predict.sub_011_ses_01to02_wf.top_wf.root-3.out",
+                    "slurmstepd: error: *** JOB 3 CANCELLED AT 2024 DUE TO TIME LIMIT ***\n")
+    _touch(batch / "slurm-predict.sub_01_ses_01to02_wf.top_wf.root-4.out", "all fine\n")
+    cancelled = [batch / "batchscript_pyscript_20240101_120000_top_wf.sub_01_ses_01to02_wf.preproc_wf_n4.sh"]
+    found = scheduler_failures(batch, pairs, cancelled=cancelled)
+    assert found["sub_011_ses_01to02_wf"] == ("predict", f"the scheduler job failed (SLURM log: {killed})")
+    step, message = found["sub_01_ses_01to02_wf"]
+    assert step == "preproc_wf_n4" and "never ran" in message
