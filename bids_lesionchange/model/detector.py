@@ -69,10 +69,10 @@ class _Builder:
         return self.conv(x, filters, 3, f"{name}_conv2")
 
 
-def _encoder(params: DetectorParams, channels: int, name: str) -> keras.Model:
+def _encoder(params: DetectorParams, channels: int, name: str, spatial_shape=(None, None, None)) -> keras.Model:
     """Return the encoder as a model mapping an image to its feature maps at every level."""
     build = _Builder(params)
-    image = keras.Input(shape=(None, None, None, channels), name=f"{name}_input")
+    image = keras.Input(shape=(*spatial_shape, channels), name=f"{name}_input")
     features = []
     x = build.block(image, level_channels(params, 0), "enc0")
     features.append(x)
@@ -99,7 +99,7 @@ def _attention_gate(build: _Builder, skip, gating, level: int):
     return layers.Multiply(name=f"ag{level}_gate")([skip, coefficients])
 
 
-def build_detector(params: DetectorParams) -> keras.Model:
+def build_detector(params: DetectorParams, spatial_shape: tuple = (None, None, None)) -> keras.Model:
     """Build the change detector described by ``params`` (untrained).
 
     Parameters
@@ -109,6 +109,8 @@ def build_detector(params: DetectorParams) -> keras.Model:
         ``x2`` = (baseline, |follow-up - baseline|), each (batch, X, Y, Z, 2), encoded by one
         shared-weight encoder whose features are concatenated at every level. ``"unet"``: one
         input ``x`` = (follow-up, baseline), (batch, X, Y, Z, 2).
+    spatial_shape : tuple of 3 ints or None
+        Fixed input sides (only to count FLOPs per layer); the default ``None`` accepts any shape.
 
     Returns
     -------
@@ -124,14 +126,14 @@ def build_detector(params: DetectorParams) -> keras.Model:
         raise ValueError(f"unknown normalization '{params.normalization}'; choose none or group")
     build = _Builder(params)
     if params.architecture == "siamese":
-        inputs = [keras.Input(shape=(None, None, None, 2), name=n) for n in ("x1", "x2")]
-        encoder = _encoder(params, 2, "encoder")
+        inputs = [keras.Input(shape=(*spatial_shape, 2), name=n) for n in ("x1", "x2")]
+        encoder = _encoder(params, 2, "encoder", spatial_shape)
         feats_1, feats_2 = encoder(inputs[0]), encoder(inputs[1])
         skips = [layers.Concatenate(name=f"fuse{level}")([a, b])
                  for level, (a, b) in enumerate(zip(feats_1, feats_2))]
     else:
-        inputs = [keras.Input(shape=(None, None, None, 2), name="x")]
-        skips = list(_encoder(params, 2, "encoder")(inputs[0]))
+        inputs = [keras.Input(shape=(*spatial_shape, 2), name="x")]
+        skips = list(_encoder(params, 2, "encoder", spatial_shape)(inputs[0]))
 
     x = skips[-1]
     auxiliary = []
@@ -173,3 +175,34 @@ def detector_inputs(followup, baseline, architecture: str):
         diff = np.abs(followup - baseline)
         return [np.stack([followup, diff], axis=-1), np.stack([baseline, diff], axis=-1)]
     return [np.stack([followup, baseline], axis=-1)]
+
+
+def forward_flops(params: DetectorParams, spatial_shape: tuple[int, int, int], final_only: bool = False) -> int:
+    """Count the floating-point operations (2 per multiply-add) of one forward pass of one sample.
+
+    Convolutions only (they are > 95 % of the work); the shared siamese encoder is counted once
+    per branch. ``final_only`` leaves out the deep-supervision heads (as at inference).
+    """
+    model = build_detector(params, spatial_shape)
+    total = 0
+
+    def count(layer, calls: int):
+        nonlocal total
+        if isinstance(layer, keras.Model):
+            for inner in layer.layers:
+                count(inner, calls * (2 if layer.name == "encoder" and params.architecture == "siamese" else 1))
+            return
+        if final_only and layer.name.startswith("ds"):
+            return
+        if isinstance(layer, layers.Conv3DTranspose):
+            voxels = int(np.prod(layer.input.shape[1:4]))
+            total += calls * 2 * voxels * int(np.prod(layer.kernel_size)) * layer.input.shape[-1] * layer.filters
+        elif isinstance(layer, layers.Conv3D):
+            voxels = int(np.prod(layer.output.shape[1:4]))
+            total += calls * 2 * voxels * int(np.prod(layer.kernel_size)) * layer.input.shape[-1] * layer.filters
+
+    import numpy as np
+
+    for layer in model.layers:
+        count(layer, 1)
+    return int(total)

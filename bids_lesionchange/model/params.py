@@ -68,12 +68,12 @@ class TrainingParams:
 
     crop_shape: tuple[int, int, int] = (64, 64, 64)
     batch_size: int = 2
-    iterations: int = 30
+    iterations: int = 40
     pairs_per_iteration: int = 20
     learning_rate: float = 2e-4
     decay: float = 1e-3
     validation_fraction: float = 0.2
-    validation_crops: int = 8
+    validation_crops: int = 6
     swap_sessions: bool = True  # also train with baseline and follow-up roles exchanged
     min_brain_fraction: float = 0.25  # a training crop holds at least this fraction of brain voxels
     threshold: float = 0.1  # kappa of the paper, for the validation Dice and lesion counts
@@ -108,6 +108,7 @@ PRESETS: dict[str, HyperParams] = {
         detector=DetectorParams(base_filters=16, levels=4, l2=1e-6, gamma_final=1.0),
         training=TrainingParams(
             crop_shape=(192, 192, 16), batch_size=2, iterations=60, pairs_per_iteration=100,
+            validation_crops=16,
         ),
     ),
 }

@@ -50,3 +50,18 @@ def test_validation_split_holds_out_at_least_one_pair():
     assert len(val) == 2 and len(train) == 8 and not set(train) & set(val)
     train, val = split_pairs(2, 0.2, np.random.default_rng(0))
     assert len(val) == 1 and len(train) == 1
+
+
+def test_an_interrupted_run_resumes_at_the_next_iteration(nifti_pairs, micro_hyperparams, tmp_path):
+    from dataclasses import replace
+
+    short = replace(micro_hyperparams, training=replace(micro_hyperparams.training, iterations=1))
+    train_change_detector(nifti_pairs, tmp_path / "m1", short, work_dir=tmp_path / "work", progress=False)
+    with open(tmp_path / "work" / "training_log.tsv") as handle:
+        vae_rows = [r for r in csv.DictReader(handle, delimiter="\t") if r["stage"] == "vae"]
+    train_change_detector(nifti_pairs, tmp_path / "m2", micro_hyperparams, work_dir=tmp_path / "work", progress=False)
+    with open(tmp_path / "m2" / "training_log.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [r for r in rows if r["stage"] == "vae"] == vae_rows  # the VAE was not trained again
+    assert [r["iteration"] for r in rows if r["stage"] == "detector"] == ["1", "2"]
+    assert json.loads((tmp_path / "work" / "detector" / "state.json").read_text())["iteration"] == 2
