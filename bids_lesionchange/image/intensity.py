@@ -1,0 +1,92 @@
+"""N4 bias-field correction inside the brain and normalisation of intensities to [0, 1]."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+LOGGER = logging.getLogger("bids_lesionchange.image.intensity")
+
+
+def n4_bias_correct(data: np.ndarray, mask: np.ndarray, zooms, *, shrink_factor: int = 4,
+                    iterations=(50, 50, 50, 50), spline_distance_mm: float = 50.0,
+                    nthreads: int = 1) -> np.ndarray:
+    """Return ``data`` divided by its N4 bias field, estimated inside ``mask`` (Tustison 2010).
+
+    The field is fitted on images shrunk by ``shrink_factor`` (full resolution with default
+    settings takes over 9 minutes for a 1 mm head, shrink 4 about 13 s and removes most of the
+    bias) and evaluated at full resolution. Values are clipped to a small positive floor first
+    because N4 works on the logarithm; voxels at or below that floor are returned unchanged
+    (zeros stay zero). The correction is applied to every voxel, so the image
+    outside the mask is corrected by the extrapolated field.
+
+    Parameters
+    ----------
+    data : ndarray (3D)
+    mask : ndarray of bool (3D)
+        Where the field is fitted (the brain).
+    zooms : sequence of 3 float
+        Voxel size in mm (N4's B-spline is placed in physical space).
+    shrink_factor : int
+        Subsampling of the fit.
+    iterations : sequence of int
+        Iterations per fitting level (one level per entry).
+    spline_distance_mm : float
+        Distance between B-spline control points: the smoothness of the field.
+    nthreads : int
+        SimpleITK threads.
+
+    Returns
+    -------
+    ndarray (float32)
+    """
+    import SimpleITK as sitk
+
+    data = np.asarray(data, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    inside = data[mask]
+    floor = max(float(np.percentile(inside, 99)) * 1e-3, 1e-6) if inside.size else 1e-6
+    positive = np.maximum(data, floor)
+
+    def to_sitk(array, pixel_type):
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+        image.SetSpacing([float(z) for z in zooms])
+        return sitk.Cast(image, pixel_type)
+
+    image = to_sitk(positive, sitk.sitkFloat32)
+    mask_image = to_sitk(mask.astype(np.uint8), sitk.sitkUInt8)
+    small = sitk.Shrink(image, [int(shrink_factor)] * 3)
+    small_mask = sitk.Shrink(mask_image, [int(shrink_factor)] * 3)
+    if not np.any(sitk.GetArrayViewFromImage(small_mask)):
+        small, small_mask = image, mask_image
+    extent = np.asarray(small.GetSize()) * np.asarray(small.GetSpacing())
+    control_points = [max(4, int(np.ceil(e / spline_distance_mm)) + 3) for e in extent]
+
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetNumberOfThreads(max(1, int(nthreads)))
+    corrector.SetMaximumNumberOfIterations([int(i) for i in iterations])
+    corrector.SetNumberOfControlPoints(control_points)
+    corrector.Execute(small, small_mask)
+    log_field = corrector.GetLogBiasFieldAsImage(image)
+    field = np.exp(sitk.GetArrayFromImage(log_field).transpose(2, 1, 0))
+    # Zero and negative voxels (background of a brain-extracted image) stay as they were.
+    corrected = np.where(data > floor, positive / field, data)
+    return corrected.astype(np.float32)
+
+
+def normalise_intensity(data: np.ndarray, mask: np.ndarray, *, lower_percentile: float = 0.0,
+                        upper_percentile: float = 99.0) -> np.ndarray:
+    """Return intensities mapped to [0, 1] between two percentiles inside the brain.
+
+    out = clip((x - p_lower) / (p_upper - p_lower), 0, 1) inside ``mask``, 0 outside (the
+    paper: 0th and 99th percentiles). Raises ValueError when the brain has one value.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    low, high = np.percentile(data[mask], [lower_percentile, upper_percentile])
+    if not high > low:
+        raise ValueError(f"the brain's intensities are constant ({low}); nothing to normalise")
+    out = np.clip((data - low) / (high - low), 0.0, 1.0)
+    out[~mask] = 0.0
+    return out.astype(np.float32)

@@ -1,0 +1,289 @@
+"""The preprocessing steps of a session pair, file in and file out (each called by one interface).
+
+Order, and why:
+
+1. :func:`check_pair` loads both FLAIRs and refuses bad inputs before any work is done.
+2. :func:`followup_to_common` resamples the follow-up (once) onto the common grid: RAS,
+   ``resolution`` mm isotropic, covering its field of view; its transform is the identity.
+3. :func:`skullstrip_followup` masks the brain of the follow-up on that grid. One mask is
+   used for both sessions (two masks differ at the edge of the brain, which reads as change);
+   stripping only the follow-up also runs HD-BET once per pair instead of twice.
+4. :func:`n4_correct_file` removes the follow-up's bias field inside the mask.
+5. :func:`coarse_register_file` aligns the raw baseline to the corrected follow-up at the two
+   coarse pyramid levels; :func:`mask_to_native_file` carries the brain mask onto the
+   baseline's own grid, where :func:`n4_correct_file` corrects the baseline before any
+   interpolation. Bias fields that differ between sessions otherwise bias the mutual
+   information (on the phantom: 0.8 degrees of error with ~15 % bias, 0.05 without).
+6. :func:`register_baseline_file` refines the rigid transform between the corrected images,
+   resamples the corrected baseline onto the common grid once (cubic spline, composing the
+   canonical resampling with the rigid transform), checks the alignment (normalised
+   cross-correlation in the brain) and restricts the mask to voxels the baseline covers.
+7. :func:`normalise_file` maps each session to [0, 1] between its 0th and 99th percentiles
+   inside the brain; :func:`quality_file` writes the QC measures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from bids_lesionchange.errors import InputError
+from bids_lesionchange.image import register as reg
+from bids_lesionchange.image.grid import common_grid, resample_to_grid
+from bids_lesionchange.image.intensity import n4_bias_correct, normalise_intensity
+from bids_lesionchange.image.io import load_flair, save_image
+from bids_lesionchange.image.skullstrip import (check_brain_mask, nonzero_brain_mask,
+                                                resolve_skull_strip_method, run_hdbet,
+                                                threshold_brain_mask)
+from bids_lesionchange.image.transforms import read_xfm, to_native, write_xfm
+
+LOGGER = logging.getLogger("bids_lesionchange.image.preprocess")
+
+N4_SHRINK_MM = 4.0
+
+
+def _zooms(img) -> np.ndarray:
+    return np.asarray(img.header.get_zooms()[:3], dtype=float)
+
+
+def _load_mask(path) -> np.ndarray:
+    return np.asanyarray(nib.load(str(path)).dataobj) > 0
+
+
+def check_pair(baseline, followup) -> None:
+    """Load both FLAIRs and raise InputError (step ``load``) for the first bad one."""
+    for path in (baseline, followup):
+        load_flair(path, step="load")
+    if Path(baseline).resolve() == Path(followup).resolve():
+        raise InputError(baseline, "load", "the baseline and follow-up are the same file; "
+                         "give the FLAIRs of two different sessions")
+
+
+def followup_to_common(in_file, out_file, out_xfm, *, resolution: float = 1.0):
+    """Resample the follow-up onto the common grid (cubic, once) and write its identity xfm.
+
+    Returns
+    -------
+    tuple of Path
+        ``(out_file, out_xfm)``.
+    """
+    img = load_flair(in_file, step="common_grid")
+    shape, affine = common_grid(img.shape, img.affine, resolution)
+    data = resample_to_grid(np.asanyarray(img.dataobj), img.affine, shape, affine, order=3)
+    return save_image(data, affine, out_file), write_xfm(np.eye(4), out_xfm, source="follow-up")
+
+
+def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: str = "fast",
+                        device: str = "cpu", nthreads: int = 1, source_file=None) -> Path:
+    """Write the brain mask (uint8) of the common-grid follow-up with ``method``.
+
+    ``source_file`` (the user's follow-up) is named in errors. See
+    :mod:`bids_lesionchange.image.skullstrip` for the methods.
+    """
+    source_file = source_file or in_file
+    try:
+        method = resolve_skull_strip_method(method, hdbet_mode)
+    except ValueError as err:
+        raise InputError(source_file, "skullstrip", str(err)) from None
+    img = nib.load(str(in_file))
+    data = np.asanyarray(img.dataobj, dtype=np.float32)
+    if method == "hdbet":
+        run_hdbet(in_file, out_mask, mode=hdbet_mode, device=device, nthreads=nthreads)
+        mask = _load_mask(out_mask)
+    elif method == "threshold":
+        mask = threshold_brain_mask(data, _zooms(img))
+    else:
+        mask = nonzero_brain_mask(data)
+    mask = check_brain_mask(mask, _zooms(img), source_file, step="skullstrip")
+    LOGGER.info("skull stripping (%s): %.0f ml", method, mask.sum() * np.prod(_zooms(img)) / 1e3)
+    return save_image(mask, img.affine, out_mask, dtype=np.uint8)
+
+
+def n4_correct_file(in_file, mask_file, out_file, *, shrink_factor: int | None = None,
+                    nthreads: int = 1, source_file=None) -> Path:
+    """Write ``in_file`` corrected for its bias field, fitted inside ``mask_file`` (same grid).
+
+    ``shrink_factor=None`` shrinks to ~4 mm voxels (4 at 1 mm, as the issue measured: ~13 s).
+    """
+    img = load_flair(in_file, step="n4_correct")
+    mask = _load_mask(mask_file)
+    if not mask.any():
+        raise InputError(source_file or in_file, "n4_correct", "the brain mask on this image's "
+                         "grid is empty (the registration put the brain outside the image); "
+                         "check that both sessions show the same head")
+    zooms = _zooms(img)
+    if shrink_factor is None:
+        shrink_factor = max(1, int(round(N4_SHRINK_MM / float(zooms.min()))))
+    corrected = n4_bias_correct(np.asanyarray(img.dataobj, dtype=np.float32), mask, zooms,
+                                shrink_factor=shrink_factor, nthreads=nthreads)
+    return save_image(corrected, img.affine, out_file)
+
+
+def coarse_register_file(fixed_file, mask_file, moving_file, out_xfm, *, nthreads: int = 1) -> Path:
+    """Write a coarse native-to-common transform of ``moving_file`` (pyramid levels 4 and 2)."""
+    fixed = nib.load(str(fixed_file))
+    moving = load_flair(moving_file, step="rigid_reg")
+    pull = reg.rigid_register(np.asanyarray(fixed.dataobj), fixed.affine,
+                              np.asanyarray(moving.dataobj), moving.affine, _load_mask(mask_file),
+                              level_iters=(200, 100), sigmas=(3.0, 1.0), factors=(4, 2),
+                              n_samples=100_000, nthreads=nthreads)
+    return write_xfm(np.linalg.inv(pull), out_xfm, source="baseline")
+
+
+def mask_to_native_file(mask_file, native_file, xfm_file, out_file, *, dilate_mm: float = 3.0) -> Path:
+    """Write the common-space mask on a session's native grid, dilated by ``dilate_mm``.
+
+    The dilation absorbs the error of a coarse transform; it is only used to fit a bias field.
+    """
+    native = nib.load(str(native_file))
+    mask = np.asanyarray(to_native(mask_file, native, xfm_file, order=0).dataobj) > 0
+    zooms = _zooms(native)
+    radius = np.maximum(np.round(dilate_mm / zooms).astype(int), 0)
+    if radius.max() > 0 and mask.any():
+        grids = np.meshgrid(*[np.arange(-r, r + 1) * z for r, z in zip(radius, zooms)], indexing="ij")
+        ball = sum(g ** 2 for g in grids) <= dilate_mm ** 2 + 1e-6
+        mask = ndimage.binary_dilation(mask, ball)
+    return save_image(mask, native.affine, out_file, dtype=np.uint8)
+
+
+def register_baseline_file(fixed_file, mask_file, moving_file, init_xfm, out_file, out_xfm,
+                           out_mask, out_json, *, source_file=None, min_ncc: float = reg.MIN_BRAIN_NCC,
+                           nthreads: int = 1):
+    """Refine the rigid alignment, resample the baseline once and check the result.
+
+    Parameters
+    ----------
+    fixed_file, mask_file
+        The bias-corrected follow-up on the common grid and its brain mask.
+    moving_file
+        The bias-corrected baseline on its native grid.
+    init_xfm
+        The coarse native-to-common transform to start from.
+    out_file, out_xfm, out_mask, out_json
+        The baseline on the common grid, its native-to-common transform, the brain mask
+        restricted to the voxels the baseline covers (inside its field of view and nonzero),
+        and the registration measures (JSON).
+    source_file
+        The user's baseline FLAIR, named in errors.
+    min_ncc : float
+        Below this brain NCC after alignment, registration has failed (InputError).
+
+    Returns
+    -------
+    dict
+        The registration measures (also written to ``out_json``).
+    """
+    source_file = source_file or moving_file
+    fixed = nib.load(str(fixed_file))
+    moving = nib.load(str(moving_file))
+    fixed_data = np.asanyarray(fixed.dataobj, dtype=np.float32)
+    moving_data = np.asanyarray(moving.dataobj, dtype=np.float32)
+    mask = _load_mask(mask_file)
+    pull = reg.rigid_register(fixed_data, fixed.affine, moving_data, moving.affine, mask,
+                              level_iters=(100, 50), sigmas=(1.0, 0.0), factors=(2, 1),
+                              n_samples=100_000, starting_affine=np.linalg.inv(read_xfm(init_xfm)),
+                              nthreads=nthreads)
+    moved = resample_to_grid(moving_data, moving.affine, fixed.shape, fixed.affine, pull, order=3)
+    covered = resample_to_grid((np.abs(moving_data) > 0).astype(np.uint8), moving.affine,
+                               fixed.shape, fixed.affine, pull, order=0) > 0
+    ncc = reg.normalised_cross_correlation(moved, fixed_data, mask)
+    mi, nmi = reg.mutual_information(moved, fixed_data, mask)
+    before = resample_to_grid(moving_data, moving.affine, fixed.shape, fixed.affine, None, order=1)
+    xfm = np.linalg.inv(pull)
+    angle, shift = reg.rigid_error(xfm, np.eye(4), centre=_centroid(mask, fixed.affine))
+    measures = {
+        "ncc_brain": ncc, "ncc_brain_before": reg.normalised_cross_correlation(before, fixed_data, mask),
+        "mutual_information_bits": mi, "normalised_mutual_information": nmi,
+        "motion_rotation_deg": angle, "motion_translation_mm": shift, "min_ncc": min_ncc,
+        "registration_failed": reg.registration_failed(ncc, min_ncc),
+        "baseline_coverage": float(covered[mask].mean()) if mask.any() else 0.0,
+    }
+    Path(out_json).write_text(json.dumps(measures, indent=2) + "\n")
+    if measures["registration_failed"]:
+        raise InputError(source_file, "rigid_reg", f"the baseline could not be aligned to the "
+                         f"follow-up (brain correlation {ncc:.2f} < {min_ncc}): check that both "
+                         "FLAIRs show the same subject's head and cover the whole brain")
+    final_mask = mask & covered
+    if final_mask.sum() < 0.5 * mask.sum():
+        raise InputError(source_file, "rigid_reg", f"the baseline covers only "
+                         f"{100 * final_mask.sum() / mask.sum():.0f} % of the follow-up's brain; "
+                         "give scans that both cover the whole brain")
+    affine = fixed.affine
+    save_image(moved, affine, out_file)
+    save_image(final_mask, affine, out_mask, dtype=np.uint8)
+    write_xfm(xfm, out_xfm, source="baseline")
+    return measures
+
+
+def _centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    if not mask.any():
+        return np.zeros(3)
+    centre = np.argwhere(mask).mean(axis=0)
+    return affine[:3, :3] @ centre + affine[:3, 3]
+
+
+def normalise_file(in_file, mask_file, out_file, *, source_file=None) -> Path:
+    """Write ``in_file`` normalised to [0, 1] (0th-99th percentile in the brain, 0 outside)."""
+    img = nib.load(str(in_file))
+    try:
+        data = normalise_intensity(np.asanyarray(img.dataobj, dtype=np.float32), _load_mask(mask_file))
+    except ValueError as err:
+        raise InputError(source_file or in_file, "normalise", f"{err}; check the image") from None
+    return save_image(data, img.affine, out_file)
+
+
+def parenchyma_volume_ml(data: np.ndarray, mask: np.ndarray, zooms) -> float:
+    """Return the volume (ml) of brain tissue: mask voxels above the Otsu threshold of the mask.
+
+    In FLAIR the CSF (ventricles, sulci) is dark, so this is the parenchyma inside the shared
+    mask; it differs between sessions (atrophy, misregistration) while the mask does not.
+    """
+    from skimage.filters import threshold_otsu
+
+    values = np.asarray(data)[mask]
+    if values.size < 2 or values.min() == values.max():
+        return 0.0
+    return float((values > threshold_otsu(values)).sum() * np.prod(zooms) / 1000.0)
+
+
+def quality_file(baseline_file, followup_file, mask_file, registration_json, out_json,
+                 *, skull_strip: str = "") -> dict:
+    """Write the QC measures of a preprocessed pair as JSON and return them.
+
+    Keys: ``brain_mask_volume_ml``, ``brain_volume_ml`` ({baseline, followup}: parenchyma,
+    see :func:`parenchyma_volume_ml`), ``ncc_brain`` and ``mutual_information_bits`` of the
+    normalised images inside the brain, the registration measures (``registration`` block,
+    on bias-corrected images), ``registration_failed`` and the rule that sets it.
+    """
+    baseline = nib.load(str(baseline_file))
+    followup = nib.load(str(followup_file))
+    mask = _load_mask(mask_file)
+    zooms = _zooms(followup)
+    b = np.asanyarray(baseline.dataobj, dtype=np.float32)
+    f = np.asanyarray(followup.dataobj, dtype=np.float32)
+    registration = json.loads(Path(registration_json).read_text())
+    mi, nmi = reg.mutual_information(b, f, mask)
+    measures = {
+        "skull_strip": skull_strip,
+        "resolution_mm": float(zooms[0]),
+        "brain_mask_volume_ml": float(mask.sum() * np.prod(zooms) / 1000.0),
+        "brain_volume_ml": {"baseline": parenchyma_volume_ml(b, mask, zooms),
+                            "followup": parenchyma_volume_ml(f, mask, zooms)},
+        "ncc_brain": reg.normalised_cross_correlation(b, f, mask),
+        "mutual_information_bits": mi,
+        "normalised_mutual_information": nmi,
+        "registration": registration,
+        "registration_failed": bool(registration["registration_failed"]),
+        "registration_failed_rule": f"brain NCC after alignment (bias-corrected images) < "
+                                    f"{registration['min_ncc']}",
+    }
+    tmp = Path(str(out_json) + ".part")
+    tmp.write_text(json.dumps(measures, indent=2) + "\n")
+    os.replace(tmp, out_json)
+    return measures

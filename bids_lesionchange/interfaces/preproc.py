@@ -1,0 +1,333 @@
+"""Thin Nipype interfaces over :mod:`bids_lesionchange.image.preprocess` (no algorithm here)."""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
+                                    traits)
+
+
+def _out(runtime, name: str) -> str:
+    return os.path.join(runtime.cwd, name)
+
+
+class _CheckInputsInputSpec(BaseInterfaceInputSpec):
+    baseline_flair = File(exists=True, mandatory=True, desc="FLAIR of the earlier session")
+    followup_flair = File(exists=True, mandatory=True, desc="FLAIR of the later session")
+
+
+class _CheckInputsOutputSpec(TraitedSpec):
+    baseline_flair = File(exists=True)
+    followup_flair = File(exists=True)
+
+
+class CheckInputs(SimpleInterface):
+    """Refuse bad FLAIRs (2D, 4D, all zero, NaN, absurd voxel sizes) before any work."""
+
+    input_spec = _CheckInputsInputSpec
+    output_spec = _CheckInputsOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import check_pair
+
+        check_pair(self.inputs.baseline_flair, self.inputs.followup_flair)
+        self._results.update(baseline_flair=self.inputs.baseline_flair,
+                             followup_flair=self.inputs.followup_flair)
+        return runtime
+
+
+class _CommonGridInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the follow-up FLAIR")
+    resolution = traits.Float(1.0, usedefault=True, desc="voxel size of the common grid (mm)")
+
+
+class _CommonGridOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the follow-up on the common grid")
+    out_xfm = File(exists=True, desc="follow-up native-to-common transform (identity)")
+
+
+class CommonGrid(SimpleInterface):
+    """Resample the follow-up onto the common RAS grid (one interpolation)."""
+
+    input_spec = _CommonGridInputSpec
+    output_spec = _CommonGridOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import followup_to_common
+
+        out_file, out_xfm = followup_to_common(
+            self.inputs.in_file, _out(runtime, "followup_common.nii.gz"),
+            _out(runtime, "from-followup_to-common_mode-image_xfm.txt"),
+            resolution=self.inputs.resolution)
+        self._results.update(out_file=str(out_file), out_xfm=str(out_xfm))
+        return runtime
+
+
+class _SkullStripInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the follow-up on the common grid")
+    method = traits.Enum("auto", "hdbet", "threshold", "none", usedefault=True)
+    hdbet_mode = traits.Enum("fast", "accurate", usedefault=True)
+    device = traits.Str("cpu", usedefault=True)
+    nthreads = traits.Int(1, usedefault=True)
+    source_file = File(desc="the user's file, named in errors")
+
+
+class _SkullStripOutputSpec(TraitedSpec):
+    out_mask = File(exists=True, desc="brain mask (uint8) on the common grid")
+
+
+class SkullStrip(SimpleInterface):
+    """Brain mask of the follow-up (HD-BET in a child process, threshold, or nonzero)."""
+
+    input_spec = _SkullStripInputSpec
+    output_spec = _SkullStripOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import skullstrip_followup
+
+        out = skullstrip_followup(self.inputs.in_file, _out(runtime, "brain_mask.nii.gz"),
+                                  method=self.inputs.method, hdbet_mode=self.inputs.hdbet_mode,
+                                  device=self.inputs.device, nthreads=self.inputs.nthreads,
+                                  source_file=self.inputs.source_file or None)
+        self._results["out_mask"] = str(out)
+        return runtime
+
+
+class _N4InputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True, desc="brain mask on the same grid")
+    out_name = traits.Str("n4.nii.gz", usedefault=True)
+    nthreads = traits.Int(1, usedefault=True)
+    source_file = File(desc="the user's file, named in errors")
+
+
+class _FileOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class N4Correct(SimpleInterface):
+    """N4 bias-field correction inside the brain mask (SimpleITK, ~4 mm shrink)."""
+
+    input_spec = _N4InputSpec
+    output_spec = _FileOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import n4_correct_file
+
+        out = n4_correct_file(self.inputs.in_file, self.inputs.mask_file,
+                              _out(runtime, self.inputs.out_name), nthreads=self.inputs.nthreads,
+                              source_file=self.inputs.source_file or None)
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class _CoarseRegInputSpec(BaseInterfaceInputSpec):
+    fixed_file = File(exists=True, mandatory=True, desc="bias-corrected follow-up, common grid")
+    mask_file = File(exists=True, mandatory=True, desc="brain mask on the common grid")
+    moving_file = File(exists=True, mandatory=True, desc="the baseline FLAIR (native)")
+    nthreads = traits.Int(1, usedefault=True)
+
+
+class _XfmOutputSpec(TraitedSpec):
+    out_xfm = File(exists=True, desc="native-to-common 4x4 matrix (text)")
+
+
+class CoarseRegistration(SimpleInterface):
+    """Coarse rigid alignment of the raw baseline (pyramid levels 4 and 2)."""
+
+    input_spec = _CoarseRegInputSpec
+    output_spec = _XfmOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import coarse_register_file
+
+        out = coarse_register_file(self.inputs.fixed_file, self.inputs.mask_file,
+                                   self.inputs.moving_file, _out(runtime, "coarse_xfm.txt"),
+                                   nthreads=self.inputs.nthreads)
+        self._results["out_xfm"] = str(out)
+        return runtime
+
+
+class _MaskToNativeInputSpec(BaseInterfaceInputSpec):
+    mask_file = File(exists=True, mandatory=True, desc="mask on the common grid")
+    native_file = File(exists=True, mandatory=True, desc="the session's original image")
+    xfm_file = File(exists=True, mandatory=True, desc="that session's native-to-common xfm")
+
+
+class MaskToNative(SimpleInterface):
+    """Carry the brain mask onto a session's native grid (nearest neighbour, dilated 3 mm)."""
+
+    input_spec = _MaskToNativeInputSpec
+    output_spec = _FileOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import mask_to_native_file
+
+        out = mask_to_native_file(self.inputs.mask_file, self.inputs.native_file,
+                                  self.inputs.xfm_file, _out(runtime, "native_mask.nii.gz"))
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class _RigidRegInputSpec(BaseInterfaceInputSpec):
+    fixed_file = File(exists=True, mandatory=True, desc="bias-corrected follow-up, common grid")
+    mask_file = File(exists=True, mandatory=True, desc="brain mask on the common grid")
+    moving_file = File(exists=True, mandatory=True, desc="bias-corrected baseline (native)")
+    init_xfm = File(exists=True, mandatory=True, desc="coarse native-to-common transform")
+    source_file = File(desc="the user's baseline, named in errors")
+    min_ncc = traits.Float(0.5, usedefault=True, desc="brain NCC below which it failed")
+    nthreads = traits.Int(1, usedefault=True)
+
+
+class _RigidRegOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="baseline on the common grid (interpolated once)")
+    out_xfm = File(exists=True, desc="baseline native-to-common transform")
+    out_mask = File(exists=True, desc="brain mask restricted to voxels the baseline covers")
+    out_report = File(exists=True, desc="registration measures (JSON)")
+
+
+class RigidRegistration(SimpleInterface):
+    """Refine the rigid alignment, resample the baseline once, fail on a bad alignment."""
+
+    input_spec = _RigidRegInputSpec
+    output_spec = _RigidRegOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import register_baseline_file
+
+        names = {"out_file": "baseline_common.nii.gz", "out_mask": "brain_mask.nii.gz",
+                 "out_xfm": "from-baseline_to-common_mode-image_xfm.txt",
+                 "out_report": "registration.json"}
+        paths = {key: _out(runtime, name) for key, name in names.items()}
+        register_baseline_file(self.inputs.fixed_file, self.inputs.mask_file,
+                               self.inputs.moving_file, self.inputs.init_xfm, paths["out_file"],
+                               paths["out_xfm"], paths["out_mask"], paths["out_report"],
+                               source_file=self.inputs.source_file or None,
+                               min_ncc=self.inputs.min_ncc, nthreads=self.inputs.nthreads)
+        self._results.update(paths)
+        return runtime
+
+
+class _NormaliseInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True)
+    out_name = traits.Str("preproc.nii.gz", usedefault=True)
+    source_file = File(desc="the user's file, named in errors")
+
+
+class Normalise(SimpleInterface):
+    """Intensities to [0, 1] between the 0th and 99th percentiles in the brain, 0 outside."""
+
+    input_spec = _NormaliseInputSpec
+    output_spec = _FileOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import normalise_file
+
+        out = normalise_file(self.inputs.in_file, self.inputs.mask_file,
+                             _out(runtime, self.inputs.out_name),
+                             source_file=self.inputs.source_file or None)
+        self._results["out_file"] = str(out)
+        return runtime
+
+
+class _QCInputSpec(BaseInterfaceInputSpec):
+    baseline_file = File(exists=True, mandatory=True)
+    followup_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True)
+    registration_json = File(exists=True, mandatory=True)
+    skull_strip = traits.Str("", usedefault=True, desc="the skull-strip method that ran")
+
+
+class _QCOutputSpec(TraitedSpec):
+    out_json = File(exists=True)
+
+
+class PreprocQC(SimpleInterface):
+    """Write qc.json: brain volumes, similarity in the brain, registration_failed."""
+
+    input_spec = _QCInputSpec
+    output_spec = _QCOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import quality_file
+
+        out = _out(runtime, "qc.json")
+        quality_file(self.inputs.baseline_file, self.inputs.followup_file, self.inputs.mask_file,
+                     self.inputs.registration_json, out, skull_strip=self.inputs.skull_strip)
+        self._results["out_json"] = out
+        return runtime
+
+
+class _MaskReportInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the follow-up on the common grid")
+    mask_file = File(exists=True, mandatory=True)
+
+
+class _SvgOutputSpec(TraitedSpec):
+    out_report = File(exists=True, desc="SVG reportlet")
+
+
+class MaskReport(SimpleInterface):
+    """SVG reportlet: outline of the brain mask on the follow-up."""
+
+    input_spec = _MaskReportInputSpec
+    output_spec = _SvgOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.reportlets import mask_report_file
+
+        out = mask_report_file(self.inputs.in_file, self.inputs.mask_file,
+                               _out(runtime, "mask.svg"))
+        self._results["out_report"] = str(out)
+        return runtime
+
+
+class _RegistrationReportInputSpec(BaseInterfaceInputSpec):
+    followup_file = File(exists=True, mandatory=True, desc="follow-up on the common grid")
+    baseline_native = File(exists=True, mandatory=True, desc="the original baseline FLAIR")
+    baseline_common = File(exists=True, mandatory=True, desc="registered baseline")
+    mask_file = File(exists=True, mandatory=True)
+
+
+class RegistrationReport(SimpleInterface):
+    """SVG reportlet: the baseline's edges on the follow-up before and after registration."""
+
+    input_spec = _RegistrationReportInputSpec
+    output_spec = _SvgOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.reportlets import registration_report_file
+
+        out = registration_report_file(self.inputs.followup_file, self.inputs.baseline_native,
+                                       self.inputs.baseline_common, self.inputs.mask_file,
+                                       _out(runtime, "registration.svg"))
+        self._results["out_report"] = str(out)
+        return runtime
+
+
+class _ToNativeInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="an image on the common grid")
+    native_ref = File(exists=True, mandatory=True, desc="the session's original FLAIR")
+    xfm_file = File(exists=True, mandatory=True, desc="that session's native-to-common xfm")
+    order = traits.Int(0, usedefault=True, desc="0 nearest (masks), 1 linear (maps)")
+    out_name = traits.Str("native.nii.gz", usedefault=True)
+
+
+class ResampleToNative(SimpleInterface):
+    """Map an image from the common space back onto a session's original grid."""
+
+    input_spec = _ToNativeInputSpec
+    output_spec = _FileOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        from bids_lesionchange.image.transforms import to_native
+
+        out = _out(runtime, self.inputs.out_name)
+        nib.save(to_native(self.inputs.in_file, self.inputs.native_ref, self.inputs.xfm_file,
+                           order=self.inputs.order), out)
+        self._results["out_file"] = out
+        return runtime

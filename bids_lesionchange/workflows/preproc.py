@@ -1,0 +1,145 @@
+"""Preprocessing of a session pair into the common space (the follow-up's anatomy)."""
+
+from __future__ import annotations
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from bids_lesionchange.image.skullstrip import resolve_skull_strip_method
+from bids_lesionchange.interfaces.preproc import (CheckInputs, CoarseRegistration, CommonGrid,
+                                                  MaskReport, MaskToNative, N4Correct, Normalise,
+                                                  PreprocQC, RegistrationReport,
+                                                  RigidRegistration, SkullStrip)
+
+HDBET_MEM_GB = {"fast": 3.5, "accurate": 4.0}
+
+
+def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", device: str = "cpu",
+                    resolution: float = 1.0, omp_nthreads: int = 1, name: str = "preproc_wf"):
+    """Build the workflow that preprocesses a baseline/follow-up FLAIR pair.
+
+    Follow-up to the common grid (RAS, ``resolution`` mm) -> brain mask -> N4 of the follow-up;
+    baseline: coarse rigid alignment -> mask on its native grid -> N4 -> refined rigid
+    alignment and a single resampling onto the common grid; both sessions normalised to
+    [0, 1] inside the shared mask; QC and reportlets. See
+    :mod:`bids_lesionchange.image.preprocess` for the reasons of this order.
+
+    Parameters
+    ----------
+    skull_strip : str
+        ``auto``, ``hdbet``, ``threshold`` or ``none``; ``auto`` is resolved here (HD-BET if
+        installed with its weights, else threshold).
+    hdbet_mode : str
+        ``fast`` (one fold, no TTA) or ``accurate`` (five folds with TTA).
+    device : str
+        HD-BET's device: ``cpu``, ``cuda`` or ``cuda:N``.
+    resolution : float
+        Voxel size of the common grid in mm.
+    omp_nthreads : int
+        Threads of each heavy node (HD-BET, N4, registration).
+    name : str
+        Workflow name.
+
+    Inputs
+    ------
+    baseline_flair
+        FLAIR of the earlier session (any orientation and voxel size).
+    followup_flair
+        FLAIR of the later session; its anatomy defines the common space.
+
+    Outputs
+    -------
+    baseline_preproc, followup_preproc
+        Preprocessed images on the common grid (float32 in [0, 1], 0 outside the brain).
+    brain_mask
+        The shared brain mask (uint8) on the common grid.
+    baseline_xfm, followup_xfm
+        Native-world-to-common-world 4x4 matrices (text, see
+        :mod:`bids_lesionchange.image.transforms`).
+    qc_json
+        QC measures (brain volumes, similarity in the brain, ``registration_failed``).
+    mask_svg, registration_svg
+        SVG reportlets.
+
+    Raises
+    ------
+    ValueError
+        When ``skull_strip`` is ``hdbet`` and HD-BET is not installed.
+    """
+    method = resolve_skull_strip_method(skull_strip, hdbet_mode)
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["baseline_flair", "followup_flair"]),
+                        name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=[
+        "baseline_preproc", "followup_preproc", "brain_mask", "baseline_xfm", "followup_xfm",
+        "qc_json", "mask_svg", "registration_svg"]), name="outputnode")
+
+    check_inputs = pe.Node(CheckInputs(), name="check_inputs")
+    common_grid = pe.Node(CommonGrid(resolution=resolution), name="common_grid", mem_gb=1.0)
+    skullstrip = pe.Node(
+        SkullStrip(method=method, hdbet_mode=hdbet_mode, device=device, nthreads=omp_nthreads),
+        name="skullstrip", n_procs=omp_nthreads,
+        mem_gb=HDBET_MEM_GB[hdbet_mode] if method == "hdbet" else 1.0)
+    n4_followup = pe.Node(N4Correct(out_name="followup_n4.nii.gz", nthreads=omp_nthreads),
+                          name="n4_followup", n_procs=omp_nthreads, mem_gb=1.5)
+    coarse_reg = pe.Node(CoarseRegistration(nthreads=omp_nthreads), name="coarse_reg",
+                         n_procs=omp_nthreads, mem_gb=1.5)
+    baseline_mask = pe.Node(MaskToNative(), name="baseline_mask", mem_gb=1.0)
+    n4_baseline = pe.Node(N4Correct(out_name="baseline_n4.nii.gz", nthreads=omp_nthreads),
+                          name="n4_baseline", n_procs=omp_nthreads, mem_gb=1.5)
+    rigid_reg = pe.Node(RigidRegistration(nthreads=omp_nthreads), name="rigid_reg",
+                        n_procs=omp_nthreads, mem_gb=2.0)
+    normalise_baseline = pe.Node(Normalise(out_name="baseline_preproc.nii.gz"),
+                                 name="normalise_baseline", mem_gb=1.0)
+    normalise_followup = pe.Node(Normalise(out_name="followup_preproc.nii.gz"),
+                                 name="normalise_followup", mem_gb=1.0)
+    qc = pe.Node(PreprocQC(skull_strip=method), name="qc", mem_gb=1.0)
+    mask_report = pe.Node(MaskReport(), name="mask_report", mem_gb=1.0)
+    registration_report = pe.Node(RegistrationReport(), name="registration_report", mem_gb=1.0)
+
+    workflow.connect([
+        (inputnode, check_inputs, [("baseline_flair", "baseline_flair"),
+                                   ("followup_flair", "followup_flair")]),
+        (check_inputs, common_grid, [("followup_flair", "in_file")]),
+        (common_grid, skullstrip, [("out_file", "in_file")]),
+        (check_inputs, skullstrip, [("followup_flair", "source_file")]),
+        (common_grid, n4_followup, [("out_file", "in_file")]),
+        (skullstrip, n4_followup, [("out_mask", "mask_file")]),
+        (check_inputs, n4_followup, [("followup_flair", "source_file")]),
+        (n4_followup, coarse_reg, [("out_file", "fixed_file")]),
+        (skullstrip, coarse_reg, [("out_mask", "mask_file")]),
+        (check_inputs, coarse_reg, [("baseline_flair", "moving_file")]),
+        (skullstrip, baseline_mask, [("out_mask", "mask_file")]),
+        (check_inputs, baseline_mask, [("baseline_flair", "native_file")]),
+        (coarse_reg, baseline_mask, [("out_xfm", "xfm_file")]),
+        (check_inputs, n4_baseline, [("baseline_flair", "in_file"),
+                                     ("baseline_flair", "source_file")]),
+        (baseline_mask, n4_baseline, [("out_file", "mask_file")]),
+        (n4_followup, rigid_reg, [("out_file", "fixed_file")]),
+        (skullstrip, rigid_reg, [("out_mask", "mask_file")]),
+        (n4_baseline, rigid_reg, [("out_file", "moving_file")]),
+        (coarse_reg, rigid_reg, [("out_xfm", "init_xfm")]),
+        (check_inputs, rigid_reg, [("baseline_flair", "source_file")]),
+        (rigid_reg, normalise_baseline, [("out_file", "in_file"), ("out_mask", "mask_file")]),
+        (check_inputs, normalise_baseline, [("baseline_flair", "source_file")]),
+        (n4_followup, normalise_followup, [("out_file", "in_file")]),
+        (rigid_reg, normalise_followup, [("out_mask", "mask_file")]),
+        (check_inputs, normalise_followup, [("followup_flair", "source_file")]),
+        (normalise_baseline, qc, [("out_file", "baseline_file")]),
+        (normalise_followup, qc, [("out_file", "followup_file")]),
+        (rigid_reg, qc, [("out_mask", "mask_file"), ("out_report", "registration_json")]),
+        (n4_followup, mask_report, [("out_file", "in_file")]),
+        (rigid_reg, mask_report, [("out_mask", "mask_file")]),
+        (n4_followup, registration_report, [("out_file", "followup_file")]),
+        (check_inputs, registration_report, [("baseline_flair", "baseline_native")]),
+        (rigid_reg, registration_report, [("out_file", "baseline_common")]),
+        (rigid_reg, registration_report, [("out_mask", "mask_file")]),
+        (normalise_baseline, outputnode, [("out_file", "baseline_preproc")]),
+        (normalise_followup, outputnode, [("out_file", "followup_preproc")]),
+        (rigid_reg, outputnode, [("out_mask", "brain_mask"), ("out_xfm", "baseline_xfm")]),
+        (common_grid, outputnode, [("out_xfm", "followup_xfm")]),
+        (qc, outputnode, [("out_json", "qc_json")]),
+        (mask_report, outputnode, [("out_report", "mask_svg")]),
+        (registration_report, outputnode, [("out_report", "registration_svg")]),
+    ])
+    return workflow
