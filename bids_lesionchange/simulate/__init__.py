@@ -1,1 +1,15 @@
-"""simulate layer of bids_lesionchange."""
+"""Synthetic longitudinal FLAIR data with ground truth (tests, demo, training, benchmarks).
+
+Public API (see :mod:`.cohort`):
+
+- ``write_cohort(out_dir, n_nochange, n_change, seed=0, preset="small", effects=RescanEffects())``
+  writes a BIDS dataset plus ``derivatives/truth`` and returns its root.
+- ``simulate_subject(index, group, seed=0, preset="small", effects=None)`` returns one
+  :class:`~.cohort.SimulatedSubject` in memory.
+- :class:`~.acquisition.RescanEffects` switches motion, bias, gain/contrast, noise, field of view
+  and thick-slice follow-ups on or off.
+
+Modules: ``anatomy`` (MNI152 template to subject, skull and scalp), ``lesions`` (irregular
+lesions and their evolution), ``acquisition`` (pose, grid, partial volume, bias, noise),
+``sampling`` (fast trilinear helpers), ``cohort`` (subjects and BIDS writing).
+"""

@@ -93,6 +93,8 @@ class SimulatedSession:
         The bias field applied.
     brain_mask, lesion_mask : ndarray of bool
         True brain (intracranial) mask and lesions at this session.
+    tissues : dict of ndarray, optional
+        "csf", "gm", "wm" fractions on this grid (only with ``keep_tissues=True``).
     """
 
     label: str
@@ -103,6 +105,7 @@ class SimulatedSession:
     bias: np.ndarray
     brain_mask: np.ndarray
     lesion_mask: np.ndarray
+    tissues: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -171,7 +174,8 @@ def _protocol(rng: np.random.Generator, preset: Preset, effects: RescanEffects, 
 
 
 def simulate_subject(index: int, group: str, seed: int = 0, preset: str = "small",
-                     effects: RescanEffects | None = None, label: str | None = None) -> SimulatedSubject:
+                     effects: RescanEffects | None = None, label: str | None = None,
+                     keep_tissues: bool = False) -> SimulatedSubject:
     """Simulate one subject's two sessions and ground truth in memory.
 
     Parameters
@@ -188,6 +192,8 @@ def simulate_subject(index: int, group: str, seed: int = 0, preset: str = "small
         Rescan effects to simulate (default: all on, no thick slices).
     label : str, optional
         Participant label (default: the index, two digits).
+    keep_tissues : bool
+        Also resample the CSF/GM/WM fractions to each session grid (for realism checks).
 
     Returns
     -------
@@ -249,6 +255,13 @@ def simulate_subject(index: int, group: str, seed: int = 0, preset: str = "small
     image2, bias2 = acquire(clean2, protocol2, int(noise_seeds[1]))
     sessions.append(SimulatedSession("02", image2, protocol2.affine, protocol2, clean2, bias2,
                                      brain2 >= 0.5, lesions2 >= 0.5))
+
+    if keep_tissues:
+        for session in sessions:
+            names = ("csf", "gm", "wm")
+            maps = resample_to_session([getattr(anatomy, n) for n in names], anatomy.affine, session.protocol,
+                                       [head_support] * 3)
+            session.tissues = dict(zip(names, maps))
 
     change = (lesions2 >= 0.5) & (baseline_on_2 < 0.5)
     dseg = np.zeros(protocol2.shape, dtype=np.uint8)
