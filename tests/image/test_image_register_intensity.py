@@ -1,0 +1,182 @@
+"""Rigid registration, similarity measures, N4, normalisation, QC and reportlets (pure layer)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_lesionchange.errors import InputError
+from bids_lesionchange.image import preprocess as pp
+from bids_lesionchange.image import register as reg
+from bids_lesionchange.image.intensity import n4_bias_correct, normalise_intensity
+from bids_lesionchange.image.phantom import head_phantom, rigid_matrix
+from bids_lesionchange.image.reportlets import plot_mask_outline, plot_registration
+from bids_lesionchange.image.transforms import read_xfm
+
+SHAPE, VOXEL, RADIUS = (40, 40, 40), 2.0, 36.0
+MOTION = dict(rotation_deg=(6.0, -4.0, 8.0), translation_mm=(3.0, -4.0, 2.5))
+
+
+def _save(path, phantom):
+    nib.save(nib.Nifti1Image(phantom.data, phantom.affine), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A follow-up and a baseline moved by a known rigid motion, preprocessed step by step."""
+    root = tmp_path_factory.mktemp("pair")
+    followup = head_phantom(SHAPE, VOXEL, head_radius_mm=RADIUS, seed=1)
+    baseline = head_phantom(SHAPE, VOXEL, head_radius_mm=RADIUS, seed=2, **MOTION)
+    files = {"followup_file": _save(root / "followup.nii.gz", followup),
+             "baseline_file": _save(root / "baseline.nii.gz", baseline)}
+    pp.check_pair(files["baseline_file"], files["followup_file"])
+    pp.followup_to_common(files["followup_file"], root / "common.nii.gz", root / "fu_xfm.txt",
+                          resolution=VOXEL)
+    pp.skullstrip_followup(root / "common.nii.gz", root / "mask.nii.gz", method="threshold")
+    pp.n4_correct_file(root / "common.nii.gz", root / "mask.nii.gz", root / "fu_n4.nii.gz")
+    pp.coarse_register_file(root / "fu_n4.nii.gz", root / "mask.nii.gz", files["baseline_file"],
+                            root / "coarse_xfm.txt")
+    pp.mask_to_native_file(root / "mask.nii.gz", files["baseline_file"], root / "coarse_xfm.txt",
+                           root / "bl_mask.nii.gz")
+    pp.n4_correct_file(files["baseline_file"], root / "bl_mask.nii.gz", root / "bl_n4.nii.gz")
+    measures = pp.register_baseline_file(
+        root / "fu_n4.nii.gz", root / "mask.nii.gz", root / "bl_n4.nii.gz", root / "coarse_xfm.txt",
+        root / "bl_common.nii.gz", root / "bl_xfm.txt", root / "final_mask.nii.gz",
+        root / "registration.json", source_file=files["baseline_file"])
+    return {"root": root, "followup": followup, "baseline": baseline, "measures": measures, **files}
+
+
+def test_registration_recovers_the_known_motion(pair):
+    estimated = read_xfm(pair["root"] / "bl_xfm.txt")
+    true_native_to_common = np.linalg.inv(pair["baseline"].motion)
+    rotation, translation = reg.rigid_error(estimated, true_native_to_common)
+    assert rotation < 1.0  # degrees, at 2 mm voxels
+    assert translation < 1.0  # mm, half a voxel
+    coarse_rotation, _ = reg.rigid_error(read_xfm(pair["root"] / "coarse_xfm.txt"),
+                                         true_native_to_common)
+    assert coarse_rotation < 2.0
+    assert pair["measures"]["registration_failed"] is False
+    assert pair["measures"]["ncc_brain"] > pair["measures"]["ncc_brain_before"] + 0.2
+    assert json.loads((pair["root"] / "registration.json").read_text())["ncc_brain"] > 0.8
+
+
+def test_registered_baseline_matches_the_followup_in_the_brain(pair):
+    root = pair["root"]
+    moved = nib.load(str(root / "bl_common.nii.gz"))
+    mask = np.asanyarray(nib.load(str(root / "final_mask.nii.gz")).dataobj) > 0
+    fixed = nib.load(str(root / "fu_n4.nii.gz")).get_fdata()
+    np.testing.assert_allclose(moved.affine, nib.load(str(root / "common.nii.gz")).affine)
+    assert reg.normalised_cross_correlation(moved.get_fdata(), fixed, mask) > 0.8
+
+
+def test_two_different_heads_end_with_an_input_error(pair, tmp_path):
+    root = pair["root"]
+    other = head_phantom(SHAPE, VOXEL, head_radius_mm=24.0, anatomy_seed=5, seed=4)
+    other_file = _save(tmp_path / "sub-02_FLAIR.nii.gz", other)
+    pp.coarse_register_file(root / "fu_n4.nii.gz", root / "mask.nii.gz", other_file,
+                            tmp_path / "coarse_xfm.txt")
+    with pytest.raises(InputError) as info:
+        pp.register_baseline_file(
+            root / "fu_n4.nii.gz", root / "mask.nii.gz", other_file, tmp_path / "coarse_xfm.txt",
+            tmp_path / "out.nii.gz", tmp_path / "xfm.txt", tmp_path / "mask.nii.gz",
+            tmp_path / "registration.json", source_file=other_file)
+    assert info.value.step == "rigid_reg"
+    assert info.value.path == other_file
+    assert "same subject" in str(info.value)
+    measures = json.loads((tmp_path / "registration.json").read_text())
+    assert measures["registration_failed"] is True
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_similarity_measures():
+    rng = np.random.default_rng(0)
+    image = rng.random((16, 16, 16))
+    mask = np.ones(image.shape, bool)
+    assert reg.normalised_cross_correlation(image, 2 * image + 3, mask) == pytest.approx(1.0)
+    assert reg.normalised_cross_correlation(image, -image, mask) == pytest.approx(-1.0)
+    assert abs(reg.normalised_cross_correlation(image, rng.random(image.shape), mask)) < 0.1
+    mi_same, nmi_same = reg.mutual_information(image, image, mask)
+    mi_noise, nmi_noise = reg.mutual_information(image, rng.random(image.shape), mask)
+    assert mi_same > 3.0 > 0.5 > mi_noise
+    assert nmi_same == pytest.approx(2.0) and nmi_noise < 1.1
+    assert reg.registration_failed(0.3) and not reg.registration_failed(0.9)
+    assert reg.registration_failed(float("nan"))
+
+
+def test_rigid_error_measures_rotation_and_translation():
+    assert reg.rigid_error(np.eye(4), np.eye(4)) == pytest.approx((0.0, 0.0))
+    rotation, translation = reg.rigid_error(rigid_matrix((0, 0, 5), (0, 0, 0)), np.eye(4))
+    assert rotation == pytest.approx(5.0)
+    assert translation == pytest.approx(0.0)
+    _, translation = reg.rigid_error(rigid_matrix((0, 0, 0), (3, 4, 0)), np.eye(4))
+    assert translation == pytest.approx(5.0)
+
+
+def test_n4_removes_a_multiplicative_bias_inside_the_mask():
+    phantom = head_phantom(SHAPE, VOXEL, head_radius_mm=RADIUS, noise=0.0, bias=0.0)
+    x = np.linspace(-1, 1, SHAPE[0])[:, None, None]
+    field = 1.0 + 0.4 * x * np.ones(SHAPE)
+    biased = phantom.data * field
+    corrected = n4_bias_correct(biased, phantom.brain_mask, (VOXEL,) * 3, shrink_factor=2)
+    inside = phantom.brain_mask
+    ratio_before = biased[inside] / phantom.data[inside]
+    ratio_after = corrected[inside] / phantom.data[inside]
+    # Up to a global scale, the corrected image follows the clean one far more closely.
+    cv = lambda values: values.std() / values.mean()  # noqa: E731
+    assert cv(ratio_after) < 0.35 * cv(ratio_before)
+    assert corrected.dtype == np.float32
+
+
+def test_n4_keeps_zero_background_zero():
+    phantom = head_phantom(SHAPE, VOXEL, head_radius_mm=RADIUS, skull=False)
+    corrected = n4_bias_correct(phantom.data, phantom.brain_mask, (VOXEL,) * 3, shrink_factor=2)
+    assert np.all(corrected[phantom.data == 0] == 0)
+
+
+def test_normalise_maps_percentiles_to_zero_and_one():
+    rng = np.random.default_rng(1)
+    data = rng.normal(100, 20, (20, 20, 20)).astype(np.float32)
+    mask = np.zeros(data.shape, bool)
+    mask[4:16, 4:16, 4:16] = True
+    out = normalise_intensity(data, mask)
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert np.all(out[~mask] == 0)
+    inside = out[mask]
+    assert inside.min() == 0.0
+    assert np.mean(inside >= 1.0) == pytest.approx(0.01, abs=0.002)  # the top 1 % is clipped
+    with pytest.raises(ValueError):
+        normalise_intensity(np.ones_like(data), mask)
+
+
+def test_quality_file_reports_volumes_and_similarity(pair, tmp_path):
+    root = pair["root"]
+    pp.normalise_file(root / "bl_common.nii.gz", root / "final_mask.nii.gz", tmp_path / "b.nii.gz")
+    pp.normalise_file(root / "fu_n4.nii.gz", root / "final_mask.nii.gz", tmp_path / "f.nii.gz")
+    qc = pp.quality_file(tmp_path / "b.nii.gz", tmp_path / "f.nii.gz", root / "final_mask.nii.gz",
+                         root / "registration.json", tmp_path / "qc.json", skull_strip="threshold")
+    assert json.loads((tmp_path / "qc.json").read_text()) == qc
+    true_volume = pair["followup"].brain_mask.sum() * VOXEL ** 3 / 1000
+    assert qc["brain_mask_volume_ml"] == pytest.approx(true_volume, rel=0.1)
+    for session in ("baseline", "followup"):
+        assert 0.5 * true_volume < qc["brain_volume_ml"][session] < qc["brain_mask_volume_ml"]
+    assert qc["ncc_brain"] > 0.8
+    assert qc["registration_failed"] is False
+    assert "NCC" in qc["registration_failed_rule"]
+
+
+def test_reportlets_are_svg_with_outlines(tmp_path):
+    phantom = head_phantom(SHAPE, VOXEL, head_radius_mm=RADIUS)
+    mask_svg = plot_mask_outline(phantom.data, phantom.brain_mask, tmp_path / "mask.svg")
+    text = mask_svg.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    assert text.count("<image") == 15  # three views of five slices
+    moved = head_phantom(SHAPE, VOXEL, head_radius_mm=RADIUS, **MOTION)
+    registration_svg = plot_registration(phantom.data, moved.data, phantom.data,
+                                         phantom.brain_mask, tmp_path / "registration.svg")
+    text = registration_svg.read_text()
+    assert text.count("<image") == 18  # before and after, three views of three slices
+    assert "before" in text and "after" in text

