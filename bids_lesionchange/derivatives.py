@@ -80,6 +80,13 @@ def container_info() -> dict[str, str]:
     return {}
 
 
+#: Files that BIDS has no rule for (yet): reports, figures, transforms, QC, tables, logs, models.
+BIDSIGNORE = (
+    "*.html", "sub-*/figures/", "*_xfm.txt", "*_qc.json", "*_lesions.tsv", "*_lesions.json",
+    "*_metrics.tsv", "*_metrics.json", "group_*", "logs/", "model/",
+)
+
+
 def write_dataset_description(output_dir: Path, bids_dir: Path, *, model_dir: Path | None = None) -> Path:
     """Write ``dataset_description.json`` of the derivatives (DatasetType derivative, GeneratedBy)."""
     generated = {
@@ -102,4 +109,5 @@ def write_dataset_description(output_dir: Path, bids_dir: Path, *, model_dir: Pa
     }
     if model_dir is not None:
         description["GeneratedBy"][0]["Model"] = str(model_dir)
+    atomic_write_text(Path(output_dir) / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
     return atomic_write_json(Path(output_dir) / "dataset_description.json", description)

@@ -69,13 +69,15 @@ def evaluate_files(labels: str, reference: str, followup_xfm: str, metrics_out: 
     The reference is brought onto the common grid of ``labels`` (nearest neighbour, through the
     follow-up's native-to-common transform) before lesion-wise and voxel-wise comparison.
     """
-    from bids_lesionchange.image.spaces import native_to_common
+    from bids_lesionchange.image.grid import resample_to_grid
+    from bids_lesionchange.image.transforms import read_xfm
 
     labels_img = nib.load(labels)
-    ref = native_to_common(nib.load(reference), followup_xfm, labels_img.shape[:3], labels_img.affine,
-                           order=0)
-    row = {"pair": pair, **lesion_metrics(np.asarray(labels_img.dataobj), np.asarray(ref) > 0,
-                                          match=match)}
+    ref_img = nib.load(reference)
+    ref = resample_to_grid((np.asarray(ref_img.dataobj) > 0).astype(np.uint8), ref_img.affine,
+                           labels_img.shape[:3], labels_img.affine,
+                           world_transform=np.linalg.inv(read_xfm(followup_xfm)), order=0)
+    row = {"pair": pair, **lesion_metrics(np.asarray(labels_img.dataobj), ref > 0, match=match)}
     write_table_tsv([row], metrics_out)
     return metrics_out, {"pair": {"Description": "session pair (subject, baseline to follow-up)"},
                          **metrics_sidecar(), "Match": match}

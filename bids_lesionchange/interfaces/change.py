@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -129,33 +128,3 @@ class EvaluateChange(SimpleInterface):
         self._results.update(metrics=out, sidecar=sidecar)
         return runtime
 
-
-class _ToNativeInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="image in the common space")
-    native_reference = File(exists=True, mandatory=True, desc="the session's original FLAIR")
-    xfm = File(exists=True, mandatory=True, desc="the session's native-to-common transform")
-    order = traits.Int(1, usedefault=True, desc="0 nearest (masks), 1 linear (maps)")
-
-
-class _ToNativeOutputSpec(TraitedSpec):
-    out_file = File()
-
-
-class ToNative(SimpleInterface):
-    """Resample an image from the common space onto a session's original grid."""
-
-    input_spec = _ToNativeInputSpec
-    output_spec = _ToNativeOutputSpec
-
-    def _run_interface(self, runtime):
-        from bids_lesionchange.image.spaces import common_to_native_file
-
-        name = Path(self.inputs.in_file).name.replace(".nii.gz", "_native.nii.gz")
-        out = _out(runtime, name)
-        common_to_native_file(self.inputs.in_file, self.inputs.native_reference, self.inputs.xfm,
-                              out, order=self.inputs.order)
-        self._results["out_file"] = out
-        return runtime
-
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

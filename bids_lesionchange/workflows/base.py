@@ -12,8 +12,9 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from bids_lesionchange.derivatives import derivative_path
 from bids_lesionchange.interfaces.bids import DerivativeSink
 from bids_lesionchange.interfaces.change import (
-    ChangeComponents, EvaluateChange, LesionTable, SiameseUNetPredict, ToNative,
+    ChangeComponents, EvaluateChange, LesionTable, SiameseUNetPredict,
 )
+from bids_lesionchange.interfaces.preproc import ResampleToNative
 from bids_lesionchange.workflows.preproc import init_preproc_wf
 
 
@@ -101,9 +102,13 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
         workflow.connect(source, field, node, "in_file")
         return node
 
+    reference_image = str(derivative_path(sub=sub, ses=ses_f, space=space, desc="preproc",
+                                          suffix="FLAIR", extension=".nii.gz"))
+    spatial = {"SpatialReference": reference_image}
     preproc_meta = {"Sources": [str(pair.baseline_flair), str(pair.followup_flair)],
-                    "SpatialReference": f"follow-up session ses-{ses_f} at {resolution} mm",
-                    "SkullStripped": True}
+                    "SkullStripped": True, **spatial,
+                    "Description": f"FLAIR in the common space: the follow-up session ses-{ses_f} "
+                    f"at {resolution} mm isotropic (RAS)"}
     sink("ds_baseline", "outputnode.baseline_preproc", preproc_wf, derivative_path(
         sub=sub, ses=ses_b, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"),
         preproc_meta)
@@ -112,7 +117,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
         preproc_meta)
     sink("ds_brain_mask", "outputnode.brain_mask", preproc_wf, derivative_path(
         sub=sub, ses=ses_f, space=space, desc="brain", suffix="mask", extension=".nii.gz"),
-        {"Type": "Brain", "Sources": [str(pair.followup_flair)]})
+        {"Type": "Brain", "Sources": [str(pair.followup_flair)], **spatial})
     sink("ds_baseline_xfm", "outputnode.baseline_xfm", preproc_wf, derivative_path(
         sub=sub, ses=ses_b, from_="orig", to=space, mode="image", suffix="xfm", extension=".txt"))
     sink("ds_followup_xfm", "outputnode.followup_xfm", preproc_wf, derivative_path(
@@ -154,13 +159,13 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
                                                         str(pair.followup_flair)]}
     sink("ds_probability", "probability", predict, derivative_path(
         sub=sub, ses=ses_f, space=space, label="change", suffix="probseg", extension=".nii.gz"),
-        change_meta)
+        {**change_meta, **spatial})
     sink("ds_mask", "mask", components, derivative_path(
         sub=sub, ses=ses_f, space=space, desc="change", suffix="mask", extension=".nii.gz"),
-        change_meta)
+        {**change_meta, **spatial})
     sink("ds_labels", "labels", components, derivative_path(
         sub=sub, ses=ses_f, space=space, desc="change", suffix="dseg", extension=".nii.gz"),
-        change_meta)
+        {**change_meta, **spatial})
     ds_table = sink("ds_table", "table", lesion_table, derivative_path(
         sub=sub, ses=ses_f, space=space, desc="change", suffix="lesions", extension=".tsv"))
     workflow.connect(lesion_table, "sidecar", ds_table, "meta_dict")
@@ -172,10 +177,11 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
             ("mask", 0, "ds_native_mask", derivative_path(
                 sub=sub, ses=ses_f, desc="change", suffix="mask", extension=".nii.gz")),
         ):
-            to_native = pe.Node(ToNative(order=order, native_reference=str(pair.followup_flair)),
+            to_native = pe.Node(ResampleToNative(order=order, native_ref=str(pair.followup_flair),
+                                                 out_name=f"{field}_native.nii.gz"),
                                 name=f"native_{field}")
             workflow.connect([(outputnode, to_native, [(field, "in_file")]),
-                              (preproc_wf, to_native, [("outputnode.followup_xfm", "xfm")])])
+                              (preproc_wf, to_native, [("outputnode.followup_xfm", "xfm_file")])])
             sink(ds_name, "out_file", to_native, path, {**change_meta, "Space": "native follow-up grid"})
 
     if reference:
