@@ -66,6 +66,7 @@ def _child(name: str, shape: tuple[int, int, int], window: int | None) -> dict:
         "gflop": round(flops / 1e9, 2), "gflops_per_s": round(flops / 1e9 / seconds, 1),
         "fraction_of_peak": round(flops / 1e9 / seconds / PEAK_GFLOPS, 3),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # the machine is shared: > 2 means contention
     }
 
 
@@ -91,7 +92,7 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
     path = Path(__file__).resolve().parent / "results" / "inference.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    path.write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                                 "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "results": results},
                                indent=2) + "\n")
     print(f"wrote {path}")

@@ -102,6 +102,7 @@ def _child(name: str, steps: int) -> dict:
             "vae_steps": vae_steps, "detector_steps": det_steps,
             "estimated_cpu_preset_training_minutes": round(estimate / 60, 1),
         })
+    result["load_average_1min"] = round(os.getloadavg()[0], 2)
     result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     return result
 
@@ -123,7 +124,7 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
     path = Path(__file__).resolve().parent / "results" / "training.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    path.write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                                 "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "peak_gflops": PEAK_GFLOPS,
                                 "results": results}, indent=2) + "\n")
     print(f"wrote {path}")

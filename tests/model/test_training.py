@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from bids_lesionchange.model.inference import predict_change
 from bids_lesionchange.model.io import load_detector, load_vae, sha256_of
@@ -52,6 +53,7 @@ def test_validation_split_holds_out_at_least_one_pair():
     assert len(val) == 1 and len(train) == 1
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_at_the_next_iteration(nifti_pairs, micro_hyperparams, tmp_path):
     from dataclasses import replace
 
