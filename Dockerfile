@@ -28,9 +28,10 @@ RUN pip install --no-compile -c .ci/constraints.txt "torch==${TORCH_VERSION}"
 COPY setup.cfg pyproject.toml README.md ./
 COPY bids_lesionchange ./bids_lesionchange
 # bids-validator-deno (pinned by the constraints) lets the container validate its input offline.
-# Bytecode caches, test suites and C/C++ headers are not needed at run time.
+# Not needed at run time: bytecode caches, test suites, C/C++ headers, pip itself, and libclang
+# (a TensorFlow requirement that no TensorFlow or Keras module imports).
 RUN pip install --no-compile -c .ci/constraints.txt '.[hdbet]' bids-validator-deno \
- && pip uninstall -y pip \
+ && pip uninstall -y libclang pip \
  && find /opt/venv -depth -type d -name __pycache__ -exec rm -rf {} + \
  && find /opt/venv/lib/python3*/site-packages -depth -type d -name tests -exec rm -rf {} + \
  && rm -rf /opt/venv/lib/python3*/site-packages/tensorflow/include \
