@@ -19,7 +19,7 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
     """Build the workflow that preprocesses a baseline/follow-up FLAIR pair.
 
     Follow-up to the common grid (RAS, ``resolution`` mm) -> brain mask -> N4 of the follow-up;
-    baseline: coarse rigid alignment -> mask on its native grid -> N4 -> refined rigid
+    meanwhile the baseline: coarse rigid alignment -> mask on its native grid -> N4; then refined rigid
     alignment and a single resampling onto the common grid; both sessions normalised to
     [0, 1] inside the shared mask; QC and reportlets. See
     :mod:`bids_lesionchange.image.preprocess` for the reasons of this order.
@@ -106,7 +106,7 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
         (common_grid, n4_followup, [("out_file", "in_file")]),
         (skullstrip, n4_followup, [("out_mask", "mask_file")]),
         (check_inputs, n4_followup, [("followup_flair", "source_file")]),
-        (n4_followup, coarse_reg, [("out_file", "fixed_file")]),
+        (common_grid, coarse_reg, [("out_file", "fixed_file")]),
         (skullstrip, coarse_reg, [("out_mask", "mask_file")]),
         (check_inputs, coarse_reg, [("baseline_flair", "moving_file")]),
         (skullstrip, baseline_mask, [("out_mask", "mask_file")]),
