@@ -92,7 +92,8 @@ def parse_plugin_args(plugin: str, text: str | None) -> dict:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ValueError(f"--plugin-args {text!r} is not a YAML mapping ({err})") from None
+            problem = " ".join(str(err).split())
+            raise ValueError(f"--plugin-args {text!r} is not a YAML mapping ({problem})") from None
         if not isinstance(data, dict):
             raise ValueError(f"--plugin-args {text!r} is not a mapping")
         return data
