@@ -15,4 +15,9 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
     || echo "note: chromium could not be installed; the browser test will be skipped"
 fi
+# A private SLURM for the cluster tests (tests/slurm; skipped when absent).
+if ! command -v slurmctld >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null) \
+    || echo "note: slurm-wlm/munge could not be installed; the SLURM tests will be skipped"
+fi
 echo "bids_lesionchange installed in $(pwd)/.venv"

@@ -56,8 +56,10 @@ def _plugin(settings) -> tuple[str, dict]:
         args = {"n_procs": settings.nprocs, "raise_insufficient": False}
         if settings.mem_gb:
             args["memory_gb"] = settings.mem_gb
-    elif name in ("SLURM", "SLURMGraph", "SGE", "PBS") and settings.plugin_args:
-        args = {"sbatch_args" if name.startswith("SLURM") else "qsub_args": settings.plugin_args}
+    elif settings.plugin_args:
+        from bids_lesionchange.cli.cluster import parse_plugin_args
+
+        args = parse_plugin_args(name, settings.plugin_args)
     return name, args
 
 
@@ -80,6 +82,8 @@ def _read_crash(path: Path) -> tuple[str, str]:
 def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> list[PairOutcome]:
     """Run a Nipype graph; return one outcome per pair (failures named by step)."""
     from nipype import config as ncfg
+
+    from bids_lesionchange.cli import cluster
     from bids_lesionchange.workflows.base import pair_workflow_name
 
     crash_dir = settings.output_dir / "logs" / f"crash-{run_uuid}"
@@ -96,12 +100,22 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
     workflow.config["execution"]["crashdump_dir"] = str(crash_dir)
     workflow.config["execution"]["crashfile_format"] = "txt"
     plugin, plugin_args = _plugin(settings)
+    batch_dir, cancelled = None, []
+    if cluster.is_cluster_plugin(plugin):
+        cluster.ensure_logname()
+        batch_dir = cluster.batch_directory(settings.work_dir, workflow.name)
+        plugin_args = cluster.complete_plugin_args(plugin, plugin_args, batch_dir)
+        for node, request in cluster.request_node_resources(workflow, plugin).items():
+            LOGGER.debug("%s asks the scheduler for %s", node, request)
     LOGGER.info("running %d pair(s) with the %s plugin (work dir %s)", len(pairs), plugin, settings.work_dir)
     t0 = time.time()
     try:
         workflow.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as err:
         LOGGER.debug("nipype: %s", err)
+    if plugin == "SLURMGraph":
+        LOGGER.info("all jobs submitted; waiting for them to finish (squeue)")
+        cancelled = cluster.wait_for_batch_jobs(batch_dir).cancelled
     LOGGER.info("graph finished in %.0f s", time.time() - t0)
 
     outcomes = {p.name: PairOutcome(p) for p in pairs}
@@ -116,6 +130,16 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
         if outcome.status == "ok":
             outcome.status, outcome.step = "failed", parts[-1]
             outcome.message, outcome.crash_file = message, str(crash)
+            log = cluster.find_job_log(batch_dir, node) if batch_dir is not None else None
+            if log is not None:
+                kind = "SLURM log" if plugin in cluster.SLURM_PLUGINS else "scheduler log"
+                outcome.message = f"{message} ({kind}: {log})"
+    if batch_dir is not None:
+        for wf_name, (step, message) in cluster.scheduler_failures(
+                batch_dir, by_wf, since=t0, cancelled=cancelled).items():
+            outcome = outcomes[by_wf[wf_name]]
+            if outcome.status == "ok":
+                outcome.status, outcome.step, outcome.message = "failed", step, message
     return list(outcomes.values())
 
 

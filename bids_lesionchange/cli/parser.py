@@ -277,7 +277,25 @@ def parse_args(argv: list[str] | None = None):
         use_plugin = opts.use_plugin.expanduser().resolve()
         if not use_plugin.is_file():
             parser.error(f"the plugin file {use_plugin} does not exist")
-    cluster = (opts.plugin or "") in ("SLURM", "SLURMGraph", "SGE", "PBS") or use_plugin is not None
+    from bids_lesionchange.cli.cluster import is_cluster_plugin, parse_plugin_args
+
+    plugin_name = opts.plugin
+    if use_plugin is not None:
+        import yaml
+
+        try:
+            plugin_file = yaml.safe_load(use_plugin.read_text()) or {}
+        except yaml.YAMLError as err:
+            parser.error(f"the plugin file {use_plugin} is not YAML ({err}); fix its syntax")
+        if not isinstance(plugin_file, dict) or not isinstance(plugin_file.get("plugin_args", {}), dict):
+            parser.error(f"the plugin file {use_plugin} must hold 'plugin: NAME' and a 'plugin_args' mapping")
+        plugin_name = plugin_file.get("plugin", "MultiProc")
+    if opts.plugin_args:
+        try:
+            parse_plugin_args(opts.plugin or "MultiProc", opts.plugin_args)
+        except ValueError as err:
+            parser.error(str(err))
+    cluster = is_cluster_plugin(plugin_name)
     if cluster and _is_relative_to(work_dir, Path("/tmp")) and not opts.allow_tmp_workdir:
         parser.error(
             f"the work directory {work_dir} is under /tmp, which cluster nodes do not share; "
