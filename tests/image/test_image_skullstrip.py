@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,6 @@ from scipy import ndimage
 from bids_lesionchange.errors import InputError
 from bids_lesionchange.image import skullstrip
 from bids_lesionchange.image.phantom import head_phantom
-
-SHARED_FLAIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "ms-flair-patient26" / "FLAIR.nii.gz"
 
 
 def _dice(a, b):
@@ -149,20 +148,22 @@ def test_hdbet_cli_failure_is_reported_as_input_error(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not skullstrip.hdbet_available("fast"), reason="HD-BET is not installed")
-@pytest.mark.skipif(not SHARED_FLAIR.is_file(), reason="the shared real FLAIR is absent")
-def test_hdbet_cli_masks_a_real_flair(tmp_path):
-    """HD-BET (fast, CPU) in its own process on the real FLAIR at 2 mm."""
+def test_hdbet_cli_masks_a_skull_on_synthetic_flair(tmp_path):
+    """HD-BET (fast, CPU) in its own process on a simulated skull-on FLAIR with a true mask."""
+    simulate = pytest.importorskip("bids_lesionchange.simulate.cohort")
     from bids_lesionchange.image.grid import common_grid, resample_to_grid
 
-    img = nib.load(str(SHARED_FLAIR))
-    shape, affine = common_grid(img.shape, img.affine, 2.0)
-    data = resample_to_grid(np.asanyarray(img.dataobj, dtype=np.float32), img.affine, shape,
-                            affine, order=1)
+    session = simulate.simulate_subject(0, "NoChange", seed=0, preset="small").sessions[1]
+    shape, affine = common_grid(session.image.shape, session.affine, 2.0)
+    data = resample_to_grid(session.image, session.affine, shape, affine, order=1)
+    truth = resample_to_grid(session.brain_mask.astype(np.uint8), session.affine, shape, affine,
+                             order=0) > 0
     in_file = tmp_path / "flair_2mm.nii.gz"
     nib.save(nib.Nifti1Image(data, affine), str(in_file))
     out = skullstrip.run_hdbet(in_file, tmp_path / "mask.nii.gz", mode="fast", device="cpu",
                                nthreads=2)
-    mask = np.asanyarray(nib.load(str(out)).dataobj) > 0
-    # The image is already brain-extracted: HD-BET should find about its nonzero region.
-    assert _dice(mask, skullstrip.nonzero_brain_mask(data)) > 0.9
+    mask = nib.load(str(out))
+    assert mask.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(mask.affine, affine)
+    assert _dice(np.asanyarray(mask.dataobj) > 0, truth) > 0.9
     assert "torch" not in sys.modules
