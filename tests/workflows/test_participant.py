@@ -1,0 +1,118 @@
+"""The BIDS-App end to end, as a user runs it: train a micro model at the group level on the
+NoChange subjects of a small synthetic cohort, detect change at the participant level, evaluate,
+resume from the work dir, and survive a corrupt FLAIR in one subject."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_lesionchange.simulate.cohort import write_cohort
+
+MICRO = """\
+vae: {crop_shape: [16, 16, 16], base_filters: 4, levels: 2, latent_channels: 4, iterations: 2,
+      crops_per_iteration: 4, batch_size: 2}
+supermix: {tau: 0.8, n_segments_min: 50, n_segments_max: 200}
+detector: {base_filters: 4, levels: 2}
+training: {crop_shape: [16, 16, 16], batch_size: 2, iterations: 2, pairs_per_iteration: 4,
+           validation_crops: 2, min_blob_size: 2, graph_mode: false}
+"""
+FAST = ["--skull-strip", "threshold", "--output-resolution", "2.5", "--nprocs", "2",
+        "--skip-bids-validation"]
+
+
+def app(*args) -> subprocess.CompletedProcess:
+    """Run the BIDS-App in its own process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "bids_lesionchange.cli.run", *map(str, args)],
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A cohort (2 NoChange, 2 Change) and a micro model trained on its NoChange pairs."""
+    root = tmp_path_factory.mktemp("study")
+    bids = write_cohort(root / "bids", n_nochange=2, n_change=2, seed=11, preset="small")
+    config = root / "micro.yaml"
+    config.write_text(MICRO)
+    proc = app(bids, root / "train", "group", "--mode", "train", "--config", config,
+               "-w", root / "work_train", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"root": root, "bids": bids, "model": root / "train" / "model"}
+
+
+def test_group_train_writes_a_model_and_a_report(study):
+    model = study["model"]
+    spec = json.loads((model / "model.json").read_text())
+    assert spec["format"] == "bids_lesionchange-model"
+    used = set(spec["training"]["training_pairs"]) | set(spec["training"]["validation_pairs"])
+    assert used == {"sub-01_ses-01to02", "sub-02_ses-01to02"}  # the NoChange subjects only
+    assert (model / "model_card.md").is_file()
+    assert (study["root"] / "train" / "group_desc-training_report.html").is_file()
+    # only the NoChange subjects were preprocessed for training
+    assert not (study["root"] / "train" / "sub-03").exists()
+
+
+def test_participant_infer_evaluate_resume_and_isolate_a_failure(study, tmp_path):
+    """One run over a good subject and one with a corrupt FLAIR, then the same run again."""
+    bids = tmp_path / "bids"
+    shutil.copytree(study["bids"], bids)
+    bad = bids / "sub-04" / "ses-02" / "anat" / "sub-04_ses-02_FLAIR.nii.gz"
+    bad.write_bytes(b"this is not a NIfTI image")
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = [bids, out, "participant", "--model", study["model"], "--participant-label", "03", "04",
+            "--reference-dir", bids / "derivatives" / "truth", "-w", work, *FAST]
+    proc = app(*args)
+
+    # the corrupt subject fails, by name, step and file; the other one is complete
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "sub-04_ses-01to02 FAILED at step" in proc.stderr
+    assert "sub-04_ses-02_FLAIR.nii.gz" in proc.stderr
+    summary = next((out / "logs").glob("summary-*.tsv")).read_text()
+    assert "sub-03_ses-01to02\tok" in summary and "sub-04_ses-01to02\tfailed" in summary
+
+    anat = out / "sub-03" / "ses-02" / "anat"
+    mask = anat / "sub-03_ses-02_space-ses02_desc-change_mask.nii.gz"
+    table = anat / "sub-03_ses-02_space-ses02_desc-change_lesions.tsv"
+    native = anat / "sub-03_ses-02_desc-change_mask.nii.gz"
+    metrics = anat / "sub-03_ses-02_desc-evaluation_metrics.tsv"
+    for path in (mask, table, native, metrics, out / "sub-03.html", out / "sub-04.html",
+                 out / "dataset_description.json",
+                 anat / "sub-03_ses-02_space-ses02_desc-change_dseg.nii.gz",
+                 anat / "sub-03_ses-02_space-ses02_label-change_probseg.nii.gz",
+                 out / "sub-03" / "ses-01" / "anat" / "sub-03_ses-01_space-ses02_desc-preproc_FLAIR.nii.gz"):
+        assert path.is_file(), path
+    assert "check_inputs" in (out / "sub-04.html").read_text()  # the report names the failed step
+    # the lesion table's volumes add up to the mask's volume
+    img = nib.load(str(mask))
+    voxel_mm3 = float(np.prod(img.header.get_zooms()[:3]))
+    rows = [line.split("\t") for line in table.read_text().splitlines()]
+    header, body = rows[0], rows[1:]
+    volumes = [float(r[header.index("volume_mm3")]) for r in body]
+    assert np.isclose(sum(volumes), np.asarray(img.dataobj).sum() * voxel_mm3)
+    # native outputs sit on the follow-up's original grid
+    flair = nib.load(str(bids / "sub-03" / "ses-02" / "anat" / "sub-03_ses-02_FLAIR.nii.gz"))
+    native_img = nib.load(str(native))
+    assert native_img.shape == flair.shape and np.allclose(native_img.affine, flair.affine)
+    header = metrics.read_text().splitlines()[0].split("\t")
+    assert {"LTPR", "LFPR", "PPV", "lesion_F1", "dice"} <= set(header)
+    assert not list(out.rglob(".tmp-*"))  # no half-written file
+
+    # a second run reuses the work dir: finished nodes are not recomputed
+    result = next((work / "bids_lesionchange_wf").rglob("predict/result_predict.pklz"))
+    stamp = result.stat().st_mtime_ns
+    proc = app(*args)
+    assert proc.returncode == 1
+    assert result.stat().st_mtime_ns == stamp
+
+    # the group level aggregates the evaluated pairs
+    proc = app(bids, out, "group", "--mode", "evaluate", "--skip-bids-validation")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    group = (out / "group_desc-evaluation_metrics.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in group[1:]] == ["sub-03_ses-01to02", "mean", "pooled"]
