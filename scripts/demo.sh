@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 ROOT=${1:-demo_out}
 . .venv/bin/activate
 export TF_ENABLE_ONEDNN_OPTS=1 TF_CPP_MIN_LOG_LEVEL=2
-bids_lesionchange-synth "$ROOT/bids" --n-nochange 0 --n-change 2 --seed 1234 --preset 1mm --overwrite
+# seed 1234 was never used to train the shipped model
+[ -f "$ROOT/bids/dataset_description.json" ] || \
+  bids_lesionchange-synth "$ROOT/bids" --n-nochange 0 --n-change 2 --seed 1234 --preset 1mm
 bids_lesionchange "$ROOT/bids" "$ROOT/derivatives" participant --mode infer \
   --reference-dir "$ROOT/bids/derivatives/truth" --work-dir "$ROOT/work" --nprocs 2 --omp-nthreads 2
 bids_lesionchange "$ROOT/bids" "$ROOT/derivatives" group --mode evaluate --skip-bids-validation
