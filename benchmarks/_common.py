@@ -1,0 +1,230 @@
+"""Shared plumbing of the benchmark scripts: run the app as a user would, watch its memory,
+read the Nipype node times, find derivatives, write JSON + markdown results.
+
+Not part of the package (benchmarks are not tests, STYLE.md rule 12); stdlib + numpy, and
+Nipype only to read node result files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Sequence
+
+BENCHMARKS = Path(__file__).resolve().parent
+RESULTS = BENCHMARKS / "results"
+REPO = BENCHMARKS.parent
+DEFAULT_MODEL = REPO / "bids_lesionchange" / "data" / "default_model"
+PEAK_GFLOPS = 157.0  # FP32 peak of the 2 Zen 3 cores (AVX2, 2 FMA units) this project targets
+LOGGER = logging.getLogger("benchmarks")
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def setup_logging() -> None:
+    """Log to stderr with timestamps (the scripts print their tables on stdout)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s", datefmt="%H:%M:%S")
+
+
+def machine() -> dict:
+    """Describe the machine and its load (the benchmark machine is shared)."""
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def command_line() -> str:
+    """The command that ran this script, as a user types it."""
+    return " ".join(["python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+
+
+# ------------------------------------------------------------------------------ running the app
+def app_command(*args) -> list[str]:
+    """``bids_lesionchange ARGS`` in the current interpreter."""
+    return [sys.executable, "-m", "bids_lesionchange.cli.run", *map(str, args)]
+
+
+def synth_command(*args) -> list[str]:
+    """``bids_lesionchange-synth ARGS`` in the current interpreter."""
+    return [sys.executable, "-m", "bids_lesionchange.cli.synth", *map(str, args)]
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """Map pid -> (parent pid, resident bytes) for every readable process in /proc."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read().decode(errors="replace")
+            fields = stat[stat.rfind(")") + 2:].split()
+            table[int(entry.name)] = (int(fields[1]), int(fields[21]) * page)
+        except (OSError, IndexError, ValueError):
+            continue
+    return table
+
+
+def tree_rss(root: int) -> tuple[int, int]:
+    """Return (summed resident bytes, largest single process's bytes) of ``root`` and its descendants."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    total, largest, stack = 0, 0, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in table:
+            total += table[pid][1]
+            largest = max(largest, table[pid][1])
+        stack.extend(children.get(pid, []))
+    return total, largest
+
+
+def run_monitored(cmd: Sequence[str], *, log_file: Path, interval: float = 0.2) -> dict:
+    """Run ``cmd``, polling the summed RSS of its process tree; return wall time and memory.
+
+    Returns
+    -------
+    dict with ``returncode``, ``wall_seconds``, ``peak_tree_rss_gb`` (largest simultaneous sum
+    over the process tree), ``max_single_process_rss_gb`` (getrusage of waited-for children:
+    the largest single process, HD-BET's included) and ``rss_timeline`` [(seconds, GB), ...].
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    timeline = []
+    peak = single = 0
+    started_at = time.time()
+    began = time.perf_counter()
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(list(map(str, cmd)), stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            rss, largest = tree_rss(proc.pid)
+            peak, single = max(peak, rss), max(single, largest)
+            timeline.append((round(time.perf_counter() - began, 2), round(rss / 1e9, 3)))
+            time.sleep(interval)
+    wall = time.perf_counter() - began
+    return {"returncode": proc.returncode, "wall_seconds": round(wall, 1), "started_at": started_at,
+            "peak_tree_rss_gb": round(peak / 1e9, 2),
+            "max_single_process_rss_gb": round(single / 1e9, 2),
+            "rss_timeline": timeline}
+
+
+def run_checked(cmd: Sequence[str], *, log_file: Path) -> float:
+    """Run ``cmd`` with its output in ``log_file``; raise with the log's tail if it fails; return seconds."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    with open(log_file, "w") as log:
+        code = subprocess.run(list(map(str, cmd)), stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        tail = log_file.read_text()[-3000:]
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited with {code}; log {log_file}:\n{tail}")
+    return time.perf_counter() - began
+
+
+def ensure_synth_cohort(out: Path, *, n_nochange: int, n_change: int, seed: int, preset: str,
+                        thick_slice: float = 0.0) -> Path:
+    """Write a synthetic cohort with ``bids_lesionchange-synth`` unless ``out`` already holds it."""
+    marker = out / "dataset_description.json"
+    if marker.is_file():
+        LOGGER.info("reusing the synthetic cohort in %s", out)
+        return out
+    args = [out, "--n-nochange", n_nochange, "--n-change", n_change, "--seed", seed, "--preset", preset]
+    if thick_slice:
+        args += ["--thick-slice", thick_slice]
+    LOGGER.info("writing a synthetic cohort: bids_lesionchange-synth %s", " ".join(map(str, args)))
+    run_checked(synth_command(*args), log_file=out.parent / f"{out.name}-synth.log")
+    return out
+
+
+# --------------------------------------------------------------------------------- derivatives
+def change_subjects(bids: Path) -> list[str]:
+    """Subjects (without ``sub-``) whose truth holds a follow-up change mask."""
+    truth = bids / "derivatives" / "truth"
+    return sorted(p.name[4:] for p in truth.glob("sub-*")
+                  if (p / "ses-02" / "anat" / f"{p.name}_ses-02_desc-change_mask.nii.gz").is_file())
+
+
+def pair_files(out: Path, sub: str, bids: Path | None = None) -> dict[str, Path]:
+    """Paths of one pair's derivatives (baseline ses-01, follow-up ses-02, common space ses02)."""
+    base = out / f"sub-{sub}" / "ses-01" / "anat" / f"sub-{sub}_ses-01_space-ses02"
+    follow = out / f"sub-{sub}" / "ses-02" / "anat" / f"sub-{sub}_ses-02"
+    files = {
+        "baseline": Path(f"{base}_desc-preproc_FLAIR.nii.gz"),
+        "followup": Path(f"{follow}_space-ses02_desc-preproc_FLAIR.nii.gz"),
+        "brain_mask": Path(f"{follow}_space-ses02_desc-brain_mask.nii.gz"),
+        "followup_xfm": Path(f"{follow}_from-orig_to-ses02_mode-image_xfm.txt"),
+        "probability": Path(f"{follow}_space-ses02_label-change_probseg.nii.gz"),
+        "labels": Path(f"{follow}_space-ses02_desc-change_dseg.nii.gz"),
+        "metrics": Path(f"{follow}_desc-evaluation_metrics.tsv"),
+    }
+    if bids is not None:
+        files["reference"] = (bids / "derivatives" / "truth" / f"sub-{sub}" / "ses-02" / "anat"
+                              / f"sub-{sub}_ses-02_desc-change_mask.nii.gz")
+    return files
+
+
+# ------------------------------------------------------------------------------ Nipype node times
+def node_times(work_dir: Path) -> list[dict]:
+    """Read every node's start, end and duration from the result files of a Nipype work dir.
+
+    Returns
+    -------
+    list of dict (``path`` relative to ``work_dir``, ``node``, ``start``, ``end`` as POSIX
+    seconds, ``seconds``), sorted by start. Nodes reused from a cache keep their first times.
+    """
+    from nipype.utils.filemanip import loadpkl
+
+    rows = []
+    for result in Path(work_dir).rglob("result_*.pklz"):
+        try:
+            runtime = loadpkl(result).runtime
+        except Exception:  # noqa: BLE001 - a node that crashed leaves no readable result
+            continue
+        runtime = runtime[0] if isinstance(runtime, list) else runtime
+        start, end = getattr(runtime, "startTime", None), getattr(runtime, "endTime", None)
+        if not start or not end:
+            continue
+        rows.append({"path": str(result.parent.relative_to(work_dir)), "node": result.parent.name,
+                     "start": datetime.fromisoformat(start).timestamp(),
+                     "end": datetime.fromisoformat(end).timestamp(),
+                     "seconds": round(float(runtime.duration), 2)})
+    return sorted(rows, key=lambda r: r["start"])
+
+
+# ------------------------------------------------------------------------------------- results
+def fmt(value, digits: int = 3) -> str:
+    """Format a number for a markdown table (NaN and None as n/a)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """Return a GitHub/mkdocs markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(name: str, data: dict, markdown: str) -> tuple[Path, Path]:
+    """Write ``results/NAME.json`` and ``results/NAME.md`` (atomically) and print the markdown."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    paths = (RESULTS / f"{name}.json", RESULTS / f"{name}.md")
+    for path, text in zip(paths, (json.dumps(data, indent=2, allow_nan=True) + "\n", markdown)):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    print(markdown)
+    LOGGER.info("wrote %s and %s", *paths)
+    return paths

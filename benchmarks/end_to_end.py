@@ -1,0 +1,223 @@
+"""End-to-end speed and peak memory of one 1 mm pair through the app, per stage, and inference GFLOP/s.
+
+Usage::
+
+    python benchmarks/end_to_end.py                            # HD-BET (auto) and threshold, ~4 min
+    python benchmarks/end_to_end.py --skull-strip threshold --nprocs 2
+
+Writes ``benchmarks/results/end_to_end.{json,md}`` and prints the table.
+
+One Change pair (``bids_lesionchange-synth DIR --n-nochange 0 --n-change 1 --seed 4242 --preset
+1mm``) runs through ``bids_lesionchange DIR OUT participant --mode infer`` with the default model,
+from an empty work dir, once per ``--skull-strip`` method, in a child process. The script polls
+/proc every 0.2 s and sums the resident memory of the app's whole process tree (HD-BET's own
+process included), so the peak is what the machine must hold at once. With ``--nprocs 1``
+(default) the app uses Nipype's Linear plugin, nodes run one after the other in the app's own
+process, and each node's time (from its Nipype result file) and the tree's peak memory during
+that node are the stage's own. "startup" is the time from launch to the first node (imports,
+BIDS validation, graph building), "finish" from the last node to exit (reports).
+
+Inference throughput: convolution FLOPs of one forward pass (``forward_flops``, final output
+only) over the brain's bounding box padded to the network's input multiple, divided (a) by the
+``predict`` node's time (includes TensorFlow import, model load, NIfTI I/O) and (b) by the best of
+two forward passes alone on the same pair in a separate process. Compared with the 2-core FP32
+peak of 157 GFLOP/s. Targets (project issues): <= 90 s and <= 4 GB per pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (DEFAULT_MODEL, PEAK_GFLOPS, app_command, command_line, ensure_synth_cohort,  # noqa: E402
+                     machine, markdown_table, node_times, pair_files, run_monitored, setup_logging,
+                     write_results)
+
+LOGGER = logging.getLogger("benchmarks.end_to_end")
+TARGET_SECONDS, TARGET_GB = 90.0, 4.0
+
+
+def forward_child(model_dir: str, baseline: str, followup: str, mask: str, threads: int) -> dict:
+    """Time forward passes alone (in this process) and count their FLOPs; return a JSON-able dict."""
+    import nibabel as nib
+    import numpy as np
+
+    from bids_lesionchange.model._backend import tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from bids_lesionchange.model.detector import forward_flops
+    from bids_lesionchange.model.inference import brain_bounding_box, predict_change
+    from bids_lesionchange.model.io import hyperparams_from_dict, load_detector
+
+    model, spec = load_detector(model_dir)
+    params = hyperparams_from_dict(spec["hyperparams"]).detector
+    arrays = [np.asarray(nib.load(p).dataobj, dtype=np.float32) for p in (baseline, followup)]
+    brain = np.asarray(nib.load(mask).dataobj) > 0
+    multiple = int(spec["input_multiple"])
+    box = tuple(int(-(-(s.stop - s.start) // multiple) * multiple) for s in brain_bounding_box(brain))
+    times = []
+    for _ in range(3):  # the first pass traces the graph
+        began = time.perf_counter()
+        predict_change(model, spec, arrays[0], arrays[1], brain)
+        times.append(time.perf_counter() - began)
+    flops = forward_flops(params, box, final_only=True)
+    return {"network_input": list(box), "volume": list(brain.shape), "gflop": round(flops / 1e9, 2),
+            "forward_seconds_first": round(times[0], 2), "forward_seconds": round(min(times[1:]), 2),
+            "parameters": int(model.count_params()), "threads": threads}
+
+
+def run_method(bids: Path, root: Path, model: Path, method: str, opts) -> dict:
+    """Run the app once from scratch with one skull-strip method; return timings and memory."""
+    out, work = root / f"out_{method}", root / f"work_{method}"
+    for stale in (out, work):
+        if stale.exists():
+            shutil.rmtree(stale)
+    args = [bids, out, "participant", "--mode", "infer", "--model", model, "-w", work,
+            "--nprocs", opts.nprocs, "--omp-nthreads", opts.omp_nthreads, "--skull-strip", method,
+            *shlex.split(opts.app_args)]
+    LOGGER.info("%s: bids_lesionchange %s", method, " ".join(map(str, args)))
+    run = run_monitored(app_command(*args), log_file=root / f"run_{method}.log")
+    if run["returncode"] != 0:
+        raise RuntimeError(f"the app failed ({run['returncode']}); see {root / f'run_{method}.log'}")
+    nodes = node_times(work)
+    process_start = run["started_at"]
+    process_end = process_start + run["wall_seconds"]
+    timeline = [(process_start + t, gb) for t, gb in run.pop("rss_timeline")]
+    stages: dict[str, dict] = {}
+    for node in nodes:
+        name = node["node"]
+        during = [gb for t, gb in timeline if node["start"] - 0.2 <= t <= node["end"] + 0.2]
+        entry = stages.setdefault(name, {"seconds": 0.0, "peak_tree_rss_gb": 0.0})
+        entry["seconds"] = round(entry["seconds"] + node["seconds"], 2)
+        entry["peak_tree_rss_gb"] = max(entry["peak_tree_rss_gb"], max(during, default=0.0))
+    first = min(n["start"] for n in nodes)
+    last = max(n["end"] for n in nodes)
+    stages = {"startup": {"seconds": round(first - process_start, 2),
+                          "peak_tree_rss_gb": max([gb for t, gb in timeline if t <= first], default=0.0)},
+              **stages,
+              "finish": {"seconds": round(process_end - last, 2),
+                         "peak_tree_rss_gb": max([gb for t, gb in timeline if t >= last], default=0.0)}}
+    sub = next(p.name[4:] for p in bids.glob("sub-*"))
+    files = pair_files(out, sub)
+    predict_seconds = stages.get("predict", {}).get("seconds")
+    return {"method": method, "command": "bids_lesionchange " + " ".join(map(str, args)), **run,
+            "node_seconds_total": round(sum(n["seconds"] for n in nodes), 1), "stages": stages,
+            "files": {k: str(v) for k, v in files.items()}, "predict_node_seconds": predict_seconds}
+
+
+def group_stages(stages: dict) -> dict:
+    """Sum stages into startup / preprocessing / predict / post-processing / derivatives / finish."""
+    groups = {"startup": 0.0, "preprocessing": 0.0, "predict": 0.0, "post-processing": 0.0,
+              "derivatives and reports": 0.0, "finish": 0.0}
+    post = ("components", "lesion_table", "native_probability", "native_mask")
+    for name, entry in stages.items():
+        if name in ("startup", "finish", "predict"):
+            key = name
+        elif name in post:
+            key = "post-processing"
+        elif name.startswith("ds_") or "report" in name:
+            key = "derivatives and reports"
+        else:
+            key = "preprocessing"
+        groups[key] = round(groups[key] + entry["seconds"], 2)
+    return groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("/tmp/bids_lesionchange_bench"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--preset", choices=["small", "1mm"], default="1mm")
+    parser.add_argument("--skull-strip", nargs="+", default=["auto", "threshold"])
+    parser.add_argument("--nprocs", type=int, default=1)
+    parser.add_argument("--omp-nthreads", type=int, default=2)
+    parser.add_argument("--app-args", default="", help="more arguments for the app")
+    parser.add_argument("--name", default="end_to_end", help="results file name (results/NAME.json|md)")
+    parser.add_argument("--forward-child", nargs=5, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.forward_child:
+        *paths, threads = opts.forward_child
+        print(json.dumps(forward_child(*paths, int(threads))))
+        return
+    setup_logging()
+    root = opts.root.resolve() / opts.name
+    root.mkdir(parents=True, exist_ok=True)
+    model = opts.model.resolve()
+    if not (model / "model.json").is_file():
+        parser.error(f"no model in {model} (model.json missing); train one or pass --model")
+    bids = ensure_synth_cohort(root / "bids", n_nochange=0, n_change=1, seed=opts.seed, preset=opts.preset)
+
+    runs = [run_method(bids, root, model, method, opts) for method in opts.skull_strip]
+    files = runs[0]["files"]
+    LOGGER.info("timing forward passes alone on the preprocessed pair")
+    child = subprocess.run([sys.executable, __file__, "--forward-child", str(model), files["baseline"],
+                            files["followup"], files["brain_mask"], str(opts.omp_nthreads)],
+                           capture_output=True, text=True, check=True)
+    forward = json.loads(child.stdout.strip().splitlines()[-1])
+    forward["gflops_per_s"] = round(forward["gflop"] / forward["forward_seconds"], 1)
+    forward["fraction_of_peak"] = round(forward["gflops_per_s"] / PEAK_GFLOPS, 3)
+    for run in runs:
+        seconds = run["predict_node_seconds"]
+        run["predict_node_gflops_per_s"] = round(forward["gflop"] / seconds, 1) if seconds else None
+        run["groups"] = group_stages(run["stages"])
+        run["meets_targets"] = {"seconds": run["wall_seconds"] <= TARGET_SECONDS,
+                                "memory": run["peak_tree_rss_gb"] <= TARGET_GB}
+
+    names = [r["method"] for r in runs]
+    headers = ["stage"] + [f"{n}: s" for n in names] + [f"{n}: peak GB" for n in names]
+    stage_names = list(dict.fromkeys(s for r in runs for s in r["stages"]))
+    stage_rows = [[s, *[r["stages"].get(s, {}).get("seconds") for r in runs],
+                   *[r["stages"].get(s, {}).get("peak_tree_rss_gb") for r in runs]]
+                  for s in stage_names if not s.startswith("ds_")]
+    sinks = [s for s in stage_names if s.startswith("ds_")]
+    stage_rows.insert(-1, [f"ds_* ({len(sinks)} derivative sinks)",
+                           *[round(sum(r["stages"].get(s, {}).get("seconds", 0) for s in sinks), 2) for r in runs],
+                           *[max((r["stages"].get(s, {}).get("peak_tree_rss_gb", 0) for s in sinks), default=0)
+                             for r in runs]])
+    stage_rows.append(["**total (wall)**", *[r["wall_seconds"] for r in runs], *[r["peak_tree_rss_gb"] for r in runs]])
+    group_headers = ["group"] + [f"{n}: s" for n in names]
+    group_rows = [[g, *[r["groups"][g] for r in runs]] for g in runs[0]["groups"]]
+    summary_headers = ["skull strip", "wall s (target 90)", "peak GB, process tree (target 4)",
+                       "largest single process GB", "predict node s", "GFLOP/s predict node"]
+    summary_rows = [[r["method"], r["wall_seconds"], r["peak_tree_rss_gb"], r["max_single_process_rss_gb"],
+                     r["predict_node_seconds"], r["predict_node_gflops_per_s"]] for r in runs]
+    command = command_line()
+    markdown = (
+        "# End to end: one 1 mm pair through the app\n\n"
+        f"`bids_lesionchange-synth BIDS --n-nochange 0 --n-change 1 --seed {opts.seed} --preset {opts.preset}`, "
+        f"then `bids_lesionchange BIDS OUT participant --mode infer --model {model.name} --nprocs {opts.nprocs} "
+        f"--omp-nthreads {opts.omp_nthreads} --skull-strip METHOD` from an empty work dir. Machine load "
+        f"(1 min) at the end: {machine()['load_average_1min']} on {machine()['cpu_count']} CPUs.\n\n"
+        f"Command: `{command}`\n\n"
+        f"## Summary\n\n{markdown_table(summary_headers, summary_rows)}\n"
+        f"## Stages (grouped)\n\n{markdown_table(group_headers, group_rows)}\n"
+        f"## Every node (seconds; peak RSS of the whole process tree while it ran)\n\n"
+        f"{markdown_table(headers, stage_rows)}\n"
+        "## Inference throughput\n\n"
+        + markdown_table(["network input", "GFLOP / pass", "forward pass s (best of 2, after tracing)",
+                          "first pass s", "GFLOP/s", "fraction of 157 GFLOP/s peak"],
+                         [[" x ".join(map(str, forward["network_input"])), forward["gflop"],
+                           forward["forward_seconds"], forward["forward_seconds_first"],
+                           forward["gflops_per_s"], forward["fraction_of_peak"]]])
+        + f"\nThe predict node (TensorFlow import, model load, I/O and one pass) reaches "
+        + ", ".join(f"{r['predict_node_gflops_per_s']} GFLOP/s ({r['method']})" for r in runs) + ".\n"
+    )
+    data = {"command": command, "machine": machine(), "targets": {"seconds": TARGET_SECONDS, "peak_gb": TARGET_GB},
+            "peak_gflops": PEAK_GFLOPS, "model": str(model), "seed": opts.seed, "preset": opts.preset,
+            "nprocs": opts.nprocs, "omp_nthreads": opts.omp_nthreads, "runs": runs, "forward": forward}
+    write_results(opts.name, data, markdown)
+
+
+if __name__ == "__main__":
+    main()

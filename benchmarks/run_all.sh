@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Run every benchmark in sequence; each writes benchmarks/results/NAME.json and NAME.md.
+#
+#   benchmarks/run_all.sh                 # everything (~1.5 h on 2 cores, most of it the ablation)
+#   ONLY="accuracy end_to_end" benchmarks/run_all.sh
+#   ABLATION_ARGS="--iterations 40 --pairs-per-iteration 20" benchmarks/run_all.sh   # full ablation budget
+#
+# Needs the default model in bids_lesionchange/data/default_model. The ablation also needs the
+# preprocessed NoChange pairs and the VAE checkpoint of a `group --mode train` run
+# (ABLATION_ARGS="--pairs-dir OUT --vae-checkpoint WORK/training/vae"; defaults: /work/train_default).
+# Scratch data goes to $BENCH_ROOT (default /tmp/bids_lesionchange_bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+ROOT=${BENCH_ROOT:-/tmp/bids_lesionchange_bench}
+ONLY=${ONLY:-"synth_cohort preprocessing training inference accuracy end_to_end ablation"}
+export TF_ENABLE_ONEDNN_OPTS=1 TF_CPP_MIN_LOG_LEVEL=2
+
+run() { echo "== $*" >&2; /usr/bin/time -f "== %e s wall, %M KB max RSS" "$@"; }
+
+for name in $ONLY; do
+  case $name in
+    synth_cohort)  run "$PYTHON" benchmarks/synth_cohort.py
+                   "$PYTHON" benchmarks/tables.py synth_cohort ;;
+    preprocessing) run "$PYTHON" benchmarks/preprocessing.py --method threshold
+                   run "$PYTHON" benchmarks/preprocessing.py --method hdbet
+                   run "$PYTHON" benchmarks/preprocessing.py --real
+                   "$PYTHON" benchmarks/tables.py preprocessing ;;
+    training)      run "$PYTHON" benchmarks/training.py
+                   "$PYTHON" benchmarks/tables.py training ;;
+    inference)     run "$PYTHON" benchmarks/inference.py --configs cpu unet-bce
+                   "$PYTHON" benchmarks/tables.py inference ;;
+    accuracy)      run "$PYTHON" benchmarks/accuracy.py --root "$ROOT" ;;
+    end_to_end)    run "$PYTHON" benchmarks/end_to_end.py --root "$ROOT" ;;
+    ablation)      # shellcheck disable=SC2086
+                   run "$PYTHON" benchmarks/ablation.py --root "$ROOT" ${ABLATION_ARGS:-} ;;
+    *) echo "unknown benchmark '$name'" >&2; exit 2 ;;
+  esac
+done
