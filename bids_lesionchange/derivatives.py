@@ -82,8 +82,9 @@ def container_info() -> dict[str, str]:
 
 #: Files that BIDS has no rule for (yet): reports, figures, transforms, QC, tables, logs, models.
 BIDSIGNORE = (
-    "*.html", "sub-*/figures/", "*_xfm.txt", "*_qc.json", "*_lesions.tsv", "*_lesions.json",
-    "*_metrics.tsv", "*_metrics.json", "group_*", "logs/", "model/",
+    "*.html", "sub-*/figures", "sub-*/figures/*", "*_xfm.txt", "*_qc.json", "*_lesions.tsv",
+    "*_lesions.json", "*_metrics.tsv", "*_metrics.json", "group_*", "logs", "logs/*", "model",
+    "model/*",
 )
 
 

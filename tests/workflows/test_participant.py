@@ -103,6 +103,12 @@ def test_participant_infer_evaluate_resume_and_isolate_a_failure(study, tmp_path
     header = metrics.read_text().splitlines()[0].split("\t")
     assert {"LTPR", "LFPR", "PPV", "lesion_F1", "dice"} <= set(header)
     assert not list(out.rglob(".tmp-*"))  # no half-written file
+    validator = Path(sys.executable).with_name("bids-validator-deno")
+    if validator.exists():  # the derivatives are valid BIDS
+        report = subprocess.run([str(validator), "--format", "json", str(out)],
+                                capture_output=True, text=True, timeout=300).stdout
+        errors = [i for i in json.loads(report)["issues"]["issues"] if i["severity"] == "error"]
+        assert errors == [], errors[:5]
 
     # a second run reuses the work dir: finished nodes are not recomputed
     result = next((work / "bids_lesionchange_wf").rglob("predict/result_predict.pklz"))
