@@ -79,6 +79,18 @@ def _read_crash(path: Path) -> tuple[str, str]:
     return node, message or (lines[-1].strip() if lines else "")
 
 
+def _route_nipype_logs() -> None:
+    """Send Nipype's log records through our handlers only (its own handlers print them twice)."""
+    from nipype import config as ncfg
+    from nipype import logging as nlogging
+
+    nlogging.update_logging(ncfg)
+    for name in ("nipype", "nipype.workflow", "nipype.interface", "nipype.utils"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> list[PairOutcome]:
     """Run a Nipype graph; return one outcome per pair (failures named by step)."""
     from nipype import config as ncfg
@@ -96,6 +108,7 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
         "monitoring": {"enabled": False},
         "logging": {"workflow_level": "INFO", "interface_level": "WARNING"},
     })
+    _route_nipype_logs()
     workflow.base_dir = str(settings.work_dir)
     workflow.config["execution"]["crashdump_dir"] = str(crash_dir)
     workflow.config["execution"]["crashfile_format"] = "txt"

@@ -23,7 +23,8 @@ def _setup_logging(settings, log_dir: Path, run_uuid: str) -> Path:
         handler.setFormatter(fmt)
         handler.setLevel(level)
         root.addHandler(handler)
-    for noisy in ("nipype.interface", "nipype.utils", "bids", "tensorflow", "absl", "h5py"):
+    for noisy in ("nipype.interface", "nipype.utils", "bids", "bidsschematools", "tensorflow", "absl",
+                  "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return log_file
 
