@@ -25,6 +25,7 @@ a re-run with the same budget reuses it.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import shutil
@@ -98,8 +99,10 @@ def run_variant(variant: str, opts) -> dict:
     model_dir = train_change_detector(pairs, root / "model", hyperparams, work_dir=work, resume=True,
                                       progress=False, seed=opts.seed)
     train_seconds = time.perf_counter() - began
+    with open(work / "training_log.tsv", newline="") as handle:  # detector iterations, across resumed runs
+        iteration_seconds = sum(float(r["seconds"]) for r in csv.DictReader(handle, delimiter="\t")
+                                if r["stage"] == "detector" and r["seconds"])
 
-    model, spec = load_detector(model_dir)
     eval_bids, eval_out = opts.eval_root / "bids", opts.eval_root / f"out_blob{opts.blob_sizes[0]}"
     rows = {b: [] for b in opts.blob_sizes}
     began = time.perf_counter()
@@ -107,6 +110,11 @@ def run_variant(variant: str, opts) -> dict:
     scratch.mkdir(parents=True, exist_ok=True)
     for sub in change_subjects(eval_bids):
         files = pair_files(eval_out, sub, eval_bids)
+        # A fresh model per pair: predicting a second volume of another shape with the same
+        # siamese model object in one process failed in TensorFlow's dilated convolution
+        # (SpaceToBatchND: "padded_shape ... not divisible by block_shape"); the app predicts
+        # one pair per process and is not affected.
+        model, spec = load_detector(model_dir)
         follow_img = nib.load(files["followup"])
         brain = np.asarray(nib.load(files["brain_mask"]).dataobj) > 0
         probability = predict_change(model, spec, np.asarray(nib.load(files["baseline"]).dataobj, dtype=np.float32),
@@ -132,6 +140,7 @@ def run_variant(variant: str, opts) -> dict:
                        "batch_size": hyperparams.training.batch_size, "detector_steps": steps,
                        "fraction_of_cpu_preset": round(steps / PAPER_DETECTOR_STEPS, 3)},
             "parameters": int(model.count_params()), "train_seconds": round(train_seconds, 1),
+            "detector_iteration_seconds": round(iteration_seconds, 1),
             "evaluate_seconds": round(time.perf_counter() - began, 1), "n_eval_pairs": len(rows[opts.blob_sizes[0]]),
             "validation": spec.get("training", {}).get("validation"), "scores": scores, "seed": opts.seed,
             "training_pairs": len(pairs)}
@@ -196,13 +205,17 @@ def main() -> None:
     for variant in variants:
         path = opts.root.resolve() / "ablation" / variant / "result.json"
         result = json.loads(path.read_text()) if path.is_file() else None
-        wanted = (opts.iterations, opts.pairs_per_iteration)
-        if result and (result["budget"]["iterations"], result["budget"]["pairs_per_iteration"]) == wanted:
+        wanted = [opts.iterations, opts.pairs_per_iteration, opts.seed]
+        budget_file = path.parent / "budget.json"
+        same_budget = budget_file.is_file() and json.loads(budget_file.read_text()) == wanted
+        if result and same_budget:
             LOGGER.info("%s: reusing %s", variant, path)
         else:
-            if path.parent.exists():
+            if path.parent.exists() and not same_budget:
                 shutil.rmtree(path.parent)  # another budget: start this variant afresh
-            LOGGER.info("%s: training %d iterations x %d pairs", variant, *wanted)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            budget_file.write_text(json.dumps(wanted))  # same budget: resume from the checkpoints
+            LOGGER.info("%s: training %d iterations x %d pairs (seed %d)", variant, *wanted)
             cmd = [sys.executable, __file__, "--child", variant, *sys.argv[1:]]
             log = opts.root.resolve() / "ablation" / f"{variant}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -225,8 +238,9 @@ def main() -> None:
     reference = _reference_row(opts.blob_sizes)
     if reference:
         rows.append(reference)
-    timing = markdown_table(["variant", "parameters", "train s", "evaluate s", "val Dice", "val LTPR", "val PPV"],
-                            [[r["variant"], r["parameters"], r["train_seconds"], r["evaluate_seconds"],
+    timing = markdown_table(["variant", "parameters", "detector training s (sum of iterations)", "evaluate s",
+                             "val Dice", "val LTPR", "val PPV"],
+                            [[r["variant"], r["parameters"], r.get("detector_iteration_seconds"), r["evaluate_seconds"],
                               *[(r["validation"] or {}).get(k) for k in ("val_dice", "val_ltpr", "val_ppv")]]
                              for r in results])
     command = command_line()
