@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,34 +34,34 @@ def derivative_path(*, suffix: str, extension: str, sub: str, ses: str | None = 
     return folder / bids_name(suffix=suffix, extension=extension, sub=sub, ses=ses, **entities)
 
 
-def atomic_copy(src: Path | str, dst: Path | str) -> Path:
-    """Copy ``src`` to ``dst`` through a temporary file in the same folder, then rename it."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp-", suffix=dst.name)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it.
 
-
-def atomic_write_text(path: Path | str, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
+    A reader, or a killed process, never sees a half-written file at ``path``; the file is
+    readable by the group and others (``mkstemp`` alone would leave it private).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_copy(src: Path | str, dst: Path | str) -> Path:
+    """Copy ``src`` to ``dst`` atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(dst, Path(src).read_bytes())
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path | str, data: Any) -> Path:

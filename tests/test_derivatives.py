@@ -26,6 +26,7 @@ def test_atomic_copy_leaves_no_temporary(tmp_path):
     dst = atomic_copy(src, tmp_path / "out" / "b.txt")
     assert dst.read_text() == "hello"
     assert [p.name for p in dst.parent.iterdir()] == ["b.txt"]
+    assert dst.stat().st_mode & 0o777 == 0o644  # readable by collaborators, not private
 
 
 def test_dataset_description(tmp_path):

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from bids_lesionchange.derivatives import atomic_write_text
 from bids_lesionchange.errors import InputError
 from bids_lesionchange.model.params import HyperParams, hyperparams_from_mapping
 
@@ -54,9 +54,7 @@ def hyperparams_from_dict(data: dict[str, Any]) -> HyperParams:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON through a temporary file and a rename, so no half-written file is left."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def write_model_spec(model_dir: Path, hyperparams: HyperParams, *, software: dict[str, str],
