@@ -38,6 +38,7 @@ class Settings:
     threshold: float = 0.1
     resolution: float = 1.0
     min_blob_size: int = 20
+    change_direction: str = "increase"  # "increase" (follow-up brighter only) | "any" (the paper)
     skip_bids_validation: bool = False
     write_native: bool = True
     reports: bool = True

@@ -2,6 +2,13 @@
 
 The paper (To et al. 2021, section 3.4) thresholds the network output with ``y~ > kappa``
 (strictly greater, kappa = 0.1) and keeps connected components of at least 20 (or 100) voxels.
+
+The detector is trained on generic change (SuperMix swaps superpixels for the VAE's
+reconstruction, brighter or darker). New and enlarging MS lesions are hyperintense on the
+follow-up FLAIR, so by default (``direction="increase"``) a voxel can only be a change where the
+follow-up is brighter than the baseline (:func:`brighter_on_followup`). This removes the
+darkening a network trained on generic change also flags (lesions that shrink, residual bias
+fields, CSF partial volume). ``direction="any"`` is the paper's rule.
 """
 
 from __future__ import annotations
@@ -37,6 +44,28 @@ def label_connected_components(mask: np.ndarray, connectivity: int = 26) -> tupl
     binary = np.ascontiguousarray(mask > 0)
     labels, n = cc3d.connected_components(binary, connectivity=connectivity, return_N=True)
     return labels.astype(np.int32, copy=False), int(n)
+
+
+DIRECTIONS = ("increase", "any")
+
+
+def brighter_on_followup(baseline: np.ndarray, followup: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Where the follow-up is brighter than the baseline: ``G_sigma * (followup - baseline) > 0``.
+
+    The difference is smoothed by a Gaussian of ``sigma`` voxels first so that noise does not
+    punch holes in a lesion; there is no margin, so the rule does not depend on the contrast
+    or the intensity scale of the scans.
+    """
+    from scipy import ndimage
+
+    baseline = np.asarray(baseline, dtype=np.float32)
+    followup = np.asarray(followup, dtype=np.float32)
+    if baseline.shape != followup.shape:
+        raise ValueError(f"baseline {baseline.shape} and follow-up {followup.shape} differ in shape")
+    difference = np.nan_to_num(followup - baseline)
+    if sigma > 0:
+        difference = ndimage.gaussian_filter(difference, sigma=sigma)
+    return difference > 0
 
 
 def relabel_by_size(labels: np.ndarray, min_size: int = 1) -> np.ndarray:

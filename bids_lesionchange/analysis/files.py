@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_lesionchange.analysis.components import change_components
+from bids_lesionchange.analysis.components import DIRECTIONS, brighter_on_followup, change_components
 from bids_lesionchange.analysis.lesions import (
     baseline_hyperintensities, lesion_table, lesion_table_sidecar,
 )
@@ -34,11 +34,23 @@ def _save(data: np.ndarray, like: nib.Nifti1Image, path: str, dtype) -> str:
 
 
 def components_files(probability: str, brain_mask: str, mask_out: str, labels_out: str,
-                     threshold: float = 0.1, min_size: int = 20) -> tuple[str, str, int]:
-    """Threshold a probability image and write the binary change mask and the component labels."""
+                     threshold: float = 0.1, min_size: int = 20, *, direction: str = "any",
+                     baseline: str | None = None, followup: str | None = None) -> tuple[str, str, int]:
+    """Threshold a probability image and write the binary change mask and the component labels.
+
+    With ``direction="increase"`` only voxels brighter on the follow-up (``baseline`` and
+    ``followup`` are then required) can be change; see :func:`brighter_on_followup`.
+    """
     prob_img = nib.load(probability)
     prob = np.asarray(prob_img.dataobj, dtype=np.float32)
     brain = np.asarray(nib.load(brain_mask).dataobj) > 0
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if direction == "increase":
+        if not (baseline and followup):
+            raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
+        brain &= brighter_on_followup(np.asarray(nib.load(baseline).dataobj),
+                                      np.asarray(nib.load(followup).dataobj))
     labels = change_components(prob, threshold=threshold, min_size=min_size, brain_mask=brain)
     _save(labels > 0, prob_img, mask_out, np.uint8)
     _save(labels, prob_img, labels_out, np.int16 if labels.max() < 32767 else np.int32)

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change probability threshold kappa (default: 0.1)")
     g.add_argument("--min-blob-size", type=_positive_int, default=20,
                    help="smallest change kept, in voxels of 1 mm^3 (default: 20; the paper also uses 100)")
+    g.add_argument("--change-direction", choices=["increase", "any"], default="increase",
+                   help="increase (default): a change must be brighter on the follow-up, as new and "
+                   "enlarging lesions are on FLAIR; any: every change the network finds (the paper)")
     g.add_argument("--match", choices=["iou", "overlap"], default="iou",
                    help="lesion matching for evaluation: IoU >= 0.01 (default, the paper) or any overlap")
     g.add_argument("--skull-strip", choices=["auto", "hdbet", "threshold", "none"], default="auto",
@@ -328,6 +331,7 @@ def parse_args(argv: list[str] | None = None):
         threshold=opts.threshold,
         resolution=opts.output_resolution,
         min_blob_size=opts.min_blob_size,
+        change_direction=opts.change_direction,
         skip_bids_validation=opts.skip_bids_validation,
         write_native=opts.write_native,
         reports=opts.reports,

@@ -18,7 +18,10 @@ Order, and why:
    resamples the corrected baseline onto the common grid once (cubic spline, composing the
    canonical resampling with the rigid transform), checks the alignment (normalised
    cross-correlation in the brain) and restricts the mask to voxels the baseline covers.
-7. :func:`normalise_file` maps each session to [0, 1] between its 0th and 99th percentiles
+7. :func:`match_resolution_file` smooths the sharper session to the resolution of the coarser one
+   (a 3D baseline against a thick-slice 2D follow-up, say; see
+   :mod:`bids_lesionchange.image.resolution`); a same-protocol pair is left untouched.
+8. :func:`normalise_file` maps each session to [0, 1] between its 0th and 99th percentiles
    inside the brain; :func:`quality_file` writes the QC measures.
 """
 
@@ -232,6 +235,38 @@ def _centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return affine[:3, :3] @ centre + affine[:3, 3]
 
 
+def match_resolution_file(baseline_file, followup_file, baseline_native, followup_native, baseline_xfm,
+                          followup_xfm, out_baseline, out_followup, out_json) -> dict:
+    """Smooth the sharper session to the coarser one's resolution; write both and a JSON report.
+
+    ``baseline_file`` and ``followup_file`` are on the common grid; the native FLAIRs and their
+    native-to-common transforms give each session's acquisition resolution. Returns the report:
+    each session's FWHM along the grid axes and the Gaussian sigma (grid voxels) it received.
+    """
+    from bids_lesionchange.image.resolution import effective_fwhm, matching_sigmas, smooth
+
+    base_img = nib.load(str(baseline_file))
+    follow_img = nib.load(str(followup_file))
+    grid = follow_img.affine
+    fwhm_b = effective_fwhm(nib.load(str(baseline_native)).affine, read_xfm(baseline_xfm), grid)
+    fwhm_f = effective_fwhm(nib.load(str(followup_native)).affine, read_xfm(followup_xfm), grid)
+    sigma_b, sigma_f = matching_sigmas(fwhm_b, fwhm_f, _zooms(follow_img))
+    save_image(smooth(np.asanyarray(base_img.dataobj), sigma_b), base_img.affine, out_baseline)
+    save_image(smooth(np.asanyarray(follow_img.dataobj), sigma_f), follow_img.affine, out_followup)
+    report = {
+        "fwhm_mm": {"baseline": [round(float(v), 3) for v in fwhm_b],
+                    "followup": [round(float(v), 3) for v in fwhm_f]},
+        "smoothing_sigma_voxels": {"baseline": [round(float(v), 3) for v in sigma_b],
+                                   "followup": [round(float(v), 3) for v in sigma_f]},
+        "smoothed": [name for name, s in (("baseline", sigma_b), ("followup", sigma_f)) if np.any(s > 0)],
+    }
+    if report["smoothed"]:
+        LOGGER.info("resolution matching: smoothed the %s (sigma %s voxels)", " and ".join(report["smoothed"]),
+                    report["smoothing_sigma_voxels"])
+    Path(out_json).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def normalise_file(in_file, mask_file, out_file, *, source_file=None) -> Path:
     """Write ``in_file`` normalised to [0, 1] (0th-99th percentile in the brain, 0 outside)."""
     img = nib.load(str(in_file))
@@ -257,13 +292,14 @@ def parenchyma_volume_ml(data: np.ndarray, mask: np.ndarray, zooms) -> float:
 
 
 def quality_file(baseline_file, followup_file, mask_file, registration_json, out_json,
-                 *, skull_strip: str = "") -> dict:
+                 *, skull_strip: str = "", resolution_json=None) -> dict:
     """Write the QC measures of a preprocessed pair as JSON and return them.
 
     Keys: ``brain_mask_volume_ml``, ``brain_volume_ml`` ({baseline, followup}: parenchyma,
     see :func:`parenchyma_volume_ml`), ``ncc_brain`` and ``mutual_information_bits`` of the
     normalised images inside the brain, the registration measures (``registration`` block,
-    on bias-corrected images), ``registration_failed`` and the rule that sets it.
+    on bias-corrected images), ``registration_failed`` and the rule that sets it, and the
+    resolution matching (``resolution_matching`` block) when ``resolution_json`` is given.
     """
     baseline = nib.load(str(baseline_file))
     followup = nib.load(str(followup_file))
@@ -287,6 +323,8 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
         "registration_failed_rule": f"brain NCC after alignment (bias-corrected images) < "
                                     f"{registration['min_ncc']}",
     }
+    if resolution_json:
+        measures["resolution_matching"] = json.loads(Path(resolution_json).read_text())
     tmp = Path(str(out_json) + ".part")
     tmp.write_text(json.dumps(measures, indent=2) + "\n")
     os.replace(tmp, out_json)

@@ -46,6 +46,10 @@ class _ComponentsInputSpec(BaseInterfaceInputSpec):
     brain_mask = File(exists=True, mandatory=True)
     threshold = traits.Float(0.1, usedefault=True, desc="kappa: voxels with p > kappa are change")
     min_size = traits.Int(20, usedefault=True, desc="smallest component kept (voxels)")
+    direction = traits.Enum("increase", "any", usedefault=True,
+                            desc="increase: only where the follow-up is brighter (new/enlarging lesions)")
+    baseline = File(exists=True, desc="preprocessed baseline (for direction=increase)")
+    followup = File(exists=True, desc="preprocessed follow-up (for direction=increase)")
 
 
 class _ComponentsOutputSpec(TraitedSpec):
@@ -65,7 +69,9 @@ class ChangeComponents(SimpleInterface):
 
         mask, labels, n = components_files(
             self.inputs.probability, self.inputs.brain_mask, _out(runtime, "change_mask.nii.gz"),
-            _out(runtime, "change_dseg.nii.gz"), self.inputs.threshold, self.inputs.min_size)
+            _out(runtime, "change_dseg.nii.gz"), self.inputs.threshold, self.inputs.min_size,
+            direction=self.inputs.direction, baseline=self.inputs.baseline or None,
+            followup=self.inputs.followup or None)
         self._results.update(mask=mask, labels=labels, n_components=n)
         return runtime
 

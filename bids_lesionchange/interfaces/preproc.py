@@ -209,6 +209,41 @@ class RigidRegistration(SimpleInterface):
         return runtime
 
 
+class _MatchResolutionInputSpec(BaseInterfaceInputSpec):
+    baseline_file = File(exists=True, mandatory=True, desc="baseline on the common grid")
+    followup_file = File(exists=True, mandatory=True, desc="follow-up on the common grid")
+    baseline_native = File(exists=True, mandatory=True, desc="the baseline FLAIR as acquired")
+    followup_native = File(exists=True, mandatory=True, desc="the follow-up FLAIR as acquired")
+    baseline_xfm = File(exists=True, mandatory=True, desc="baseline native-to-common transform")
+    followup_xfm = File(exists=True, mandatory=True, desc="follow-up native-to-common transform")
+
+
+class _MatchResolutionOutputSpec(TraitedSpec):
+    baseline_file = File(exists=True)
+    followup_file = File(exists=True)
+    out_report = File(exists=True, desc="FWHM of each session and the smoothing applied (JSON)")
+
+
+class MatchResolution(SimpleInterface):
+    """Smooth the sharper session to the coarser one's resolution (e.g. 3D vs thick-slice 2D)."""
+
+    input_spec = _MatchResolutionInputSpec
+    output_spec = _MatchResolutionOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.image.preprocess import match_resolution_file
+
+        paths = {"baseline_file": _out(runtime, "baseline_matched.nii.gz"),
+                 "followup_file": _out(runtime, "followup_matched.nii.gz"),
+                 "out_report": _out(runtime, "resolution.json")}
+        i = self.inputs
+        match_resolution_file(i.baseline_file, i.followup_file, i.baseline_native, i.followup_native,
+                              i.baseline_xfm, i.followup_xfm, paths["baseline_file"], paths["followup_file"],
+                              paths["out_report"])
+        self._results.update(paths)
+        return runtime
+
+
 class _NormaliseInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
@@ -238,6 +273,7 @@ class _QCInputSpec(BaseInterfaceInputSpec):
     mask_file = File(exists=True, mandatory=True)
     registration_json = File(exists=True, mandatory=True)
     skull_strip = traits.Str("", usedefault=True, desc="the skull-strip method that ran")
+    resolution_json = File(exists=True, desc="the resolution-matching report")
 
 
 class _QCOutputSpec(TraitedSpec):
@@ -255,7 +291,8 @@ class PreprocQC(SimpleInterface):
 
         out = _out(runtime, "qc.json")
         quality_file(self.inputs.baseline_file, self.inputs.followup_file, self.inputs.mask_file,
-                     self.inputs.registration_json, out, skull_strip=self.inputs.skull_strip)
+                     self.inputs.registration_json, out, skull_strip=self.inputs.skull_strip,
+                     resolution_json=self.inputs.resolution_json or None)
         self._results["out_json"] = out
         return runtime
 

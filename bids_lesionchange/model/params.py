@@ -76,6 +76,10 @@ class TrainingParams:
     validation_crops: int = 6
     swap_sessions: bool = True  # also train with baseline and follow-up roles exchanged
     min_brain_fraction: float = 0.25  # a training crop holds at least this fraction of brain voxels
+    # Unlabelled nuisance on one session of most samples: a smooth multiplicative field of up to
+    # +-this fraction and a gamma of up to exp(+-this), so residual bias and contrast differences
+    # between scans are not read as change (0: off, the paper's setting).
+    intensity_augmentation: float = 0.1
     threshold: float = 0.1  # kappa of the paper, for the validation Dice and lesion counts
     min_blob_size: int = 20
     graph_mode: bool = True  # compile training steps with tf.function (tracing costs 10-30 s; False for tiny runs)
@@ -108,7 +112,7 @@ PRESETS: dict[str, HyperParams] = {
         detector=DetectorParams(base_filters=16, levels=4, l2=1e-6, gamma_final=1.0),
         training=TrainingParams(
             crop_shape=(192, 192, 16), batch_size=2, iterations=60, pairs_per_iteration=100,
-            validation_crops=16,
+            validation_crops=16, intensity_augmentation=0.0,
         ),
     ),
 }

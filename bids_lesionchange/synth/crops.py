@@ -59,15 +59,45 @@ def random_crop_corner(brain_mask: np.ndarray, crop_shape: tuple[int, int, int],
     return best
 
 
+def smooth_random_field(shape: tuple[int, ...], rng: np.random.Generator, control_points: int = 4) -> np.ndarray:
+    """A smooth random field over ``shape`` with values in [-1, 1] (cubic upsampling of a coarse grid)."""
+    from scipy import ndimage
+
+    coarse = rng.normal(size=(control_points,) * len(shape))
+    field = ndimage.zoom(coarse, [s / control_points for s in shape], order=3, mode="nearest")
+    field = field[tuple(slice(0, s) for s in shape)]
+    peak = np.abs(field).max()
+    return (field / peak if peak > 0 else field).astype(np.float32)
+
+
+def intensity_nuisance(volume: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
+                       amplitude: float) -> np.ndarray:
+    """Apply a random unlabelled intensity nuisance to a [0, 1] crop, inside the brain only.
+
+    ``x -> clip(x ** g * (1 + a * f), 0, 1)`` with ``f`` a smooth field in [-1, 1],
+    ``a ~ U(0, amplitude)`` and ``g = exp(U(-amplitude, amplitude))``: the residual bias field and
+    contrast difference two real scans keep after N4 and normalisation. It is not change, so the
+    label is untouched.
+    """
+    if amplitude <= 0:
+        return volume
+    gain = 1.0 + rng.uniform(0.0, amplitude) * smooth_random_field(volume.shape, rng)
+    gamma = float(np.exp(rng.uniform(-amplitude, amplitude)))
+    out = np.clip(np.power(np.clip(volume, 0.0, None), gamma) * gain, 0.0, 1.0).astype(np.float32)
+    return np.where(brain, out, volume).astype(np.float32)
+
+
 def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
                             reconstruct: Callable[[np.ndarray, np.random.Generator], np.ndarray],
                             rng: np.random.Generator, params: SuperMixParams, *,
-                            swap_sessions: bool = False, min_brain_fraction: float = 0.25) -> dict:
+                            swap_sessions: bool = False, min_brain_fraction: float = 0.25,
+                            intensity_augmentation: float = 0.0) -> dict:
     """Return one synthetic change sample from a NoChange pair.
 
     The "later" image x (the follow-up, or the baseline when ``swap_sessions``) is cropped,
     reconstructed by the VAE and SuperMix-ed into x'; the other session is x^ and the label is
-    the SuperMix label: y = 1 where x' took the reconstruction.
+    the SuperMix label: y = 1 where x' took the reconstruction. With ``intensity_augmentation``
+    > 0, one of x' and x^ (at random, in 80 % of the samples) gets :func:`intensity_nuisance`.
 
     Returns
     -------
@@ -83,5 +113,10 @@ def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
     recon = reconstruct(x, rng).astype(np.float32)
     scale = float(brain.sum()) / max(pair.brain_voxels, 1)
     mixed, label = supermix(x, recon, brain, rng, params, segment_scale=scale)
+    if intensity_augmentation > 0 and rng.uniform() < 0.8:
+        if rng.uniform() < 0.5:
+            mixed = intensity_nuisance(mixed, brain, rng, intensity_augmentation)
+        else:
+            reference = intensity_nuisance(reference, brain, rng, intensity_augmentation)
     return {"mixed": mixed, "reference": reference, "original": x, "recon": recon, "label": label,
             "brain": brain, "corner": corner}

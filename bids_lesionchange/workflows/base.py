@@ -54,6 +54,7 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
             resolution=settings.resolution,
             threshold=settings.threshold,
             min_blob_size=settings.min_blob_size,
+            change_direction=settings.change_direction,
             match=settings.match,
             write_native=settings.write_native,
             omp_nthreads=settings.omp_nthreads,
@@ -65,7 +66,7 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
 
 def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, skull_strip="auto",
                  hdbet_mode="fast", device="cpu", resolution=1.0, threshold=0.1, min_blob_size=20,
-                 match="iou", write_native=True, omp_nthreads=1, name="pair_wf"):
+                 change_direction="increase", match="iou", write_native=True, omp_nthreads=1, name="pair_wf"):
     """Preprocess one session pair, detect change, describe it, evaluate it and write derivatives.
 
     Inputs
@@ -134,14 +135,16 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
 
     predict = pe.Node(SiameseUNetPredict(model_dir=model_dir, num_threads=omp_nthreads),
                       name="predict", n_procs=omp_nthreads, mem_gb=3.0)
-    components = pe.Node(ChangeComponents(threshold=threshold, min_size=min_blob_size),
-                         name="components")
+    components = pe.Node(ChangeComponents(threshold=threshold, min_size=min_blob_size,
+                                          direction=change_direction), name="components")
     lesion_table = pe.Node(LesionTable(), name="lesion_table")
     workflow.connect([
         (preproc_wf, predict, [("outputnode.baseline_preproc", "baseline"),
                                ("outputnode.followup_preproc", "followup"),
                                ("outputnode.brain_mask", "brain_mask")]),
-        (preproc_wf, components, [("outputnode.brain_mask", "brain_mask")]),
+        (preproc_wf, components, [("outputnode.brain_mask", "brain_mask"),
+                                  ("outputnode.baseline_preproc", "baseline"),
+                                  ("outputnode.followup_preproc", "followup")]),
         (predict, components, [("probability", "probability")]),
         (components, lesion_table, [("labels", "labels")]),
         (predict, lesion_table, [("probability", "probability")]),
@@ -155,6 +158,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
 
     change_meta = {"BaselineSession": f"ses-{ses_b}", "FollowupSession": f"ses-{ses_f}",
                    "Threshold": threshold, "MinBlobSizeVoxels": min_blob_size,
+                   "ChangeDirection": change_direction,
                    "Model": str(model_dir), "Sources": [str(pair.baseline_flair),
                                                         str(pair.followup_flair)]}
     sink("ds_probability", "probability", predict, derivative_path(

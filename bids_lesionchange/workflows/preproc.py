@@ -7,7 +7,8 @@ from nipype.pipeline import engine as pe
 
 from bids_lesionchange.image.skullstrip import resolve_skull_strip_method
 from bids_lesionchange.interfaces.preproc import (CheckInputs, CoarseRegistration, CommonGrid,
-                                                  MaskReport, MaskToNative, N4Correct, Normalise,
+                                                  MaskReport, MaskToNative, MatchResolution,
+                                                  N4Correct, Normalise,
                                                   PreprocQC, RegistrationReport,
                                                   RigidRegistration, SkullStrip)
 
@@ -20,7 +21,8 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
 
     Follow-up to the common grid (RAS, ``resolution`` mm) -> brain mask -> N4 of the follow-up;
     meanwhile the baseline: coarse rigid alignment -> mask on its native grid -> N4; then refined rigid
-    alignment and a single resampling onto the common grid; both sessions normalised to
+    alignment and a single resampling onto the common grid; the sharper session smoothed to the
+    coarser one's resolution (a no-op for same-protocol pairs); both sessions normalised to
     [0, 1] inside the shared mask; QC and reportlets. See
     :mod:`bids_lesionchange.image.preprocess` for the reasons of this order.
 
@@ -89,6 +91,7 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
                           name="n4_baseline", n_procs=omp_nthreads, mem_gb=1.5)
     rigid_reg = pe.Node(RigidRegistration(nthreads=omp_nthreads), name="rigid_reg",
                         n_procs=omp_nthreads, mem_gb=2.0)
+    match_resolution = pe.Node(MatchResolution(), name="match_resolution", mem_gb=1.5)
     normalise_baseline = pe.Node(Normalise(out_name="baseline_preproc.nii.gz"),
                                  name="normalise_baseline", mem_gb=1.0)
     normalise_followup = pe.Node(Normalise(out_name="followup_preproc.nii.gz"),
@@ -120,9 +123,16 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
         (n4_baseline, rigid_reg, [("out_file", "moving_file")]),
         (coarse_reg, rigid_reg, [("out_xfm", "init_xfm")]),
         (check_inputs, rigid_reg, [("baseline_flair", "source_file")]),
-        (rigid_reg, normalise_baseline, [("out_file", "in_file"), ("out_mask", "mask_file")]),
+        (rigid_reg, match_resolution, [("out_file", "baseline_file"), ("out_xfm", "baseline_xfm")]),
+        (n4_followup, match_resolution, [("out_file", "followup_file")]),
+        (common_grid, match_resolution, [("out_xfm", "followup_xfm")]),
+        (check_inputs, match_resolution, [("baseline_flair", "baseline_native"),
+                                          ("followup_flair", "followup_native")]),
+        (match_resolution, normalise_baseline, [("baseline_file", "in_file")]),
+        (rigid_reg, normalise_baseline, [("out_mask", "mask_file")]),
         (check_inputs, normalise_baseline, [("baseline_flair", "source_file")]),
-        (n4_followup, normalise_followup, [("out_file", "in_file")]),
+        (match_resolution, normalise_followup, [("followup_file", "in_file")]),
+        (match_resolution, qc, [("out_report", "resolution_json")]),
         (rigid_reg, normalise_followup, [("out_mask", "mask_file")]),
         (check_inputs, normalise_followup, [("followup_flair", "source_file")]),
         (normalise_baseline, qc, [("out_file", "baseline_file")]),

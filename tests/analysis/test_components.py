@@ -77,3 +77,42 @@ def test_relabel_by_size_breaks_ties_by_original_label():
     assert out[2, 2, 0] == 1  # the largest
     assert out[5, 5, 0] == 2  # original label 3 before 5 at equal size
     assert out[0, 0, 0] == 3
+
+
+def test_brighter_on_followup_keeps_new_hyperintensities_and_drops_darkening():
+    from bids_lesionchange.analysis.components import brighter_on_followup
+
+    baseline = np.full((20, 20, 20), 0.5, np.float32)
+    followup = baseline.copy()
+    followup[3:8, 3:8, 3:8] += 0.3  # a new lesion
+    followup[12:17, 12:17, 12:17] -= 0.3  # a shrinking one / a darker patch
+    brighter = brighter_on_followup(baseline, followup)
+    assert brighter[5, 5, 5] and not brighter[14, 14, 14]
+    assert not brighter[0, 19, 0]  # no difference: not brighter
+
+
+def test_components_files_direction_increase_removes_darkening_changes(tmp_path):
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.files import components_files
+
+    shape = (20, 20, 20)
+    baseline = np.full(shape, 0.5, np.float32)
+    followup = baseline.copy()
+    followup[3:8, 3:8, 3:8] += 0.3
+    followup[12:17, 12:17, 12:17] -= 0.3
+    probability = np.zeros(shape, np.float32)
+    probability[3:8, 3:8, 3:8] = 0.9
+    probability[12:17, 12:17, 12:17] = 0.9  # the network flags both
+    files = {}
+    for name, data in (("p", probability), ("b", baseline), ("f", followup), ("m", np.ones(shape, np.uint8))):
+        files[name] = str(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(data, np.eye(4)), files[name])
+    out = (str(tmp_path / "mask.nii.gz"), str(tmp_path / "dseg.nii.gz"))
+    assert components_files(files["p"], files["m"], *out, 0.1, 20, direction="any")[2] == 2
+    _, labels, n = components_files(files["p"], files["m"], *out, 0.1, 20, direction="increase",
+                                    baseline=files["b"], followup=files["f"])
+    assert n == 1
+    assert nib.load(labels).get_fdata()[5, 5, 5] == 1 and nib.load(labels).get_fdata()[14, 14, 14] == 0
+    with pytest.raises(ValueError, match="needs the preprocessed"):
+        components_files(files["p"], files["m"], *out, direction="increase")

@@ -98,3 +98,40 @@ def test_supermix_does_not_import_tensorflow():
     code = ("import sys, bids_lesionchange.synth.supermix, bids_lesionchange.synth.crops, "
             "bids_lesionchange.model.params; print('tensorflow' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_intensity_nuisance_is_smooth_bounded_and_confined_to_the_brain():
+    from bids_lesionchange.synth.crops import intensity_nuisance, smooth_random_field
+
+    rng = np.random.default_rng(3)
+    field = smooth_random_field((32, 32, 32), rng)
+    assert np.abs(field).max() == pytest.approx(1.0)
+    assert np.abs(np.diff(field, axis=0)).max() < 0.2  # smooth: no superpixel-like edges
+    volume = rng.uniform(0.2, 0.9, size=(32, 32, 32)).astype(np.float32)
+    brain = np.zeros(volume.shape, bool)
+    brain[4:28, 4:28, 4:28] = True
+    assert intensity_nuisance(volume, brain, rng, 0.0) is volume
+    out = intensity_nuisance(volume, brain, rng, 0.1)
+    np.testing.assert_array_equal(out[~brain], volume[~brain])
+    assert out.min() >= 0 and out.max() <= 1
+    ratio = out[brain] / volume[brain]
+    assert not np.allclose(ratio, 1.0) and np.all(np.abs(np.log(ratio)) < 0.35)
+
+
+def test_augmented_sample_keeps_the_supermix_label():
+    from bids_lesionchange.model.params import SuperMixParams
+    from bids_lesionchange.synth.crops import PairVolumes, synthetic_change_sample
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, size=(32, 32, 32)).astype(np.float32)
+    pair = PairVolumes("p", base, base.copy(), np.ones(base.shape, bool))
+    recon = lambda v, r: np.clip(v + 0.3, 0, 1)  # noqa: E731
+    n_changed = 0
+    for seed in range(6):
+        plain = synthetic_change_sample(pair, (24, 24, 24), recon, np.random.default_rng(seed), SuperMixParams(tau=0.9))
+        augmented = synthetic_change_sample(pair, (24, 24, 24), recon, np.random.default_rng(seed),
+                                            SuperMixParams(tau=0.9), intensity_augmentation=0.1)
+        np.testing.assert_array_equal(plain["label"], augmented["label"])
+        n_changed += not (np.allclose(plain["mixed"], augmented["mixed"])
+                          and np.allclose(plain["reference"], augmented["reference"]))
+    assert n_changed >= 3  # 80 % of the samples get the nuisance
