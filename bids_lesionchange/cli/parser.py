@@ -36,24 +36,41 @@ def _label(value: str) -> str:
     return value
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"'{value}' must be 1 or more")
-    return number
+def int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``, with a one-sentence error otherwise."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"'{value}' must be {minimum} or more")
+        return number
+
+    return parse
 
 
-def _probability(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
-    if not 0.0 < number < 1.0:
-        raise argparse.ArgumentTypeError(f"'{value}' must lie strictly between 0 and 1")
-    return number
+def number_between(low: float, high: float, *, inclusive: bool):
+    """An argparse type: a number in [low, high] (``inclusive``) or in (low, high)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
+        inside = low <= number <= high if inclusive else low < number < high
+        if not inside:
+            raise argparse.ArgumentTypeError(
+                f"'{value}' must lie between {low:g} and {high:g}" if inclusive
+                else f"'{value}' must lie strictly between {low:g} and {high:g}")
+        return number
+
+    return parse
+
+
+_positive_int = int_at_least(1)
+_probability = number_between(0.0, 1.0, inclusive=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

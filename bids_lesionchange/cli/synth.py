@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from bids_lesionchange.cli.parser import int_at_least, number_between
+
 LOGGER = logging.getLogger("bids_lesionchange.synth")
 
 EPILOG = """\
@@ -21,24 +23,8 @@ the true rigid transform between sessions).
 """
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"'{value}' must be 0 or more")
-    return number
-
-
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"'{value}' must lie between 0 and 1")
-    return number
+_count = int_at_least(0)
+_fraction = number_between(0.0, 1.0, inclusive=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
