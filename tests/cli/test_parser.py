@@ -102,9 +102,24 @@ def test_settings_written(tiny_bids, tmp_path):
     path = s.write(tmp_path / "out" / "logs", "abc")
     data = json.loads(path.read_text())
     assert data["threshold"] == 0.1 and data["min_blob_size"] == 20
+    assert data["change_direction"] == "increase"
     assert data["hyperparams"]["supermix"]["tau"] == 0.98
     with pytest.raises(Exception):
         s.threshold = 0.5  # frozen
+
+
+def test_change_direction_reaches_the_components_node(tiny_bids, tmp_path):
+    from bids_lesionchange.discovery import find_pairs
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
+
+    model = _fake_model(tmp_path / "m")
+    s = parse_args([str(tiny_bids), str(tmp_path / "out"), "participant", "--model", str(model),
+                    "--change-direction", "any", "--skip-bids-validation"])
+    assert s.change_direction == "any"
+    pairs, _ = find_pairs(s.bids_dir)
+    workflow = init_bids_lesionchange_wf(s, pairs[:1])
+    node = next(workflow.get_node(name) for name in workflow.list_node_names() if name.endswith(".components"))
+    assert node.inputs.direction == "any"
 
 
 def test_help_and_version_do_not_import_tf_or_nipype():

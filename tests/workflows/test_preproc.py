@@ -42,8 +42,8 @@ def test_graph_has_the_contract_fields_and_resources():
     assert set(inputnode.inputs.copyable_trait_names()) == {"baseline_flair", "followup_flair"}
     assert set(outputnode.inputs.copyable_trait_names()) == set(OUTPUTS)
     names = set(workflow.list_node_names())
-    assert {"skullstrip", "rigid_reg", "n4_followup", "n4_baseline", "normalise_baseline",
-            "normalise_followup", "qc"} <= names
+    assert {"skullstrip", "rigid_reg", "n4_followup", "n4_baseline", "match_resolution",
+            "normalise_baseline", "normalise_followup", "qc"} <= names
     for heavy in ("skullstrip", "rigid_reg", "coarse_reg", "n4_followup", "n4_baseline"):
         assert workflow.get_node(heavy).n_procs == 2
     assert workflow.get_node("skullstrip").inputs.method == "threshold"
@@ -85,6 +85,9 @@ def test_runs_end_to_end_on_a_small_pair(tmp_path):
     assert np.corrcoef(b, f)[0, 1] > 0.8
     qc = json.loads(open(out["qc_json"]).read())
     assert qc["registration_failed"] is False and qc["skull_strip"] == "threshold"
+    # both phantoms have 2 mm voxels: the same resolution, so no session is smoothed
+    assert qc["resolution_matching"]["smoothed"] == []
+    np.testing.assert_allclose(qc["resolution_matching"]["fwhm_mm"]["followup"], [2.0, 2.0, 2.0])
     for name in ("mask_svg", "registration_svg"):
         assert "<svg" in open(out[name]).read()
 
