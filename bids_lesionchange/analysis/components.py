@@ -6,9 +6,12 @@ The paper (To et al. 2021, section 3.4) thresholds the network output with ``y~ 
 The detector is trained on generic change (SuperMix swaps superpixels for the VAE's
 reconstruction, brighter or darker). New and enlarging MS lesions are hyperintense on the
 follow-up FLAIR, so by default (``direction="increase"``) a voxel can only be a change where the
-follow-up is brighter than the baseline (:func:`brighter_on_followup`). This removes the
-darkening a network trained on generic change also flags (lesions that shrink, residual bias
-fields, CSF partial volume). ``direction="any"`` is the paper's rule.
+follow-up is brighter than the baseline (:func:`brighter_on_followup`), and a change must be a
+hyperintensity at follow-up: components whose mean follow-up intensity does not exceed the
+median of the follow-up's brain are dropped (:func:`drop_dark_components`). This removes what a
+network trained on generic change also flags: darkening (lesions that shrink, residual bias
+fields) and changes in dark tissue (CSF partial volume, ventricles). ``direction="any"`` is the
+paper's rule.
 """
 
 from __future__ import annotations
@@ -66,6 +69,29 @@ def brighter_on_followup(baseline: np.ndarray, followup: np.ndarray, sigma: floa
     if sigma > 0:
         difference = ndimage.gaussian_filter(difference, sigma=sigma)
     return difference > 0
+
+
+def drop_dark_components(labels: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray) -> np.ndarray:
+    """Remove components that are not hyperintense at follow-up and renumber the rest by size.
+
+    A component is kept when its mean follow-up intensity exceeds the median follow-up
+    intensity of the brain (no parameter: a new or enlarging FLAIR lesion is brighter than the
+    bulk of the brain, white and grey matter; CSF and ventricles are darker).
+    """
+    labels = np.asarray(labels)
+    followup = np.asarray(followup, dtype=np.float64)
+    brain = np.asarray(brain_mask) > 0
+    n = int(labels.max(initial=0))
+    if n == 0 or not brain.any():
+        return labels.astype(np.int32, copy=False)
+    median = float(np.median(followup[brain]))
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    sums = np.bincount(labels.ravel(), weights=followup.ravel(), minlength=n + 1)
+    means = sums / np.maximum(counts, 1)
+    keep = means > median
+    keep[0] = False
+    kept = np.where(keep[labels], labels, 0)
+    return relabel_by_size(kept, min_size=1)
 
 
 def relabel_by_size(labels: np.ndarray, min_size: int = 1) -> np.ndarray:

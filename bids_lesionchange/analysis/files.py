@@ -11,7 +11,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_lesionchange.analysis.components import DIRECTIONS, brighter_on_followup, change_components
+from bids_lesionchange.analysis.components import (DIRECTIONS, brighter_on_followup, change_components,
+                                                   drop_dark_components)
 from bids_lesionchange.analysis.lesions import (
     baseline_hyperintensities, lesion_table, lesion_table_sidecar,
 )
@@ -39,7 +40,8 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
     """Threshold a probability image and write the binary change mask and the component labels.
 
     With ``direction="increase"`` only voxels brighter on the follow-up (``baseline`` and
-    ``followup`` are then required) can be change; see :func:`brighter_on_followup`.
+    ``followup`` are then required) can be change and changes must be hyperintense at follow-up;
+    see :func:`brighter_on_followup` and :func:`drop_dark_components`.
     """
     prob_img = nib.load(probability)
     prob = np.asarray(prob_img.dataobj, dtype=np.float32)
@@ -49,9 +51,12 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
     if direction == "increase":
         if not (baseline and followup):
             raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
-        brain &= brighter_on_followup(np.asarray(nib.load(baseline).dataobj),
-                                      np.asarray(nib.load(followup).dataobj))
-    labels = change_components(prob, threshold=threshold, min_size=min_size, brain_mask=brain)
+        follow = np.asarray(nib.load(followup).dataobj, dtype=np.float32)
+        allowed = brain & brighter_on_followup(np.asarray(nib.load(baseline).dataobj), follow)
+        labels = change_components(prob, threshold=threshold, min_size=min_size, brain_mask=allowed)
+        labels = drop_dark_components(labels, follow, brain)
+    else:
+        labels = change_components(prob, threshold=threshold, min_size=min_size, brain_mask=brain)
     _save(labels > 0, prob_img, mask_out, np.uint8)
     _save(labels, prob_img, labels_out, np.int16 if labels.max() < 32767 else np.int32)
     return mask_out, labels_out, int(labels.max())

@@ -116,3 +116,17 @@ def test_components_files_direction_increase_removes_darkening_changes(tmp_path)
     assert nib.load(labels).get_fdata()[5, 5, 5] == 1 and nib.load(labels).get_fdata()[14, 14, 14] == 0
     with pytest.raises(ValueError, match="needs the preprocessed"):
         components_files(files["p"], files["m"], *out, direction="increase")
+
+
+def test_drop_dark_components_keeps_hyperintensities_only():
+    from bids_lesionchange.analysis.components import drop_dark_components
+
+    followup = np.full((20, 20, 20), 0.8, np.float32)  # the brain's bulk
+    followup[2:6, 2:6, 2:6] = 1.0  # a bright change
+    followup[10:16, 10:16, 10:16] = 0.3  # a change in dark tissue (CSF), larger
+    labels = np.zeros(followup.shape, np.int32)
+    labels[10:16, 10:16, 10:16] = 1
+    labels[2:6, 2:6, 2:6] = 2
+    out = drop_dark_components(labels, followup, np.ones(followup.shape, bool))
+    assert out.max() == 1 and out[3, 3, 3] == 1 and out[12, 12, 12] == 0
+    assert drop_dark_components(np.zeros_like(labels), followup, np.ones(followup.shape, bool)).max() == 0
