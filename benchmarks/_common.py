@@ -132,16 +132,26 @@ def run_checked(cmd: Sequence[str], *, log_file: Path) -> float:
 
 def ensure_synth_cohort(out: Path, *, n_nochange: int, n_change: int, seed: int, preset: str,
                         thick_slice: float = 0.0) -> Path:
-    """Write a synthetic cohort with ``bids_lesionchange-synth`` unless ``out`` already holds it."""
-    marker = out / "dataset_description.json"
-    if marker.is_file():
-        LOGGER.info("reusing the synthetic cohort in %s", out)
-        return out
+    """Write a synthetic cohort with ``bids_lesionchange-synth`` unless ``out`` already holds it.
+
+    The generator's arguments are recorded beside the cohort (``OUT-synth.json``); an existing
+    cohort made with other arguments is an error (name another ``--root``), never silently reused.
+    """
     args = [out, "--n-nochange", n_nochange, "--n-change", n_change, "--seed", seed, "--preset", preset]
     if thick_slice:
         args += ["--thick-slice", thick_slice]
+    recorded = out.parent / f"{out.name}-synth.json"
+    wanted = [str(a) for a in args[1:]]
+    if (out / "dataset_description.json").is_file():
+        made_with = json.loads(recorded.read_text()) if recorded.is_file() else None
+        if made_with != wanted:
+            raise SystemExit(f"{out} holds a cohort made with {made_with or 'unknown arguments'}, not {wanted}; "
+                             "pass another --root (or delete it)")
+        LOGGER.info("reusing the synthetic cohort in %s", out)
+        return out
     LOGGER.info("writing a synthetic cohort: bids_lesionchange-synth %s", " ".join(map(str, args)))
     run_checked(synth_command(*args), log_file=out.parent / f"{out.name}-synth.log")
+    recorded.write_text(json.dumps(wanted) + "\n")
     return out
 
 
