@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_lesionchange.analysis.components import (DIRECTIONS, brighter_on_followup, change_components,
-                                                   drop_dark_components)
+                                                   drop_dark_components, parenchyma_mask)
 from bids_lesionchange.analysis.lesions import (
     baseline_hyperintensities, lesion_table, lesion_table_sidecar,
 )
@@ -40,8 +40,9 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
     """Threshold a probability image and write the binary change mask and the component labels.
 
     With ``direction="increase"`` only voxels brighter on the follow-up (``baseline`` and
-    ``followup`` are then required) can be change and changes must be hyperintense at follow-up;
-    see :func:`brighter_on_followup` and :func:`drop_dark_components`.
+    ``followup`` are then required) and not CSF can be change, and changes must be hyperintense at
+    follow-up; see :func:`brighter_on_followup`, :func:`parenchyma_mask` and
+    :func:`drop_dark_components`.
     """
     prob_img = nib.load(probability)
     prob = np.asarray(prob_img.dataobj, dtype=np.float32)
@@ -52,7 +53,8 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
         if not (baseline and followup):
             raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
         follow = np.asarray(nib.load(followup).dataobj, dtype=np.float32)
-        allowed = brain & brighter_on_followup(np.asarray(nib.load(baseline).dataobj), follow)
+        allowed = parenchyma_mask(follow, brain) & brighter_on_followup(np.asarray(nib.load(baseline).dataobj),
+                                                                        follow)
         labels = change_components(prob, threshold=threshold, min_size=min_size, brain_mask=allowed)
         labels = drop_dark_components(labels, follow, brain)
     else:

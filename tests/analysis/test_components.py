@@ -130,3 +130,28 @@ def test_drop_dark_components_keeps_hyperintensities_only():
     out = drop_dark_components(labels, followup, np.ones(followup.shape, bool))
     assert out.max() == 1 and out[3, 3, 3] == 1 and out[12, 12, 12] == 0
     assert drop_dark_components(np.zeros_like(labels), followup, np.ones(followup.shape, bool)).max() == 0
+
+
+def test_a_new_lesion_touching_a_ventricle_survives_the_increase_rule(tmp_path):
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.files import components_files
+
+    shape = (30, 30, 30)
+    baseline = np.full(shape, 0.8, np.float32)  # parenchyma
+    baseline[5:25, 5:25, 5:15] = 0.2  # a large ventricle (CSF), dark
+    followup = baseline.copy()
+    followup[5:25, 5:25, 5:15] = 0.25  # CSF a little brighter at follow-up (partial volume)
+    followup[10:14, 10:14, 15:19] = 1.0  # a new periventricular lesion on the ventricle's roof
+    probability = np.zeros(shape, np.float32)
+    probability[5:25, 5:25, 5:15] = 0.5  # the network flags the ventricle ...
+    probability[10:14, 10:14, 15:19] = 0.9  # ... and the lesion, in one connected blob
+    files = {}
+    for name, data in (("p", probability), ("b", baseline), ("f", followup), ("m", np.ones(shape, np.uint8))):
+        files[name] = str(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(data, np.eye(4)), files[name])
+    _, labels, n = components_files(files["p"], files["m"], str(tmp_path / "mask.nii.gz"),
+                                    str(tmp_path / "dseg.nii.gz"), 0.1, 20, direction="increase",
+                                    baseline=files["b"], followup=files["f"])
+    out = nib.load(labels).get_fdata()
+    assert n == 1 and out[12, 12, 17] == 1 and out[15, 15, 10] == 0
