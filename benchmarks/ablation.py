@@ -157,10 +157,12 @@ def _reference_row(blob_sizes) -> list | None:
     if spec_file.is_file():
         training = json.loads(spec_file.read_text())["hyperparams"]["training"]
         steps = training["iterations"] * max(training["pairs_per_iteration"] // training["batch_size"], 1)
-    by_blob = {m["blob"]: m["mean"] for m in data["results"] if m["method"] == "model"}
+    # the variants are scored with the paper's rule (any direction of change): compare like with like
+    by_blob = {m["blob"]: m["mean"] for m in data["results"]
+               if m["method"] == "model" and m.get("direction", "any") == "any"}
     if not all(b in by_blob for b in blob_sizes):
         return None
-    return [f"{Path(data['model']['dir']).name} (as accuracy.py scored it)", steps,
+    return [f"{Path(data['model']['dir']).name} (as accuracy.py scored it, any direction)", steps,
             *[by_blob[b][k] for b in blob_sizes for k in SHOWN]]
 
 
