@@ -7,7 +7,8 @@ The detector is trained on generic change (SuperMix swaps superpixels for the VA
 reconstruction, brighter or darker). New and enlarging MS lesions are hyperintense on the
 follow-up FLAIR, so by default (``direction="increase"``) a voxel can only be a change where the
 follow-up is brighter than the baseline (:func:`brighter_on_followup`) and in parenchyma, not
-CSF (:func:`parenchyma_mask`: follow-up above the Otsu threshold of the brain), and a change must
+CSF (:func:`bids_lesionchange.image.intensity.parenchyma_mask`: follow-up above the Otsu
+threshold of the brain), and a change must
 be a hyperintensity at follow-up: components whose mean follow-up intensity does not exceed the
 median of the follow-up's brain are dropped (:func:`drop_dark_components`). The CSF step comes
 first so that a new periventricular lesion is not dropped with the ventricle it touches. This removes what a
@@ -71,18 +72,6 @@ def brighter_on_followup(baseline: np.ndarray, followup: np.ndarray, sigma: floa
     if sigma > 0:
         difference = ndimage.gaussian_filter(difference, sigma=sigma)
     return difference > 0
-
-
-def parenchyma_mask(followup: np.ndarray, brain_mask: np.ndarray) -> np.ndarray:
-    """Brain voxels brighter than the Otsu threshold of the follow-up's brain (FLAIR: not CSF)."""
-    from skimage.filters import threshold_otsu
-
-    followup = np.asarray(followup, dtype=np.float32)
-    brain = np.asarray(brain_mask) > 0
-    values = followup[brain]
-    if values.size < 2 or values.min() == values.max():
-        return brain
-    return brain & (followup > threshold_otsu(values))
 
 
 def drop_dark_components(labels: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray) -> np.ndarray:

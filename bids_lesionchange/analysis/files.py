@@ -12,7 +12,8 @@ import nibabel as nib
 import numpy as np
 
 from bids_lesionchange.analysis.components import (DIRECTIONS, brighter_on_followup, change_components,
-                                                   drop_dark_components, parenchyma_mask)
+                                                   drop_dark_components)
+from bids_lesionchange.image.intensity import parenchyma_mask
 from bids_lesionchange.analysis.lesions import (
     baseline_hyperintensities, lesion_table, lesion_table_sidecar,
 )
@@ -41,7 +42,7 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
 
     With ``direction="increase"`` only voxels brighter on the follow-up (``baseline`` and
     ``followup`` are then required) and not CSF can be change, and changes must be hyperintense at
-    follow-up; see :func:`brighter_on_followup`, :func:`parenchyma_mask` and
+    follow-up; see :func:`brighter_on_followup`, :func:`bids_lesionchange.image.intensity.parenchyma_mask` and
     :func:`drop_dark_components`.
     """
     prob_img = nib.load(probability)
@@ -53,8 +54,9 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
         if not (baseline and followup):
             raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
         follow = np.asarray(nib.load(followup).dataobj, dtype=np.float32)
-        allowed = parenchyma_mask(follow, brain) & brighter_on_followup(np.asarray(nib.load(baseline).dataobj),
-                                                                        follow)
+        parenchyma = parenchyma_mask(follow, brain)
+        allowed = (brain if parenchyma is None else parenchyma) & brighter_on_followup(
+            np.asarray(nib.load(baseline).dataobj), follow)
         labels = change_components(prob, threshold=threshold, min_size=min_size, brain_mask=allowed)
         labels = drop_dark_components(labels, follow, brain)
     else:

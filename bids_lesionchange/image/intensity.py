@@ -92,3 +92,20 @@ def normalise_intensity(data: np.ndarray, mask: np.ndarray, *, lower_percentile:
     out = np.clip((data - low) / (high - low), 0.0, 1.0)
     out[~mask] = 0.0
     return out.astype(np.float32)
+
+
+def parenchyma_mask(data: np.ndarray, brain_mask: np.ndarray) -> np.ndarray | None:
+    """Brain voxels above the Otsu threshold of the brain's intensities (FLAIR: parenchyma, not CSF).
+
+    In FLAIR the CSF (ventricles, sulci) is dark and separates from white and grey matter (and
+    lesions) at the Otsu threshold. Returns ``None`` when no threshold exists: fewer than two
+    brain voxels, or a single intensity in the brain.
+    """
+    from skimage.filters import threshold_otsu
+
+    data = np.asarray(data)
+    brain = np.asarray(brain_mask) > 0
+    values = data[brain]
+    if values.size < 2 or values.min() == values.max():
+        return None
+    return brain & (data > threshold_otsu(values))

@@ -39,7 +39,7 @@ from scipy import ndimage
 from bids_lesionchange.errors import InputError
 from bids_lesionchange.image import register as reg
 from bids_lesionchange.image.grid import common_grid, resample_to_grid
-from bids_lesionchange.image.intensity import n4_bias_correct, normalise_intensity
+from bids_lesionchange.image.intensity import n4_bias_correct, normalise_intensity, parenchyma_mask
 from bids_lesionchange.image.io import load_flair, save_image
 from bids_lesionchange.image.skullstrip import (check_brain_mask, nonzero_brain_mask,
                                                 resolve_skull_strip_method, run_hdbet,
@@ -281,14 +281,11 @@ def parenchyma_volume_ml(data: np.ndarray, mask: np.ndarray, zooms) -> float:
     """Return the volume (ml) of brain tissue: mask voxels above the Otsu threshold of the mask.
 
     In FLAIR the CSF (ventricles, sulci) is dark, so this is the parenchyma inside the shared
-    mask; it differs between sessions (atrophy, misregistration) while the mask does not.
+    mask (:func:`.intensity.parenchyma_mask`); it differs between sessions (atrophy,
+    misregistration) while the mask does not. 0 when the mask holds no threshold.
     """
-    from skimage.filters import threshold_otsu
-
-    values = np.asarray(data)[mask]
-    if values.size < 2 or values.min() == values.max():
-        return 0.0
-    return float((values > threshold_otsu(values)).sum() * np.prod(zooms) / 1000.0)
+    parenchyma = parenchyma_mask(data, mask)
+    return 0.0 if parenchyma is None else float(parenchyma.sum() * np.prod(zooms) / 1000.0)
 
 
 def quality_file(baseline_file, followup_file, mask_file, registration_json, out_json,
