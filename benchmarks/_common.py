@@ -47,6 +47,14 @@ def command_line() -> str:
 
 
 # ------------------------------------------------------------------------------ running the app
+def checked_model(parser, path: Path) -> Path:
+    """Return the resolved model directory, or stop with a parser error when it holds no model."""
+    model = Path(path).resolve()
+    if not (model / "model.json").is_file():
+        parser.error(f"no model in {model} (model.json missing); train one or pass --model")
+    return model
+
+
 def app_command(*args) -> list[str]:
     """``bids_lesionchange ARGS`` in the current interpreter."""
     return [sys.executable, "-m", "bids_lesionchange.cli.run", *map(str, args)]

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_MODEL, app_command, change_subjects, command_line, ensure_synth_cohort,  # noqa: E402
-                     fmt, machine, markdown_table, pair_files, run_checked, setup_logging, write_results)
+from _common import (DEFAULT_MODEL, app_command, change_subjects, checked_model, command_line,  # noqa: E402
+                     ensure_synth_cohort, fmt, machine, markdown_table, pair_files, run_checked, setup_logging, write_results)
 
 LOGGER = logging.getLogger("benchmarks.accuracy")
 SHOWN = ("LTPR", "LFPR", "PPV", "lesion_F1", "dice")
@@ -162,9 +162,7 @@ def main() -> None:
 
     root = opts.root.resolve() / opts.name
     root.mkdir(parents=True, exist_ok=True)
-    model = opts.model.resolve()
-    if not (model / "model.json").is_file():
-        parser.error(f"no model in {model} (model.json missing); train one or pass --model")
+    model = checked_model(parser, opts.model)
     bids = ensure_synth_cohort(root / "bids", n_nochange=0, n_change=opts.n_change, seed=opts.seed,
                                preset=opts.preset, thick_slice=opts.thick_slice)
     subjects = change_subjects(bids)

@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_MODEL, PEAK_GFLOPS, app_command, command_line, ensure_synth_cohort,  # noqa: E402
-                     machine, markdown_table, node_times, pair_files, run_monitored, setup_logging,
+from _common import (DEFAULT_MODEL, PEAK_GFLOPS, app_command, checked_model, command_line,  # noqa: E402
+                     ensure_synth_cohort, machine, markdown_table, node_times, pair_files, run_monitored, setup_logging,
                      write_results)
 
 LOGGER = logging.getLogger("benchmarks.end_to_end")
@@ -153,9 +153,7 @@ def main() -> None:
     setup_logging()
     root = opts.root.resolve() / opts.name
     root.mkdir(parents=True, exist_ok=True)
-    model = opts.model.resolve()
-    if not (model / "model.json").is_file():
-        parser.error(f"no model in {model} (model.json missing); train one or pass --model")
+    model = checked_model(parser, opts.model)
     bids = ensure_synth_cohort(root / "bids", n_nochange=0, n_change=1, seed=opts.seed, preset=opts.preset)
 
     runs = [run_method(bids, root, model, method, opts) for method in opts.skull_strip]

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_MODEL, app_command, command_line, fmt, machine, markdown_table,  # noqa: E402
+from _common import (DEFAULT_MODEL, app_command, checked_model, command_line, fmt, machine, markdown_table,  # noqa: E402
                      run_checked, setup_logging, write_results)
 
 LOGGER = logging.getLogger("benchmarks.real_anatomy")
@@ -169,6 +169,7 @@ def main() -> None:
     setup_logging()
     if not (DATA / "FLAIR.nii.gz").is_file():
         parser.error(f"{DATA} is missing: this benchmark needs the shared real FLAIR (see its README)")
+    model = checked_model(parser, opts.model)
     from accuracy import _float_row, _summary, model_any_direction, subtraction_baseline
 
     from bids_lesionchange.analysis.tables import read_table_tsv
@@ -178,7 +179,7 @@ def main() -> None:
     bids = write_dataset(root, opts.seeds)
     subjects = [f"{i:02d}" for i in range(1, len(opts.seeds) + 1)]
     out = root / "out"
-    seconds = run_checked(app_command(bids, out, "participant", "--mode", "infer", "--model", opts.model.resolve(),
+    seconds = run_checked(app_command(bids, out, "participant", "--mode", "infer", "--model", model,
                                       "--reference-dir", bids / "derivatives" / "truth", "-w", root / "work",
                                       "--nprocs", opts.nprocs, "--omp-nthreads", opts.omp_nthreads,
                                       "--skip-bids-validation"), log_file=root / "participant.log")
@@ -220,7 +221,7 @@ def main() -> None:
         "Subtraction thresholds are all shown; picking the best one needs the truth.\n"
     )
     data = {"command": command, "machine": machine(), "seeds": opts.seeds, "participants_tsv": participants,
-            "model": str(opts.model.resolve()), "seconds_participant_run": round(seconds, 1), "results": methods}
+            "model": str(model), "seconds_participant_run": round(seconds, 1), "results": methods}
     write_results("real_anatomy", data, markdown)
 
 
