@@ -129,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-blob-size", type=_positive_int, default=20,
                    help="smallest change kept, in voxels of 1 mm^3 (default: 20; the paper also uses 100)")
     g.add_argument("--change-direction", choices=["increase", "any"], default="increase",
-                   help="increase (default): a change must be brighter on the follow-up than at baseline "
-                   "and hyperintense (above the brain's median), as new and enlarging lesions are on FLAIR; "
-                   "any: every change the network finds (the paper)")
+                   help="increase (default): a change must be brighter on the follow-up than at baseline, "
+                   "outside CSF and hyperintense (above the brain's median), as new and enlarging lesions "
+                   "are on FLAIR; any: every change the network finds (the paper)")
     g.add_argument("--match", choices=["iou", "overlap"], default="iou",
                    help="lesion matching for evaluation: IoU >= 0.01 (default, the paper) or any overlap")
     g.add_argument("--skull-strip", choices=["auto", "hdbet", "threshold", "none"], default="auto",
