@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
 from bids_lesionchange.model.params import HyperParams
 
 
@@ -37,7 +38,11 @@ class Settings:
     device: str = "cpu"
     threshold: float = 0.1
     resolution: float = 1.0
+    # None: the model's own (model.json); group --mode train: the hyper-parameters'.
+    intensity_norm: str | None = None
+    self_pairs: int = 0  # group --mode train: simulated rescan pairs per NoChange subject
     min_blob_size: int = 20
+    max_change_fraction: float = MAX_PLAUSIBLE_FRACTION  # above it a pair is flagged out of domain
     change_direction: str = "increase"  # "increase" (follow-up brighter only) | "any" (the paper)
     skip_bids_validation: bool = False
     write_native: bool = True

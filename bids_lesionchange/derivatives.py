@@ -34,6 +34,15 @@ def derivative_path(*, suffix: str, extension: str, sub: str, ses: str | None = 
     return folder / bids_name(suffix=suffix, extension=extension, sub=sub, ses=ses, **entities)
 
 
+def change_qc_path(*, sub: str, ses: str) -> Path:
+    """Return the relative path of a pair's change QC JSON (the out-of-domain guard's measures).
+
+    ``ses`` is the follow-up session, whose anatomy is the pair's common space ``space-ses<ses>``.
+    """
+    return derivative_path(sub=sub, ses=ses, space=f"ses{ses}", desc="change", suffix="qc",
+                           extension=".json")
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it.
 

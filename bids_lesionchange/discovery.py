@@ -124,6 +124,38 @@ def find_pairs(
     return pairs, skipped
 
 
+def find_flairs(bids_dir: Path, participant_label: tuple[str, ...] | list[str] = ()
+                ) -> tuple[dict[str, list[tuple[str | None, Path]]], list[SkippedSubject]]:
+    """List every subject's FLAIR images, one per session (``None`` for a dataset without sessions).
+
+    Used to make self-pairs (simulated rescans) from single scans, so a subject with one
+    session is material too. A session with several FLAIRs that nothing tells apart is skipped
+    with the reason, as in :func:`find_pairs`.
+    """
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    subjects = sorted(layout.get_subjects())
+    if participant_label:
+        subjects = [s for s in subjects if s in set(participant_label)]
+    found: dict[str, list[tuple[str | None, Path]]] = {}
+    skipped: list[SkippedSubject] = []
+    for subject in subjects:
+        by_session = _flairs_by_session(layout, subject)
+        chosen = []
+        for session in sorted(by_session, key=lambda s: (s is None, s or "")):
+            path, problem = _pick_flair(subject, session or "(none)", by_session[session])
+            if problem:
+                skipped.append(SkippedSubject(subject, problem))
+                continue
+            chosen.append((session, path))
+        if chosen:
+            found[subject] = chosen
+        elif not by_session:
+            skipped.append(SkippedSubject(subject, "no FLAIR image (anat/*_FLAIR.nii[.gz])"))
+    return found, skipped
+
+
 def nochange_subjects(
     bids_dir: Path, labels: tuple[str, ...] | list[str] = (),
     column: str = "group", value: str = "NoChange",

@@ -97,6 +97,32 @@ def drop_dark_components(labels: np.ndarray, followup: np.ndarray, brain_mask: n
     return relabel_by_size(kept, min_size=1)
 
 
+def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 0.1, min_size: int = 20, *,
+                  direction: str = "any", baseline: np.ndarray | None = None,
+                  followup: np.ndarray | None = None) -> np.ndarray:
+    """The app's change rule on any score map (the model's probability, or a subtraction).
+
+    ``score > threshold`` inside the brain, components of at least ``min_size`` voxels; with
+    ``direction="increase"`` only where the follow-up is brighter (:func:`brighter_on_followup`)
+    and in parenchyma (:func:`bids_lesionchange.image.intensity.parenchyma_mask`), and only
+    hyperintense components (:func:`drop_dark_components`). Returns labels 1..n by size.
+    """
+    from bids_lesionchange.image.intensity import parenchyma_mask
+
+    brain = np.asarray(brain_mask) > 0
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if direction == "any":
+        return change_components(score, threshold=threshold, min_size=min_size, brain_mask=brain)
+    if baseline is None or followup is None:
+        raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
+    follow = np.asarray(followup, dtype=np.float32)
+    parenchyma = parenchyma_mask(follow, brain)
+    allowed = (brain if parenchyma is None else parenchyma) & brighter_on_followup(baseline, follow)
+    labels = change_components(score, threshold=threshold, min_size=min_size, brain_mask=allowed)
+    return drop_dark_components(labels, follow, brain)
+
+
 def relabel_by_size(labels: np.ndarray, min_size: int = 1) -> np.ndarray:
     """Drop components smaller than ``min_size`` voxels and renumber the rest by size.
 

@@ -11,13 +11,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_lesionchange.analysis.components import (DIRECTIONS, brighter_on_followup, change_components,
-                                                   drop_dark_components)
-from bids_lesionchange.image.intensity import parenchyma_mask
+from bids_lesionchange.analysis.components import change_labels
 from bids_lesionchange.analysis.lesions import (
     baseline_hyperintensities, lesion_table, lesion_table_sidecar,
 )
 from bids_lesionchange.analysis.metrics import aggregate_metrics, lesion_metrics, metrics_sidecar
+from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION, change_plausibility
 from bids_lesionchange.analysis.tables import read_table_tsv, write_json_atomic, write_table_tsv
 
 LESION_COLUMNS = ("label", "type", "voxels", "volume_mm3", "centroid_i", "centroid_j", "centroid_k",
@@ -48,22 +47,28 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
     prob_img = nib.load(probability)
     prob = np.asarray(prob_img.dataobj, dtype=np.float32)
     brain = np.asarray(nib.load(brain_mask).dataobj) > 0
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if direction == "increase" and not (baseline and followup):
+        raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
+    images = {}
     if direction == "increase":
-        if not (baseline and followup):
-            raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
-        follow = np.asarray(nib.load(followup).dataobj, dtype=np.float32)
-        parenchyma = parenchyma_mask(follow, brain)
-        allowed = (brain if parenchyma is None else parenchyma) & brighter_on_followup(
-            np.asarray(nib.load(baseline).dataobj), follow)
-        labels = change_components(prob, threshold=threshold, min_size=min_size, brain_mask=allowed)
-        labels = drop_dark_components(labels, follow, brain)
-    else:
-        labels = change_components(prob, threshold=threshold, min_size=min_size, brain_mask=brain)
+        images = {"baseline": np.asarray(nib.load(baseline).dataobj, dtype=np.float32),
+                  "followup": np.asarray(nib.load(followup).dataobj, dtype=np.float32)}
+    labels = change_labels(prob, brain, threshold, min_size, direction=direction, **images)
     _save(labels > 0, prob_img, mask_out, np.uint8)
     _save(labels, prob_img, labels_out, np.int16 if labels.max() < 32767 else np.int32)
     return mask_out, labels_out, int(labels.max())
+
+
+def plausibility_files(probability: str, brain_mask: str, n_changes: int, qc_out: str,
+                       threshold: float = 0.1, *,
+                       max_plausible_fraction: float = MAX_PLAUSIBLE_FRACTION) -> tuple[str, dict]:
+    """Write a pair's change QC JSON: :func:`change_plausibility` plus kappa; return path and contents."""
+    qc = change_plausibility(np.asarray(nib.load(probability).dataobj, dtype=np.float32),
+                             np.asarray(nib.load(brain_mask).dataobj), threshold, n_changes,
+                             max_plausible_fraction=max_plausible_fraction)
+    qc = {**qc, "threshold": float(threshold)}
+    write_json_atomic(qc, qc_out)
+    return qc_out, qc
 
 
 def lesion_table_files(labels: str, probability: str, baseline: str, followup: str, brain_mask: str,

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bids_lesionchange.derivatives import atomic_write_text, derivative_path, write_dataset_description
+from bids_lesionchange.derivatives import change_qc_path, derivative_path, write_dataset_description
 from bids_lesionchange.discovery import SessionPair, find_pairs, nochange_subjects
 
 LOGGER = logging.getLogger("bids_lesionchange")
+
+
+#: The out-of-domain guard's measures in the summary (``n/a`` for failed and preprocess-only pairs).
+GUARD_COLUMNS = ("fraction_above_threshold", "n_changes", "out_of_domain")
+#: Columns of ``logs/summary-<run>.tsv``: each pair's status, then the guard's measures.
+SUMMARY_COLUMNS = ("pair", "status", "step", "message", "crash_file", *GUARD_COLUMNS)
 
 
 class UsageProblem(RuntimeError):
@@ -156,18 +163,42 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
     return list(outcomes.values())
 
 
+def read_change_qc(output_dir: Path, pair: SessionPair) -> dict | None:
+    """Return a pair's change QC (the out-of-domain guard's measures), or None when it is absent."""
+    path = output_dir / change_qc_path(sub=pair.subject, ses=pair.followup_session)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        LOGGER.warning("%s: could not read %s (%s)", pair.name, path, err)
+        return None
+
+
 def _summarise(outcomes: list[PairOutcome], settings, run_uuid: str, skipped) -> int:
-    lines = ["pair\tstatus\tstep\tmessage\tcrash_file"]
+    """Write ``logs/summary-<run>.tsv``, log failures and out-of-domain pairs; return the exit code."""
+    from bids_lesionchange.analysis.tables import write_table_tsv
+
+    rows, flagged = [], []
     for o in outcomes:
-        lines.append("\t".join([o.pair.name, o.status, o.step or "n/a",
-                                (o.message or "n/a").replace("\t", " "), o.crash_file or "n/a"]))
-    for s in skipped:
-        lines.append("\t".join([f"sub-{s.subject}", "skipped", "discovery", s.reason, "n/a"]))
-    summary = atomic_write_text(settings.output_dir / "logs" / f"summary-{run_uuid}.tsv",
-                                "\n".join(lines) + "\n")
+        row = {"pair": o.pair.name, "status": o.status, "step": o.step, "message": o.message,
+               "crash_file": o.crash_file}
+        qc = (read_change_qc(settings.output_dir, o.pair)
+              if o.status == "ok" and settings.mode == "infer" else None)
+        if qc:
+            row.update({key: qc.get(key) for key in GUARD_COLUMNS})
+            if qc.get("out_of_domain"):
+                flagged.append((o.pair.name, qc.get("message", "")))
+        rows.append(row)
+    rows += [{"pair": f"sub-{s.subject}", "status": "skipped", "step": "discovery", "message": s.reason}
+             for s in skipped]
+    summary = write_table_tsv(rows, settings.output_dir / "logs" / f"summary-{run_uuid}.tsv",
+                              columns=SUMMARY_COLUMNS)
     failed = [o for o in outcomes if o.status != "ok"]
-    LOGGER.info("summary: %d pair(s) done, %d failed, %d subject(s) skipped (%s)",
-                len(outcomes) - len(failed), len(failed), len(skipped), summary)
+    LOGGER.info("summary: %d pair(s) done, %d failed, %d out of domain, %d subject(s) skipped (%s)",
+                len(outcomes) - len(failed), len(failed), len(flagged), len(skipped), summary)
+    for name, message in flagged:
+        LOGGER.warning("%s: %s", name, message)
     for o in failed:
         LOGGER.error("%s FAILED at step '%s': %s (details: %s)", o.pair.name, o.step, o.message,
                      o.crash_file)
@@ -240,12 +271,17 @@ def run_training(settings, run_uuid: str) -> int:
     if missing:
         raise UsageProblem(f"NoChange subject(s) {', '.join(missing)} not found in {settings.bids_dir}")
     LOGGER.info("training on %d NoChange subject(s): %s", len(subjects), ", ".join(subjects))
-    pairs, skipped = _discover(settings, participant_label=subjects)
+    if settings.self_pairs:
+        pairs, skipped = _training_pairs_with_self_pairs(settings, subjects)
+    else:
+        pairs, skipped = _discover(settings, participant_label=subjects)
 
     from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
 
     write_dataset_description(settings.output_dir, settings.bids_dir)
-    prep_settings = replace(settings, mode="preprocess")
+    # Preprocess with the normalisation the new model will be trained (and later run) with.
+    prep_settings = replace(settings, mode="preprocess",
+                            intensity_norm=settings.hyperparams.training.intensity_normalisation)
     workflow = init_bids_lesionchange_wf(prep_settings, pairs, name="training_preproc_wf")
     outcomes = run_graph(workflow, prep_settings, pairs, run_uuid)
     status = _summarise(outcomes, settings, run_uuid, skipped)
@@ -270,6 +306,33 @@ def run_training(settings, run_uuid: str) -> int:
         except Exception as err:  # noqa: BLE001
             LOGGER.warning("could not write the group report (%s)", err)
     return status
+
+
+def _training_pairs_with_self_pairs(settings, subjects: list[str]) -> tuple[list[SessionPair], list]:
+    """Real NoChange pairs plus ``settings.self_pairs`` simulated rescan pairs per subject.
+
+    Subjects with a single FLAIR session are training material here (their pair is a rescan of
+    their scan); the self-pairs are written under ``<work>/self_pairs`` (kept for resuming).
+    """
+    from bids_lesionchange.discovery import find_flairs
+    from bids_lesionchange.simulate.selfpairs import write_self_pairs
+
+    pairs, skipped = find_pairs(settings.bids_dir, subjects, settings.session_label)
+    flairs, problems = find_flairs(settings.bids_dir, subjects)
+    for s in problems:
+        LOGGER.warning("sub-%s: %s", s.subject, s.reason)
+    if not flairs:
+        raise UsageProblem(f"no NoChange subject of {settings.bids_dir} has a FLAIR image "
+                           "(anat/*_FLAIR.nii.gz); check the dataset or --nochange-label")
+    LOGGER.info("simulating %d rescan pair(s) per subject for %d subject(s) (--self-pairs)",
+                settings.self_pairs, len(flairs))
+    self_pairs = write_self_pairs(flairs, settings.work_dir / "self_pairs", settings.self_pairs,
+                                  seed=settings.seed)
+    skipped = [s for s in skipped if s.subject not in flairs]
+    for s in skipped:
+        LOGGER.warning("skipping sub-%s: %s", s.subject, s.reason)
+    LOGGER.info("%d real pair(s) and %d self-pair(s)", len(pairs), len(self_pairs))
+    return pairs + self_pairs, skipped
 
 
 def run_group_evaluation(settings, run_uuid: str) -> int:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from bids_lesionchange import __version__
+from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "default_model"
 MODEL_SPEC = "model.json"
@@ -51,16 +52,25 @@ def int_at_least(minimum: int):
     return parse
 
 
-def number_between(low: float, high: float, *, inclusive: bool):
-    """An argparse type: a number in [low, high] (``inclusive``) or in (low, high)."""
+def number_between(low: float, high: float, *, inclusive: bool, include_high: bool | None = None):
+    """An argparse type: a number in [low, high] (``inclusive``) or in (low, high).
+
+    ``include_high`` overrides ``inclusive`` at the upper end, e.g. ``inclusive=False,
+    include_high=True`` accepts (low, high].
+    """
+    closed_high = inclusive if include_high is None else include_high
 
     def parse(value: str) -> float:
         try:
             number = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
-        inside = low <= number <= high if inclusive else low < number < high
-        if not inside:
+        above_low = low <= number if inclusive else low < number
+        below_high = number <= high if closed_high else number < high
+        if not (above_low and below_high):
+            if closed_high != inclusive:
+                interval = f"{'[' if inclusive else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
+                raise argparse.ArgumentTypeError(f"'{value}' must lie in {interval}")
             raise argparse.ArgumentTypeError(
                 f"'{value}' must lie between {low:g} and {high:g}" if inclusive
                 else f"'{value}' must lie strictly between {low:g} and {high:g}")
@@ -71,6 +81,7 @@ def number_between(low: float, high: float, *, inclusive: bool):
 
 _positive_int = int_at_least(1)
 _probability = number_between(0.0, 1.0, inclusive=False)
+_fraction_of_brain = number_between(0.0, 1.0, inclusive=False, include_high=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="participants.tsv column naming NoChange subjects (default: group)")
     g.add_argument("--nochange-value", default="NoChange",
                    help="value of that column for NoChange subjects (default: NoChange)")
+    g.add_argument("--self-pairs", type=int_at_least(0), default=0, metavar="N",
+                   help="group --mode train: also make N NoChange pairs per NoChange subject by "
+                   "simulating rescans of its FLAIR (new grid, slice plane, pose, contrast, bias, "
+                   "noise, artefacts), so subjects with a single session are training material "
+                   "(default: 0, real pairs only)")
     g.add_argument("--skip-bids-validation", action="store_true",
                    help="do not run the BIDS validator on the input")
     g.add_argument("--reference-dir", type=Path, default=None,
@@ -128,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change probability threshold kappa (default: 0.1)")
     g.add_argument("--min-blob-size", type=_positive_int, default=20,
                    help="smallest change kept, in voxels of 1 mm^3 (default: 20; the paper also uses 100)")
+    g.add_argument("--max-change-fraction", type=_fraction_of_brain, default=MAX_PLAUSIBLE_FRACTION,
+                   metavar="FRACTION",
+                   help="participant: a pair whose change probability exceeds kappa over more than "
+                   "this fraction of the brain, in (0, 1], is flagged out of domain (the model does not "
+                   "fit the scans) with a warning; its outputs are still written "
+                   f"(default: {MAX_PLAUSIBLE_FRACTION:g})")
     g.add_argument("--change-direction", choices=["increase", "any"], default="increase",
                    help="increase (default): a change must be brighter on the follow-up than at baseline, "
                    "outside CSF and hyperintense (above the brain's median), as new and enlarging lesions "
@@ -337,6 +359,7 @@ def parse_args(argv: list[str] | None = None):
         nochange_label=tuple(opts.nochange_label),
         nochange_column=opts.nochange_column,
         nochange_value=opts.nochange_value,
+        self_pairs=opts.self_pairs,
         model_dir=model_dir,
         reference_dir=reference_dir,
         match=opts.match,
@@ -349,6 +372,7 @@ def parse_args(argv: list[str] | None = None):
         threshold=opts.threshold,
         resolution=opts.output_resolution,
         min_blob_size=opts.min_blob_size,
+        max_change_fraction=opts.max_change_fraction,
         change_direction=opts.change_direction,
         skip_bids_validation=opts.skip_bids_validation,
         write_native=opts.write_native,

@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.nthreads))
+    # Denormal floats in PyTorch's CPU convolutions made HD-BET 28x slower on an Intel AVX-512
+    # machine (408 s against 14 s per 1 mm head, the same mask): flush them to zero.
+    torch.set_flush_denormal(True)
     try:
         img = nib.load(str(args.in_file))
         data = np.asanyarray(img.dataobj, dtype=np.float32)

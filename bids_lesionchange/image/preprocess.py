@@ -21,8 +21,8 @@ Order, and why:
 7. :func:`match_resolution_file` smooths the sharper session to the resolution of the coarser one
    (a 3D baseline against a thick-slice 2D follow-up, say; see
    :mod:`bids_lesionchange.image.resolution`); a same-protocol pair is left untouched.
-8. :func:`normalise_file` maps each session to [0, 1] between its 0th and 99th percentiles
-   inside the brain; :func:`quality_file` writes the QC measures.
+8. :func:`normalise_file` maps each session to [0, 1] (white-matter peak at 0.5 by default,
+   or the paper's 0th-99th percentiles: the model's choice); :func:`quality_file` writes the QC measures.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from scipy import ndimage
 from bids_lesionchange.errors import InputError
 from bids_lesionchange.image import register as reg
 from bids_lesionchange.image.grid import common_grid, resample_to_grid
-from bids_lesionchange.image.intensity import n4_bias_correct, normalise_intensity, parenchyma_mask
+from bids_lesionchange.image.intensity import n4_bias_correct, normalise, parenchyma_mask
 from bids_lesionchange.image.io import load_flair, save_image
 from bids_lesionchange.image.skullstrip import (check_brain_mask, nonzero_brain_mask,
                                                 resolve_skull_strip_method, run_hdbet,
@@ -267,11 +267,16 @@ def match_resolution_file(baseline_file, followup_file, baseline_native, followu
     return report
 
 
-def normalise_file(in_file, mask_file, out_file, *, source_file=None) -> Path:
-    """Write ``in_file`` normalised to [0, 1] (0th-99th percentile in the brain, 0 outside)."""
+def normalise_file(in_file, mask_file, out_file, *, method: str = "wm-peak", source_file=None) -> Path:
+    """Write ``in_file`` normalised to [0, 1] in the brain, 0 outside.
+
+    ``method``: ``wm-peak`` (white-matter peak at 0.5, see :func:`.intensity.normalise_wm_peak`)
+    or ``percentile`` (the paper's 0th-99th percentiles). A model is trained on one of them and
+    records it; inference uses the model's.
+    """
     img = nib.load(str(in_file))
     try:
-        data = normalise_intensity(np.asanyarray(img.dataobj, dtype=np.float32), _load_mask(mask_file))
+        data = normalise(np.asanyarray(img.dataobj, dtype=np.float32), _load_mask(mask_file), method)
     except ValueError as err:
         raise InputError(source_file or in_file, "normalise", f"{err}; check the image") from None
     return save_image(data, img.affine, out_file)

@@ -8,6 +8,8 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits,
 )
 
+from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
+
 
 def _out(runtime, name: str) -> str:
     return str(Path(runtime.cwd) / name)
@@ -73,6 +75,37 @@ class ChangeComponents(SimpleInterface):
             direction=self.inputs.direction, baseline=self.inputs.baseline or None,
             followup=self.inputs.followup or None)
         self._results.update(mask=mask, labels=labels, n_components=n)
+        return runtime
+
+
+class _PlausibilityInputSpec(BaseInterfaceInputSpec):
+    probability = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    n_changes = traits.Int(mandatory=True, desc="number of changes found")
+    threshold = traits.Float(0.1, usedefault=True, desc="kappa: voxels with p > kappa are change")
+    max_fraction = traits.Float(MAX_PLAUSIBLE_FRACTION, usedefault=True,
+                                desc="largest plausible fraction of the brain above kappa")
+
+
+class _PlausibilityOutputSpec(TraitedSpec):
+    qc_json = File(desc="JSON: fraction of the brain above kappa, n_changes, out_of_domain, message")
+    out_of_domain = traits.Bool()
+
+
+class ChangePlausibility(SimpleInterface):
+    """Flag a probability map that calls too much of the brain change (model out of its domain)."""
+
+    input_spec = _PlausibilityInputSpec
+    output_spec = _PlausibilityOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.analysis.files import plausibility_files
+
+        out, qc = plausibility_files(
+            self.inputs.probability, self.inputs.brain_mask, self.inputs.n_changes,
+            _out(runtime, "change_qc.json"), self.inputs.threshold,
+            max_plausible_fraction=self.inputs.max_fraction)
+        self._results.update(qc_json=out, out_of_domain=qc["out_of_domain"])
         return runtime
 
 

@@ -248,11 +248,13 @@ class _NormaliseInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
     out_name = traits.Str("preproc.nii.gz", usedefault=True)
+    method = traits.Enum("wm-peak", "percentile", usedefault=True,
+                         desc="wm-peak: white-matter peak at 0.5; percentile: 0th-99th (the paper)")
     source_file = File(desc="the user's file, named in errors")
 
 
 class Normalise(SimpleInterface):
-    """Intensities to [0, 1] between the 0th and 99th percentiles in the brain, 0 outside."""
+    """Intensities to [0, 1] in the brain (white-matter peak or 0th-99th percentiles), 0 outside."""
 
     input_spec = _NormaliseInputSpec
     output_spec = _FileOutputSpec
@@ -261,7 +263,7 @@ class Normalise(SimpleInterface):
         from bids_lesionchange.image.preprocess import normalise_file
 
         out = normalise_file(self.inputs.in_file, self.inputs.mask_file,
-                             _out(runtime, self.inputs.out_name),
+                             _out(runtime, self.inputs.out_name), method=self.inputs.method,
                              source_file=self.inputs.source_file or None)
         self._results["out_file"] = str(out)
         return runtime

@@ -80,6 +80,11 @@ class TrainingParams:
     # +-this fraction and a gamma of up to exp(+-this), so residual bias and contrast differences
     # between scans are not read as change (0: off, the paper's setting).
     intensity_augmentation: float = 0.1
+    # Unlabelled acquisition nuisance on each crop (independent noise, blur of one session, a
+    # sub-voxel shift of the reference): up to this noise sigma; 0: off (the paper's setting).
+    acquisition_augmentation: float = 0.03
+    # How preprocessing maps intensities to [0, 1] for this model: "wm-peak" or "percentile" (paper).
+    intensity_normalisation: str = "wm-peak"
     threshold: float = 0.1  # kappa of the paper, for the validation Dice and lesion counts
     min_blob_size: int = 20
     graph_mode: bool = True  # compile training steps with tf.function (tracing costs 10-30 s; False for tiny runs)
@@ -112,7 +117,8 @@ PRESETS: dict[str, HyperParams] = {
         detector=DetectorParams(base_filters=16, levels=4, l2=1e-6, gamma_final=1.0),
         training=TrainingParams(
             crop_shape=(192, 192, 16), batch_size=2, iterations=60, pairs_per_iteration=100,
-            validation_crops=16, intensity_augmentation=0.0,
+            validation_crops=16, intensity_augmentation=0.0, intensity_normalisation="percentile",
+            acquisition_augmentation=0.0,
         ),
     ),
 }
@@ -166,4 +172,8 @@ def hyperparams_from_mapping(preset: str = "cpu", overrides: Mapping[str, Any] |
             f"unknown section(s) {', '.join(sorted(overrides))}; "
             "known: vae, supermix, detector, training"
         )
-    return replace(params, **changes)
+    result = replace(params, **changes)
+    if result.training.intensity_normalisation not in ("wm-peak", "percentile"):
+        raise ValueError(f"bad value for 'training.intensity_normalisation': "
+                         f"{result.training.intensity_normalisation!r}; choose wm-peak or percentile")
+    return result

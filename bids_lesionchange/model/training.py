@@ -352,7 +352,8 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
                                              reconstruct, rng, hyperparams.supermix,
                                              swap_sessions=training.swap_sessions and rng.uniform() < 0.5,
                                              min_brain_fraction=training.min_brain_fraction,
-                                             intensity_augmentation=training.intensity_augmentation)
+                                             intensity_augmentation=training.intensity_augmentation,
+                                             acquisition_augmentation=training.acquisition_augmentation)
                      for _ in range(training.batch_size)]
             losses.append(trainer.train_step(np.stack([b["mixed"] for b in batch]),
                                              np.stack([b["reference"] for b in batch]),

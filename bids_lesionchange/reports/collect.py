@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_lesionchange import __version__
-from bids_lesionchange.derivatives import derivative_path
+from bids_lesionchange.derivatives import change_qc_path, derivative_path
 
 LOGGER = logging.getLogger("bids_lesionchange.reports")
 
@@ -52,7 +52,7 @@ def _pair_entry(settings, outcome) -> dict:
         "name": pair.name, "baseline_session": ses_b, "followup_session": ses_f,
         "qc": {}, "mask_svg": figures_dir / f"sub-{sub}_ses-{ses_f}_desc-brain_mask.svg",
         "registration_svg": figures_dir / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-registration_FLAIR.svg",
-        "figures": [], "lesion_rows": [], "metrics": None, "errors": [],
+        "figures": [], "lesion_rows": [], "metrics": None, "change_qc": None, "errors": [],
     }
     if outcome.status != "ok":
         entry["errors"].append(f"step '{outcome.step}' failed: {outcome.message} "
@@ -60,6 +60,9 @@ def _pair_entry(settings, outcome) -> dict:
     qc = deriv(ses=ses_f, desc="preproc", suffix="qc", extension=".json")
     if qc.is_file():
         entry["qc"] = json.loads(qc.read_text())
+    change_qc = out / change_qc_path(sub=sub, ses=ses_f)
+    if change_qc.is_file():
+        entry["change_qc"] = json.loads(change_qc.read_text())
     table = deriv(ses=ses_f, space=space, desc="change", suffix="lesions", extension=".tsv")
     if table.is_file():
         entry["lesion_rows"] = read_table_tsv(table)

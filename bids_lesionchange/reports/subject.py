@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bids_lesionchange.analysis.metrics import METRIC_COLUMNS, RATE_COLUMNS
-from bids_lesionchange.reports.embed import try_embed
+from bids_lesionchange.reports.embed import format_value, try_embed
 from bids_lesionchange.reports.render import cell, key_values, provenance_context, render_to_file
 
 LOGGER = logging.getLogger("bids_lesionchange.reports")
@@ -40,7 +40,7 @@ LESION_DISPLAY_COLUMNS = (
 )
 
 SUMMARY_COLUMNS = ("pair", "baseline", "follow-up", "status", "changes", "new", "enlarging",
-                   "total volume (mm³)")
+                   "total volume (mm³)", "brain above κ")
 
 FIGURE_CAPTIONS = {
     "mosaic": "Axial slices of the follow-up FLAIR with the change probability (hot colours) and "
@@ -68,8 +68,10 @@ def build_subject_report(
         One mapping per session pair with the keys ``name``, ``baseline_session``,
         ``followup_session``, ``qc`` (dict), ``mask_svg`` and ``registration_svg`` (paths),
         ``figures`` (list of image paths), ``lesion_rows`` (list of lesion table rows),
-        ``metrics`` (dict or None) and ``errors`` (list of str). Any key may be missing or None:
-        the report then says "not available".
+        ``metrics`` (dict or None), ``change_qc`` (the out-of-domain guard's dict, see
+        :func:`bids_lesionchange.analysis.plausibility.change_plausibility`, or None) and
+        ``errors`` (list of str). Any key may be missing or None: the report then says "not
+        available". A pair whose ``change_qc`` is ``out_of_domain`` gets a warning box.
     provenance : mapping
         Shown in the Provenance section: any keys (e.g. version, command line, settings, model
         card); long texts and containers go into collapsible blocks.
@@ -81,6 +83,8 @@ def build_subject_report(
     """
     prepared = [_prepare_pair(pair, n) for n, pair in enumerate(pairs)]
     errors = [(pair["heading"], message) for pair in prepared for message in pair["errors"]]
+    warnings = [(pair["heading"], pair["guard"]["message"]) for pair in prepared
+                if pair["guard"] and pair["guard"]["out_of_domain"]]
     context = {
         "title": f"bids_lesionchange: sub-{subject}",
         "sections": SUBJECT_SECTIONS,
@@ -90,6 +94,7 @@ def build_subject_report(
         "summary_rows": [pair["summary"] for pair in prepared],
         "lesion_columns": [header for header, _ in LESION_DISPLAY_COLUMNS],
         "errors": errors,
+        "warnings": warnings,
         "provenance": provenance_context(provenance),
     }
     path = render_to_file("subject.html.j2", out_html, context)
@@ -117,6 +122,7 @@ def _prepare_pair(pair: Mapping[str, Any], position: int) -> dict[str, Any]:
         figures.append(item)
 
     metrics = pair.get("metrics")
+    guard = _guard(pair.get("change_qc"))
     return {
         "heading": heading,
         "mask": try_embed(pair.get("mask_svg"), alt=f"{name} brain mask"),
@@ -127,7 +133,25 @@ def _prepare_pair(pair: Mapping[str, Any], position: int) -> dict[str, Any]:
         "lesion_note": "no change detected" if known else "not available",
         "metrics": _metrics_table(metrics) if metrics else None,
         "errors": errors,
-        "summary": _summary_cells(name, baseline, followup, rows, known, errors),
+        "guard": guard,
+        "summary": _summary_cells(name, baseline, followup, rows, known, errors, guard),
+    }
+
+
+def _guard(change_qc: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The out-of-domain guard of a pair, ready to show: percent of the brain above kappa, changes."""
+    if not change_qc:
+        return None
+    fraction = _float(change_qc.get("fraction_above_threshold"))
+    limit = _float(change_qc.get("max_plausible_fraction"))
+    kappa = _float(change_qc.get("threshold"))
+    return {
+        "fraction": f"{100 * fraction:.1f} %" if math.isfinite(fraction) else "n/a",
+        "limit": f"{100 * limit:g} %" if math.isfinite(limit) else "n/a",
+        "kappa": f"{kappa:g}" if math.isfinite(kappa) else "n/a",
+        "n_changes": format_value(change_qc.get("n_changes")),
+        "out_of_domain": bool(change_qc.get("out_of_domain")),
+        "message": _text(change_qc.get("message")),
     }
 
 
@@ -147,7 +171,7 @@ def _lesion_cells(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     return cells
 
 
-def _summary_cells(name, baseline, followup, rows, known, errors) -> list[dict[str, Any]]:
+def _summary_cells(name, baseline, followup, rows, known, errors, guard) -> list[dict[str, Any]]:
     status = "failed" if errors else "ok"
     if known:
         types = [row.get("type") for row in rows]
@@ -158,7 +182,10 @@ def _summary_cells(name, baseline, followup, rows, known, errors) -> list[dict[s
         counts = [None, None, None, None]
     cells = [cell(name), cell(baseline or None), cell(followup or None), cell(status)]
     cells[3]["cls"] = "error" if errors else "ok"
-    return cells + [cell(value) for value in counts]
+    above = cell(guard["fraction"] if guard else None)
+    if guard and guard["out_of_domain"]:
+        above["cls"] = "error"
+    return cells + [cell(value) for value in counts] + [above]
 
 
 def _text(value: Any) -> str:

@@ -87,17 +87,47 @@ def intensity_nuisance(volume: np.ndarray, brain: np.ndarray, rng: np.random.Gen
     return np.where(brain, out, volume).astype(np.float32)
 
 
+def acquisition_nuisance(volume: np.ndarray, brain: np.ndarray, rng: np.random.Generator, noise_max: float,
+                         *, shift: bool = False) -> np.ndarray:
+    """Apply an unlabelled acquisition nuisance to a [0, 1] crop, inside the brain only.
+
+    What two real scans of an unchanged brain keep after preprocessing: a residual sub-voxel
+    misalignment (``shift``: a random translation of up to 0.6 voxel per axis, trilinear), a
+    different resolution along one axis (in 40 % of calls a Gaussian blur of sigma U(0.3, 1.2)
+    voxels along a random axis: slice thickness, interpolation) and a noise realisation of its
+    own (Gaussian, sigma ~ U(0, ``noise_max``)). Not change: the label is untouched.
+    """
+    from scipy import ndimage
+
+    if noise_max <= 0:
+        return volume
+    out = np.asarray(volume, dtype=np.float32)
+    if shift:
+        out = ndimage.shift(out, rng.uniform(-0.6, 0.6, size=out.ndim), order=1, mode="nearest")
+    if rng.uniform() < 0.4:
+        sigma = [0.0] * out.ndim
+        sigma[int(rng.integers(out.ndim))] = float(rng.uniform(0.3, 1.2))
+        out = ndimage.gaussian_filter(out, sigma)
+    sigma_noise = float(rng.uniform(0.0, noise_max))
+    out = out + sigma_noise * rng.standard_normal(out.shape).astype(np.float32)
+    out = np.clip(out, 0.0, 1.0).astype(np.float32)
+    return np.where(brain, out, 0.0).astype(np.float32)
+
+
 def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
                             reconstruct: Callable[[np.ndarray, np.random.Generator], np.ndarray],
                             rng: np.random.Generator, params: SuperMixParams, *,
                             swap_sessions: bool = False, min_brain_fraction: float = 0.25,
-                            intensity_augmentation: float = 0.0) -> dict:
+                            intensity_augmentation: float = 0.0,
+                            acquisition_augmentation: float = 0.0) -> dict:
     """Return one synthetic change sample from a NoChange pair.
 
     The "later" image x (the follow-up, or the baseline when ``swap_sessions``) is cropped,
     reconstructed by the VAE and SuperMix-ed into x'; the other session is x^ and the label is
     the SuperMix label: y = 1 where x' took the reconstruction. With ``intensity_augmentation``
     > 0, one of x' and x^ (at random, in 80 % of the samples) gets :func:`intensity_nuisance`.
+    With ``acquisition_augmentation`` > 0, both get :func:`acquisition_nuisance` (independent
+    noise and blur) and x^ also a sub-voxel shift.
 
     Returns
     -------
@@ -118,5 +148,8 @@ def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
             mixed = intensity_nuisance(mixed, brain, rng, intensity_augmentation)
         else:
             reference = intensity_nuisance(reference, brain, rng, intensity_augmentation)
+    if acquisition_augmentation > 0:
+        mixed = acquisition_nuisance(mixed, brain, rng, acquisition_augmentation)
+        reference = acquisition_nuisance(reference, brain, rng, acquisition_augmentation, shift=True)
     return {"mixed": mixed, "reference": reference, "original": x, "recon": recon, "label": label,
             "brain": brain, "corner": corner}

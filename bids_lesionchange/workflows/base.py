@@ -9,13 +9,24 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from bids_lesionchange.derivatives import derivative_path
+from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
+from bids_lesionchange.derivatives import change_qc_path, derivative_path
 from bids_lesionchange.interfaces.bids import DerivativeSink
 from bids_lesionchange.interfaces.change import (
-    ChangeComponents, EvaluateChange, LesionTable, SiameseUNetPredict,
+    ChangeComponents, ChangePlausibility, EvaluateChange, LesionTable, SiameseUNetPredict,
 )
 from bids_lesionchange.interfaces.preproc import ResampleToNative
 from bids_lesionchange.workflows.preproc import init_preproc_wf
+
+
+def model_intensity_norm(model_dir) -> str:
+    """The intensity normalisation a model was trained with (``percentile`` for models before it was recorded)."""
+    if not model_dir:
+        return "wm-peak"
+    from bids_lesionchange.model.io import read_model_spec
+
+    spec = read_model_spec(model_dir, verify=False)
+    return (spec.get("hyperparams", {}).get("training", {}) or {}).get("intensity_normalisation", "percentile")
 
 
 def pair_workflow_name(pair) -> str:
@@ -41,6 +52,7 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
         "of the self-supervised siamese 3D U-net of To et al. (2021). "
     )
     references = references or {}
+    intensity_norm = settings.intensity_norm or model_intensity_norm(settings.model_dir)
     for pair in pairs:
         pair_wf = init_pair_wf(
             pair=pair,
@@ -52,8 +64,10 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
             hdbet_mode=settings.hdbet_mode,
             device=settings.device,
             resolution=settings.resolution,
+            intensity_norm=intensity_norm,
             threshold=settings.threshold,
             min_blob_size=settings.min_blob_size,
+            max_change_fraction=settings.max_change_fraction,
             change_direction=settings.change_direction,
             match=settings.match,
             write_native=settings.write_native,
@@ -65,7 +79,8 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
 
 
 def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, skull_strip="auto",
-                 hdbet_mode="fast", device="cpu", resolution=1.0, threshold=0.1, min_blob_size=20,
+                 hdbet_mode="fast", device="cpu", resolution=1.0, intensity_norm="wm-peak",
+                 threshold=0.1, min_blob_size=20, max_change_fraction=MAX_PLAUSIBLE_FRACTION,
                  change_direction="increase", match="iou", write_native=True, omp_nthreads=1, name="pair_wf"):
     """Preprocess one session pair, detect change, describe it, evaluate it and write derivatives.
 
@@ -78,6 +93,9 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
     -------
     probability, mask, labels, table
         Change probability, binary change mask, components and lesion table (common space).
+    change_qc
+        JSON of the out-of-domain guard: fraction of the brain above ``threshold``, number of
+        changes, ``out_of_domain`` (fraction > ``max_change_fraction``) and its message.
     """
     workflow = Workflow(name=name)
     sub, ses_b, ses_f = pair.subject, pair.baseline_session, pair.followup_session
@@ -87,11 +105,13 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
                         name="inputnode")
     inputnode.inputs.baseline_flair = str(pair.baseline_flair)
     inputnode.inputs.followup_flair = str(pair.followup_flair)
-    outputnode = pe.Node(niu.IdentityInterface(fields=["probability", "mask", "labels", "table"]),
+    outputnode = pe.Node(niu.IdentityInterface(fields=["probability", "mask", "labels", "table",
+                                                       "change_qc"]),
                          name="outputnode")
 
     preproc_wf = init_preproc_wf(skull_strip=skull_strip, hdbet_mode=hdbet_mode, device=device,
-                                 resolution=resolution, omp_nthreads=omp_nthreads)
+                                 resolution=resolution, intensity_norm=intensity_norm,
+                                 omp_nthreads=omp_nthreads)
     workflow.connect([(inputnode, preproc_wf, [("baseline_flair", "inputnode.baseline_flair"),
                                                ("followup_flair", "inputnode.followup_flair")])])
 
@@ -137,6 +157,8 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
                       name="predict", n_procs=omp_nthreads, mem_gb=3.0)
     components = pe.Node(ChangeComponents(threshold=threshold, min_size=min_blob_size,
                                           direction=change_direction), name="components")
+    plausibility = pe.Node(ChangePlausibility(threshold=threshold, max_fraction=max_change_fraction),
+                           name="plausibility")
     lesion_table = pe.Node(LesionTable(), name="lesion_table")
     workflow.connect([
         (preproc_wf, predict, [("outputnode.baseline_preproc", "baseline"),
@@ -146,6 +168,9 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
                                   ("outputnode.baseline_preproc", "baseline"),
                                   ("outputnode.followup_preproc", "followup")]),
         (predict, components, [("probability", "probability")]),
+        (predict, plausibility, [("probability", "probability")]),
+        (preproc_wf, plausibility, [("outputnode.brain_mask", "brain_mask")]),
+        (components, plausibility, [("n_components", "n_changes")]),
         (components, lesion_table, [("labels", "labels")]),
         (predict, lesion_table, [("probability", "probability")]),
         (preproc_wf, lesion_table, [("outputnode.baseline_preproc", "baseline"),
@@ -154,6 +179,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
         (predict, outputnode, [("probability", "probability")]),
         (components, outputnode, [("mask", "mask"), ("labels", "labels")]),
         (lesion_table, outputnode, [("table", "table")]),
+        (plausibility, outputnode, [("qc_json", "change_qc")]),
     ])
 
     change_meta = {"BaselineSession": f"ses-{ses_b}", "FollowupSession": f"ses-{ses_f}",
@@ -173,6 +199,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
     ds_table = sink("ds_table", "table", lesion_table, derivative_path(
         sub=sub, ses=ses_f, space=space, desc="change", suffix="lesions", extension=".tsv"))
     workflow.connect(lesion_table, "sidecar", ds_table, "meta_dict")
+    sink("ds_change_qc", "qc_json", plausibility, change_qc_path(sub=sub, ses=ses_f))
 
     if write_native:
         for field, order, ds_name, path in (

@@ -16,7 +16,8 @@ HDBET_MEM_GB = {"fast": 3.5, "accurate": 4.0}
 
 
 def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", device: str = "cpu",
-                    resolution: float = 1.0, omp_nthreads: int = 1, name: str = "preproc_wf"):
+                    resolution: float = 1.0, intensity_norm: str = "wm-peak", omp_nthreads: int = 1,
+                    name: str = "preproc_wf"):
     """Build the workflow that preprocesses a baseline/follow-up FLAIR pair.
 
     Follow-up to the common grid (RAS, ``resolution`` mm) -> brain mask -> N4 of the follow-up;
@@ -37,6 +38,9 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
         HD-BET's device: ``cpu``, ``cuda`` or ``cuda:N``.
     resolution : float
         Voxel size of the common grid in mm.
+    intensity_norm : str
+        ``wm-peak`` (white-matter peak at 0.5) or ``percentile`` (0th-99th, the paper): the
+        normalisation the model was trained with.
     omp_nthreads : int
         Threads of each heavy node (HD-BET, N4, registration).
     name : str
@@ -92,9 +96,9 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
     rigid_reg = pe.Node(RigidRegistration(nthreads=omp_nthreads), name="rigid_reg",
                         n_procs=omp_nthreads, mem_gb=2.0)
     match_resolution = pe.Node(MatchResolution(), name="match_resolution", mem_gb=1.5)
-    normalise_baseline = pe.Node(Normalise(out_name="baseline_preproc.nii.gz"),
+    normalise_baseline = pe.Node(Normalise(out_name="baseline_preproc.nii.gz", method=intensity_norm),
                                  name="normalise_baseline", mem_gb=1.0)
-    normalise_followup = pe.Node(Normalise(out_name="followup_preproc.nii.gz"),
+    normalise_followup = pe.Node(Normalise(out_name="followup_preproc.nii.gz", method=intensity_norm),
                                  name="normalise_followup", mem_gb=1.0)
     qc = pe.Node(PreprocQC(skull_strip=method), name="qc", mem_gb=1.0)
     mask_report = pe.Node(MaskReport(), name="mask_report", mem_gb=1.0)

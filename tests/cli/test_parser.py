@@ -12,8 +12,9 @@ from bids_lesionchange.cli.parser import parse_args
 
 def _fake_model(path: Path) -> Path:
     path.mkdir(parents=True)
-    (path / "model.json").write_text(json.dumps({"format": "bids_lesionchange-model",
-                                                 "weights": "detector.weights.h5"}))
+    (path / "model.json").write_text(json.dumps({"format": "bids_lesionchange-model", "format_version": 1,
+                                                 "weights": "detector.weights.h5",
+                                                 "sha256": {"detector.weights.h5": "0" * 64}}))
     (path / "detector.weights.h5").write_bytes(b"x")
     return path
 
@@ -134,3 +135,29 @@ def test_help_and_version_do_not_import_tf_or_nipype():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
     assert "bids_lesionchange 0." in out
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "lots"])
+def test_max_change_fraction_must_lie_in_zero_one(tiny_bids, tmp_path, capsys, value):
+    err = _error(capsys, [tiny_bids, tmp_path / "out", "participant", "--max-change-fraction", value])
+    assert "--max-change-fraction" in err
+    assert "(0, 1]" in err or "not a number" in err
+
+
+def test_max_change_fraction_reaches_the_plausibility_node(tiny_bids, tmp_path):
+    from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
+    from bids_lesionchange.discovery import find_pairs
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
+
+    model = _fake_model(tmp_path / "m")
+    argv = [str(tiny_bids), str(tmp_path / "out"), "participant", "--model", str(model)]
+    assert parse_args(argv).max_change_fraction == MAX_PLAUSIBLE_FRACTION
+    assert parse_args(argv + ["--max-change-fraction", "1"]).max_change_fraction == 1.0
+    s = parse_args(argv + ["--max-change-fraction", "0.3", "--threshold", "0.2"])
+    pairs, _ = find_pairs(s.bids_dir)
+    workflow = init_bids_lesionchange_wf(s, pairs[:1])
+    names = workflow.list_node_names()
+    node = next(workflow.get_node(n) for n in names if n.endswith(".plausibility"))
+    assert node.inputs.max_fraction == 0.3 and node.inputs.threshold == 0.2
+    sink = next(workflow.get_node(n) for n in names if n.endswith(".ds_change_qc"))
+    assert sink.inputs.out_path == "sub-01/ses-02/anat/sub-01_ses-02_space-ses02_desc-change_qc.json"

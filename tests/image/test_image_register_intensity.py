@@ -152,6 +152,40 @@ def test_normalise_maps_percentiles_to_zero_and_one():
         normalise_intensity(np.ones_like(data), mask)
 
 
+def _flair_brain(scale=1.0, lesion_fraction=0.0, seed=0):
+    """CSF 0.3, white matter 1.0 (the largest class), grey 1.15, lesions 1.6 (x ``scale``), noisy."""
+    rng = np.random.default_rng(seed)
+    n = 40000
+    classes = rng.choice([0.3, 1.0, 1.15], size=n, p=[0.15, 0.5, 0.35])
+    classes[rng.uniform(size=n) < lesion_fraction] = 1.6
+    data = np.zeros(n + 1000, np.float32)
+    data[:n] = scale * classes * (1 + 0.03 * rng.standard_normal(n))
+    tissue = np.zeros(n + 1000)
+    tissue[:n] = classes
+    return data.reshape(-1, 10, 10), tissue.reshape(-1, 10, 10)
+
+
+def test_wm_peak_normalisation_puts_white_matter_at_half_and_keeps_lesions_below_one():
+    from bids_lesionchange.image.intensity import normalise, white_matter_peak
+
+    data, tissue = _flair_brain(scale=730.0, lesion_fraction=0.02)
+    mask = tissue > 0
+    assert white_matter_peak(data, mask) == pytest.approx(730.0, rel=0.03)
+    out = normalise(data, mask, "wm-peak")
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+    assert np.all(out[~mask] == 0)
+    assert np.median(out[tissue == 1.0]) == pytest.approx(0.5, abs=0.02)
+    assert np.median(out[tissue == 1.6]) == pytest.approx(0.8, abs=0.04) and (out[tissue == 1.6] < 1).all()
+    # one scale for any gain, and a heavy lesion load does not move it (the 99th percentile moves)
+    heavy, heavy_tissue = _flair_brain(scale=250.0, lesion_fraction=0.08, seed=1)
+    heavy_mask = heavy_tissue > 0
+    assert np.median(normalise(heavy, heavy_mask, "wm-peak")[heavy_tissue == 1.0]) == pytest.approx(0.5, abs=0.02)
+    assert np.median(normalise(heavy, heavy_mask, "percentile")[heavy_tissue == 1.0]) < \
+        np.median(normalise(data, mask, "percentile")[tissue == 1.0]) - 0.015
+    with pytest.raises(ValueError, match="unknown intensity normalisation"):
+        normalise(data, mask, "zscore")
+
+
 def test_quality_file_reports_volumes_and_similarity(pair, tmp_path):
     root = pair["root"]
     pp.normalise_file(root / "bl_common.nii.gz", root / "final_mask.nii.gz", tmp_path / "b.nii.gz")

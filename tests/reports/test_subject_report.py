@@ -7,6 +7,8 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+
 from bids_lesionchange.reports.subject import SUBJECT_SECTIONS, build_subject_report
 
 
@@ -115,3 +117,58 @@ def test_lesion_rows_read_back_from_tsv_render(demo_inputs, tmp_path):
                                 provenance={}).read_text()
     assert "n/a" in html
     assert html.count('class="badge ') == 2
+
+
+def _guarded_pair(demo_inputs, change_qc):
+    return dict(demo_inputs["pair"], change_qc=change_qc)
+
+
+def test_out_of_domain_pair_gets_a_warning_box(demo_inputs, tmp_path):
+    from bids_lesionchange.analysis.plausibility import change_plausibility
+
+    prob = np.full((10, 10, 10), 0.9, np.float32)
+    prob[0] = 0.0  # 90 % of the brain above kappa
+    qc = {**change_plausibility(prob, np.ones(prob.shape, bool), 0.1, 96), "threshold": 0.1}
+    html = build_subject_report(tmp_path / "r.html", subject="01",
+                                pairs=[_guarded_pair(demo_inputs, qc)], provenance={}).read_text()
+    boxes = re.findall(r'<div class="warning-box" role="alert">(.*?)</div>', html, re.S)
+    assert len(boxes) == 2  # at the top of the page and in the pair's change-detection section
+    assert all("the model does not fit these scans (90.0 % of the brain" in b for b in boxes)
+    assert "ses-1 to ses-2" in boxes[0]  # the top box names the pair
+    text = " ".join(html.split())
+    assert "90.0 % of the brain above κ = 0.1 (plausible up to 2 %); 96 change(s) found" in text
+    assert '<td class="error">90.0 %</td>' in html  # the summary table marks it too
+
+
+def test_plausible_pair_shows_its_measures_without_a_warning(demo_inputs, tmp_path):
+    qc = {"fraction_above_threshold": 0.0012, "n_changes": 2, "max_plausible_fraction": 0.02,
+          "out_of_domain": False, "message": "", "threshold": 0.1}
+    html = build_subject_report(tmp_path / "r.html", subject="01",
+                                pairs=[_guarded_pair(demo_inputs, qc)], provenance={}).read_text()
+    assert 'class="warning-box"' not in html
+    text = " ".join(html.split())
+    assert "0.1 % of the brain above κ = 0.1 (plausible up to 2 %); 2 change(s) found" in text
+    # A pair without the measures (preprocess only, or an older run) has no warning either.
+    html = build_subject_report(tmp_path / "r2.html", subject="01", pairs=[demo_inputs["pair"]],
+                                provenance={}).read_text()
+    assert 'class="warning-box"' not in html and "of the brain above κ" not in html
+
+
+def test_collect_reads_the_change_qc_derivative(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from bids_lesionchange.cli.levels import PairOutcome
+    from bids_lesionchange.derivatives import change_qc_path
+    from bids_lesionchange.discovery import SessionPair
+    from bids_lesionchange.reports.collect import _pair_entry
+
+    pair = SessionPair("01", "1", "2", tmp_path / "b.nii.gz", tmp_path / "f.nii.gz")
+    qc = {"fraction_above_threshold": 0.5, "n_changes": 40, "out_of_domain": True, "message": "m"}
+    path = tmp_path / change_qc_path(sub="01", ses="2")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(qc))
+    entry = _pair_entry(SimpleNamespace(output_dir=tmp_path), PairOutcome(pair))
+    assert entry["change_qc"] == qc
+    other = SessionPair("02", "1", "2", tmp_path / "b.nii.gz", tmp_path / "f.nii.gz")
+    assert _pair_entry(SimpleNamespace(output_dir=tmp_path), PairOutcome(other))["change_qc"] is None

@@ -1,0 +1,325 @@
+"""Real FLAIR: false changes on real-texture NoChange pairs, the real MS pair, a third-party phantom.
+
+Usage::
+
+    python benchmarks/real_flair.py                    # needs ../shared/data (~25 min on 2 cores)
+    python benchmarks/real_flair.py --model DIR        # another model directory
+
+Writes ``benchmarks/results/real_flair.{json,md}``, the picture
+``docs/img/real_pair_detections.png`` and prints the tables. The model and a subtraction baseline
+are scored in the same run, on the same preprocessed images and with the same change rule
+(threshold, follow-up brighter, not CSF, hyperintense, components >= 20 voxels).
+
+Three parts, all from the real scans in ``../shared/data`` (skipped, with a message, when a file
+is absent):
+
+1. **Real-texture NoChange pairs.** Self-pairs (the scan and a simulated rescan of it, or two
+   rescans: :mod:`bids_lesionchange.simulate.rescan`) of every real single FLAIR, with a seed
+   (``--seed``, default 777) that training never used. Two of the sources are held out of the
+   shipped model's training altogether: ``niivue-demo`` and the baseline of the NonCommercial
+   NIH pair (test-only by its license); the others (patient 26, synthsr-example,
+   tcga-fg-6692) were training sources, with other rescans. Reported: changes per pair and the
+   fraction of the brain above kappa (nothing changed, so every change is false).
+2. **The real longitudinal MS pair** (``ms-longitudinal-nih``, raw 2D 3 mm, skull on, no
+   reference): number of changes, fraction above kappa, and a picture for a person to judge.
+3. **A third-party longitudinal phantom**: ``bidsgate``'s ``longphantom`` (with ``lesiontrack``;
+   ``pip install bidsgate lesiontrack``) on patient 26 (T1w, FLAIR, lesion mask; brain mask =
+   the filled non-zero FLAIR): visits at 0 and 1 year with new lesions, enlarging, shrinking and
+   resolving ones, atrophy, repositioning, gain and noise. Reference change = the new lesions
+   plus the grown part of the enlarging ones. LTPR, LFPR, PPV, lesion F1 (IoU >= 0.01), Dice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (DEFAULT_MODEL, REPO, app_command, checked_model, command_line, fmt, machine,  # noqa: E402
+                     markdown_table, run_checked, setup_logging, write_results)
+
+LOGGER = logging.getLogger("benchmarks.real_flair")
+DATA = REPO.parent / "shared" / "data"
+SOURCES = {  # label: (file, role in the shipped model's training)
+    "niivue": (DATA / "real-flair-singles" / "niivue-demo_FLAIR.nii.gz", "held out"),
+    "nihbase": (DATA / "ms-longitudinal-nih" / "ses-01_FLAIR.nii.gz", "held out (test-only license)"),
+    "p26": (DATA / "ms-flair-patient26" / "FLAIR.nii.gz", "training source, other rescans"),
+    "synthsr": (DATA / "real-flair-singles" / "synthsr-example_FLAIR.nii.gz", "training source, other rescans"),
+    "tcga": (DATA / "real-flair-singles" / "tcga-fg-6692_FLAIR.nii.gz", "training source, other rescans"),
+}
+NIH = DATA / "ms-longitudinal-nih"
+P26 = DATA / "ms-flair-patient26"
+KAPPA = 0.1
+BLOB = 20
+
+
+def _flair(bids: Path, sub: str, ses: str) -> Path:
+    path = bids / f"sub-{sub}" / f"ses-{ses}" / "anat" / f"sub-{sub}_ses-{ses}_FLAIR.nii.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_nochange(bids: Path, scratch: Path, pairs_per_source: int, seed: int) -> dict[str, dict]:
+    """Self-pairs of every real single FLAIR as subjects ``<source><k>`` (ses-01, ses-02)."""
+    from bids_lesionchange.simulate.selfpairs import write_self_pairs
+
+    subjects = {}
+    present = {k: v for k, v in SOURCES.items() if v[0].is_file()}
+    for label, (path, role) in SOURCES.items():
+        if label not in present:
+            LOGGER.warning("%s is absent: no self-pairs of it", path)
+    pairs = write_self_pairs({k: [("01", v[0])] for k, v in present.items()}, scratch, pairs_per_source, seed=seed)
+    for pair in pairs:
+        k = int(pair.baseline_session[len("selfpair"):-1])
+        sub = f"{pair.subject}{k}"
+        for ses, src in (("01", pair.baseline_flair), ("02", pair.followup_flair)):
+            dest = _flair(bids, sub, ses)
+            if not dest.is_file():
+                shutil.copyfile(src, dest)
+        subjects[sub] = {"kind": "nochange", "source": pair.subject, "role": present[pair.subject][1],
+                         "members": [json.loads(Path(str(f).replace(".nii.gz", ".json")).read_text()).get(
+                             "acquisition") for f in (pair.baseline_flair, pair.followup_flair)]}
+    return subjects
+
+
+def write_nih(bids: Path) -> dict[str, dict]:
+    """The real longitudinal pair as subject ``nih01``."""
+    if not (NIH / "ses-02_FLAIR.nii.gz").is_file():
+        LOGGER.warning("%s is absent: no real pair", NIH)
+        return {}
+    for ses in ("01", "02"):
+        dest = _flair(bids, "nih01", ses)
+        if not dest.is_file():
+            shutil.copyfile(NIH / f"ses-{ses}_FLAIR.nii.gz", dest)
+    return {"nih01": {"kind": "real pair"}}
+
+
+def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dict]:
+    """bidsgate longphantoms of patient 26 (visits 0 and 1 year) with their reference change masks."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    try:
+        from bidsgate.longphantom.core import Design, build
+    except ImportError:
+        LOGGER.warning("bidsgate is not installed (pip install bidsgate lesiontrack): no phantom")
+        return {}
+    if not (P26 / "FLAIR.nii.gz").is_file():
+        LOGGER.warning("%s is absent: no phantom", P26)
+        return {}
+    img = nib.load(str(P26 / "FLAIR.nii.gz"))
+    brain = ndimage.binary_fill_holes(np.asarray(img.dataobj) > 0).astype(np.uint8)
+    brain_file = scratch / "p26_brainmask.nii.gz"
+    scratch.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(brain, img.affine), str(brain_file))
+    subjects = {}
+    for seed in seeds:
+        sub = f"phantom{seed}"
+        out = scratch / sub
+        if not (out / "truth.tsv").is_file():
+            build(str(P26 / "T1w.nii.gz"), str(P26 / "FLAIR.nii.gz"), str(P26 / "lesion_mask.nii.gz"),
+                  str(brain_file), str(out), Design(times=(0.0, 1.0), seed=seed))
+        for ses, visit in (("01", "visit-00"), ("02", "visit-01")):
+            dest = _flair(bids, sub, ses)
+            if not dest.is_file():
+                shutil.copyfile(out / visit / "FLAIR.nii.gz", dest)
+        before = np.asarray(nib.load(str(out / "visit-00" / "truth_labels.nii.gz")).dataobj)
+        after_img = nib.load(str(out / "visit-01" / "truth_labels.nii.gz"))
+        after = np.asarray(after_img.dataobj)
+        design = json.loads((out / "design.json").read_text())
+        enlarging = [int(k) for k in design["enlarging"]]
+        new = after >= 1000
+        grown = np.isin(after, enlarging) & ~np.isin(before, enlarging)
+        reference = (new | grown).astype(np.uint8)
+        ref_dir = bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
+        ref_dir.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(reference, after_img.affine),
+                 str(ref_dir / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"))
+        n_new = int(len(np.unique(after[new])))
+        subjects[sub] = {"kind": "phantom", "seed": seed, "new_lesions": n_new, "enlarging": len(enlarging),
+                         "reference_voxels": int(reference.sum())}
+    desc = bids / "derivatives" / "reference" / "dataset_description.json"
+    desc.write_text(json.dumps({"Name": "bidsgate longphantom reference", "BIDSVersion": "1.9.0",
+                                "DatasetType": "derivative"}) + "\n")
+    return subjects
+
+
+def pair_paths(out: Path, sub: str) -> dict[str, Path]:
+    anat = out / f"sub-{sub}" / "ses-02" / "anat"
+    return {
+        "baseline": out / f"sub-{sub}" / "ses-01" / "anat" / f"sub-{sub}_ses-01_space-ses02_desc-preproc_FLAIR.nii.gz",
+        "followup": anat / f"sub-{sub}_ses-02_space-ses02_desc-preproc_FLAIR.nii.gz",
+        "brain_mask": anat / f"sub-{sub}_ses-02_space-ses02_desc-brain_mask.nii.gz",
+        "probability": anat / f"sub-{sub}_ses-02_space-ses02_label-change_probseg.nii.gz",
+        "xfm": anat / f"sub-{sub}_ses-02_from-orig_to-ses02_mode-image_xfm.txt",
+    }
+
+
+def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scratch: Path) -> dict:
+    """Apply every method's rule to one pair; count changes, the fraction above threshold, and metrics."""
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.components import change_labels
+    from bids_lesionchange.analysis.files import evaluate_files
+    from bids_lesionchange.analysis.tables import read_table_tsv
+
+    files = pair_paths(out, sub)
+    img = nib.load(str(files["followup"]))
+    follow = np.asarray(img.dataobj, dtype=np.float32)
+    base = np.asarray(nib.load(str(files["baseline"])).dataobj, dtype=np.float32)
+    brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
+    prob = np.asarray(nib.load(str(files["probability"])).dataobj, dtype=np.float32)
+    rows = {}
+    for name, (kind, threshold, direction) in methods.items():
+        score = prob if kind == "model" else follow - base
+        labels = change_labels(score, brain, threshold, BLOB, direction=direction, baseline=base, followup=follow)
+        row = {"n_changes": int(labels.max()), "fraction_above": float((score[brain] > threshold).mean()),
+               "change_voxels": int((labels > 0).sum())}
+        if reference is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+            labels_file = scratch / f"{sub}_{name}_labels.nii.gz"
+            nib.save(nib.Nifti1Image(labels.astype(np.int32), img.affine), str(labels_file))
+            metrics = scratch / f"{sub}_{name}_metrics.tsv"
+            evaluate_files(str(labels_file), str(reference), str(files["xfm"]), str(metrics), pair=sub)
+            m = read_table_tsv(metrics)[0]
+            row.update({k: float(m[k]) if m[k] not in ("n/a", "") else float("nan")
+                        for k in ("LTPR", "LFPR", "PPV", "lesion_F1", "dice", "n_ref", "LFP")})
+        rows[name] = row
+    return rows
+
+
+def picture(out: Path, sub: str, path: Path, title: str) -> None:
+    """Axial slices of baseline, follow-up and the detections, for a person to judge."""
+    import matplotlib
+    import nibabel as nib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = pair_paths(out, sub)
+    base = np.asarray(nib.load(str(files["baseline"])).dataobj, dtype=np.float32)
+    follow = np.asarray(nib.load(str(files["followup"])).dataobj, dtype=np.float32)
+    prob = np.asarray(nib.load(str(files["probability"])).dataobj, dtype=np.float32)
+    labels = np.asarray(nib.load(str(files["probability"]).replace("label-change_probseg", "desc-change_dseg")).dataobj)
+    brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
+    xs, ys, zs = (np.flatnonzero(brain.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    box = (slice(xs[0], xs[-1] + 1), slice(ys[0], ys[-1] + 1))
+    if labels.max() > 0:
+        zs_changes = np.flatnonzero((labels > 0).any(axis=(0, 1)))
+        picks = list(np.unique(np.percentile(zs_changes, [10, 50, 90]).astype(int)))
+    else:
+        picks = []
+    picks = (picks + list(np.percentile(zs, [40, 55, 70]).astype(int)))[:3]
+    fig, axes = plt.subplots(len(picks), 4, figsize=(12, 3.2 * len(picks)))
+    axes = np.atleast_2d(axes)
+    for row, z in zip(axes, picks):
+        for ax, (img, name) in zip(row, ((base, "baseline"), (follow, "follow-up"),
+                                         (prob, f"p (> {KAPPA} in red)"), (follow, "detections"))):
+            ax.imshow(np.rot90(img[box + (z,)]), cmap="magma" if img is prob else "gray", vmin=0, vmax=1)
+            if name == "detections":
+                ax.contour(np.rot90(labels[box + (z,)] > 0), levels=[0.5], colors="lime", linewidths=0.8)
+            if img is prob:
+                ax.contour(np.rot90(prob[box + (z,)] > KAPPA), levels=[0.5], colors="red", linewidths=0.5)
+            ax.set_title(f"{name}, z={z}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("/tmp/bids_lesionchange_bench/real_flair"))
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--seed", type=int, default=777, help="seed of the NoChange self-pairs (training used 2026)")
+    parser.add_argument("--pairs-per-source", type=int, default=2)
+    parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2],
+                        help="thresholds of the subtraction baseline (follow-up - baseline, images in [0, 1])")
+    parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--name", default="real_flair")
+    parser.add_argument("--picture", type=Path, default=REPO / "docs" / "img" / "real_pair_detections.png")
+    opts = parser.parse_args()
+    setup_logging()
+    if not DATA.is_dir():
+        parser.error(f"{DATA} is missing: this benchmark needs the shared real FLAIRs (see their READMEs)")
+    model = checked_model(parser, opts.model)
+    root = opts.root.resolve()
+    bids = root / "bids"
+    bids.mkdir(parents=True, exist_ok=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "real FLAIR benchmark", "BIDSVersion": "1.9.0"}) + "\n")
+    subjects = {**write_nochange(bids, root / "self_pairs", opts.pairs_per_source, opts.seed),
+                **write_nih(bids), **write_phantoms(bids, root / "phantoms", opts.phantom_seeds)}
+    out = root / f"out-{model.name}"
+    seconds = run_checked(app_command(bids, out, "participant", "--mode", "infer", "--model", model,
+                                      "--reference-dir", bids / "derivatives" / "reference",
+                                      "-w", root / f"work-{model.name}", "--nprocs", opts.nprocs,
+                                      "--skip-bids-validation", "--no-reports"),
+                          log_file=root / f"participant-{model.name}.log")
+    methods = {"model": ("model", KAPPA, "increase"), "model, any direction": ("model", KAPPA, "any")}
+    methods.update({f"subtraction d > {t}": ("subtraction", t, "increase") for t in opts.thresholds})
+    results = {}
+    for sub, info in subjects.items():
+        ref = (bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
+               / f"sub-{sub}_ses-02_desc-change_mask.nii.gz")
+        results[sub] = {**info, "scores": score_pair(out, sub, methods, ref if ref.is_file() else None,
+                                                     root / "scores" / model.name)}
+
+    def group(kind):
+        return {s: r for s, r in results.items() if r["kind"] == kind}
+
+    md = ["# Real FLAIR: NoChange self-pairs, the real MS pair, a bidsgate phantom\n",
+          f"Model `{model.name}` against subtraction on the same preprocessed images, same rule "
+          f"(kappa / t, follow-up brighter, not CSF, hyperintense, blobs >= {BLOB} voxels). "
+          "Paper's any-direction rule shown for the model.\n", f"Command: `{command_line()}`\n"]
+    nochange = group("nochange")
+    if nochange:
+        headers = ["pair", "source", "members", *[f"{m}: changes / % brain" for m in methods]]
+        rows = [[s, f"{r['source']} ({r['role']})", " / ".join(map(str, r["members"])),
+                 *[f"{r['scores'][m]['n_changes']} / {100 * r['scores'][m]['fraction_above']:.2f}" for m in methods]]
+                for s, r in nochange.items()]
+        means = ["mean", "", "", *[f"{np.mean([r['scores'][m]['n_changes'] for r in nochange.values()]):.2f} / "
+                                   f"{100 * np.mean([r['scores'][m]['fraction_above'] for r in nochange.values()]):.2f}"
+                                   for m in methods]]
+        md += ["## 1. Real-texture NoChange self-pairs (every change is false)\n",
+               markdown_table(headers, rows + [means])]
+    nih = group("real pair")
+    if nih:
+        r = nih["nih01"]["scores"]
+        md += ["## 2. The real longitudinal MS pair (NIH, 2D 3 mm, skull on; no reference)\n",
+               markdown_table(["method", "changes", "% of brain above threshold", "change voxels"],
+                              [[m, r[m]["n_changes"], f"{100 * r[m]['fraction_above']:.2f}", r[m]["change_voxels"]]
+                               for m in methods])]
+        picture(out, "nih01", opts.picture, f"NIH pair, model {model.name}: {r['model']['n_changes']} changes, "
+                f"{100 * r['model']['fraction_above']:.2f} % of the brain above kappa")
+        md.append(f"Picture: `{opts.picture.relative_to(REPO)}`\n")
+    phantoms = group("phantom")
+    if phantoms:
+        keys = ("LTPR", "LFPR", "PPV", "lesion_F1", "dice")
+        rows = []
+        for m in methods:
+            vals = {k: float(np.nanmean([r["scores"][m][k] for r in phantoms.values()])) for k in keys}
+            rows.append([m, *[vals[k] for k in keys],
+                         " ".join(f"{fmt(r['scores'][m]['lesion_F1'])}/{int(r['scores'][m]['LFP'])}"
+                                  for r in phantoms.values())])
+        md += ["## 3. bidsgate longphantom of patient 26 (0 -> 1 year; new + enlarging, mean over phantoms)\n",
+               markdown_table(["method", *keys, "per phantom F1/LFP"], rows),
+               "Phantoms: " + ", ".join(f"{s} ({r['new_lesions']} new, {r['enlarging']} enlarging)"
+                                        for s, r in phantoms.items()) + "\n"]
+    markdown = "\n".join(md)
+    data = {"command": command_line(), "machine": machine(), "model": str(model),
+            "seconds_participant_run": round(seconds, 1), "results": results}
+    write_results(opts.name, data, markdown)
+
+
+if __name__ == "__main__":
+    main()

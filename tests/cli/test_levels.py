@@ -1,0 +1,101 @@
+"""The run summary: per-pair status plus the out-of-domain guard's measures; a flag warns, never fails."""
+
+import csv
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_lesionchange.analysis.files import plausibility_files
+from bids_lesionchange.cli.levels import PairOutcome, _summarise
+from bids_lesionchange.config import Settings
+from bids_lesionchange.derivatives import change_qc_path
+from bids_lesionchange.discovery import SessionPair, SkippedSubject
+
+SHAPE = (10, 10, 10)
+
+
+def _pair(subject: str) -> SessionPair:
+    return SessionPair(subject, "01", "02", Path(f"/bids/sub-{subject}/b.nii.gz"),
+                       Path(f"/bids/sub-{subject}/f.nii.gz"))
+
+
+def _write_change_qc(out: Path, pair: SessionPair, above: int, n_changes: int, tmp: Path) -> None:
+    """Write a pair's change QC as the participant workflow does, from a map with ``above`` voxels > kappa."""
+    prob = np.zeros(SHAPE, np.float32)
+    prob.ravel()[:above] = 0.9
+    nib.save(nib.Nifti1Image(prob, np.eye(4)), str(tmp / f"{pair.subject}_p.nii.gz"))
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.uint8), np.eye(4)), str(tmp / f"{pair.subject}_m.nii.gz"))
+    path = out / change_qc_path(sub=pair.subject, ses=pair.followup_session)
+    path.parent.mkdir(parents=True)
+    plausibility_files(str(tmp / f"{pair.subject}_p.nii.gz"), str(tmp / f"{pair.subject}_m.nii.gz"),
+                       n_changes, str(path), 0.1)
+
+
+def _settings(tmp_path: Path, mode: str = "infer") -> Settings:
+    return Settings(bids_dir=tmp_path / "bids", output_dir=tmp_path / "out", mode=mode,
+                    analysis_level="participant", work_dir=tmp_path / "work")
+
+
+def _read(out: Path) -> dict[str, dict]:
+    (summary,) = (out / "logs").glob("summary-*.tsv")
+    with summary.open() as fh:
+        return {row["pair"]: row for row in csv.DictReader(fh, delimiter="\t")}
+
+
+@pytest.fixture
+def run(tmp_path):
+    """Four pairs: one out of domain, one plausible, one failed (with a stale QC file), one bare."""
+    settings = _settings(tmp_path)
+    flooded, fine, failed, bare = (_pair(s) for s in ("01", "02", "03", "04"))
+    _write_change_qc(settings.output_dir, flooded, above=970, n_changes=96, tmp=tmp_path)
+    _write_change_qc(settings.output_dir, fine, above=5, n_changes=1, tmp=tmp_path)
+    _write_change_qc(settings.output_dir, failed, above=970, n_changes=96, tmp=tmp_path)
+    outcomes = [PairOutcome(flooded), PairOutcome(fine),
+                PairOutcome(failed, status="failed", step="predict", message="boom", crash_file="c.txt"),
+                PairOutcome(bare)]
+    return settings, outcomes
+
+
+def test_summary_has_the_guard_columns_and_warns_by_pair(run, caplog):
+    settings, outcomes = run
+    skipped = [SkippedSubject("05", "only one session has a FLAIR")]
+    with caplog.at_level(logging.INFO, logger="bids_lesionchange"):
+        code = _summarise(outcomes, settings, "abc", skipped)
+    rows = _read(settings.output_dir)
+    assert list(next(iter(rows.values()))) == ["pair", "status", "step", "message", "crash_file",
+                                               "fraction_above_threshold", "n_changes", "out_of_domain"]
+    flooded = rows["sub-01_ses-01to02"]
+    assert (float(flooded["fraction_above_threshold"]), flooded["n_changes"], flooded["out_of_domain"]) \
+        == (0.97, "96", "true")
+    fine = rows["sub-02_ses-01to02"]
+    assert (float(fine["fraction_above_threshold"]), fine["n_changes"], fine["out_of_domain"]) \
+        == (0.005, "1", "false")
+    for name in ("sub-03_ses-01to02", "sub-04_ses-01to02", "sub-05"):  # failed, no QC, skipped
+        assert [rows[name][c] for c in ("fraction_above_threshold", "n_changes", "out_of_domain")] \
+            == ["n/a"] * 3
+    assert rows["sub-03_ses-01to02"]["step"] == "predict" and rows["sub-05"]["status"] == "skipped"
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # only the ok pair that is out of domain, not the failed one
+    assert warnings[0].startswith("sub-01_ses-01to02: the model does not fit these scans (97.0 % of "
+                                  "the brain above kappa = 0.1, 96 changes)")
+    assert code == 1  # sub-03 failed
+
+
+def test_a_flag_alone_keeps_exit_code_zero(run):
+    settings, outcomes = run
+    assert _summarise(outcomes[:2], settings, "abc", []) == 0
+    assert _read(settings.output_dir)["sub-01_ses-01to02"]["out_of_domain"] == "true"
+
+
+def test_preprocess_only_runs_report_na(run, caplog):
+    settings, outcomes = run
+    settings = _settings(settings.output_dir.parent, mode="preprocess")
+    with caplog.at_level(logging.WARNING, logger="bids_lesionchange"):
+        assert _summarise(outcomes[:2], settings, "abc", []) == 0
+    rows = _read(settings.output_dir)
+    assert rows["sub-01_ses-01to02"]["out_of_domain"] == "n/a"
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
