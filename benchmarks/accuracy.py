@@ -19,8 +19,9 @@ Writes ``benchmarks/results/accuracy.{json,md}`` and prints the table.
    finds, darkening included), scored from the same probability maps with the same steps; the
    app's default (``increase``: only where the follow-up is brighter) is the row ``model``.
 4. The subtraction baseline on the SAME preprocessed images: d = follow-up - baseline (both
-   normalised to [0, 1] by the app) inside the brain mask, change = d > t, the same
-   ``change_components`` step (26-connected, blobs >= 20 / 100 voxels) and the same
+   normalised to [0, 1] by the app) inside the brain mask, change = d > t, the same change rule
+   as the model's default (``analysis.components.change_labels``, direction ``increase``: not
+   CSF, hyperintense at follow-up; 26-connected, blobs >= 20 / 100 voxels) and the same
    ``evaluate_files`` (truth mapped onto the common grid through the follow-up transform,
    IoU >= 0.01 lesion matching). Several t are reported; the best one (highest pooled lesion F1,
    picked on this very cohort) is an OPTIMISTIC baseline: a real user could not tune t on the
@@ -81,11 +82,12 @@ def run_model(bids: Path, root: Path, model: Path, blob: int, opts) -> dict:
             "pooled": next(r for r in rows if r["pair"] == "pooled")}
 
 
-def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, scratch: Path, make_map) -> dict:
-    """Score ``make_map(files, baseline, followup) > t`` with the app's components and evaluation steps."""
+def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, scratch: Path, make_map,
+               direction: str = "any") -> dict:
+    """Score ``make_map(files, baseline, followup) > t`` with the app's change rule and evaluation steps."""
     import nibabel as nib
 
-    from bids_lesionchange.analysis.components import change_components
+    from bids_lesionchange.analysis.components import change_labels
     from bids_lesionchange.analysis.files import evaluate_files
     from bids_lesionchange.analysis.metrics import aggregate_metrics
     from bids_lesionchange.analysis.tables import read_table_tsv
@@ -101,7 +103,8 @@ def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, sc
         score = make_map(files, baseline, followup)
         for t in thresholds:
             for b in blobs:
-                labels = change_components(score, threshold=t, min_size=b, brain_mask=brain)
+                labels = change_labels(score, brain, t, b, direction=direction, baseline=baseline,
+                                       followup=followup)
                 labels_file = scratch / f"sub-{sub}_t{t}_blob{b}_labels.nii.gz"
                 nib.save(nib.Nifti1Image(labels.astype(np.int32), follow_img.affine), str(labels_file))
                 metrics_file = scratch / f"sub-{sub}_t{t}_blob{b}_metrics.tsv"
@@ -116,9 +119,10 @@ def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, sc
 
 
 def subtraction_baseline(bids: Path, out: Path, subjects: list[str], thresholds, blobs, scratch: Path) -> dict:
-    """Score ``followup - baseline > t`` (inside the brain mask)."""
+    """Score ``followup - baseline > t`` under the app's default rule (brighter, not CSF, hyperintense)."""
     return score_maps(bids, out, subjects, thresholds, blobs, scratch,
-                      lambda files, baseline, followup: (followup - baseline).astype(np.float32))
+                      lambda files, baseline, followup: (followup - baseline).astype(np.float32),
+                      direction="increase")
 
 
 def model_any_direction(bids: Path, out: Path, subjects: list[str], blobs, scratch: Path) -> dict:

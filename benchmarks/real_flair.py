@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DEFAULT_MODEL, REPO, app_command, checked_model, command_line, fmt, machine,  # noqa: E402
-                     markdown_table, run_checked, setup_logging, write_results)
+                     markdown_table, setup_logging, write_results)
 
 LOGGER = logging.getLogger("benchmarks.real_flair")
 DATA = REPO.parent / "shared" / "data"
@@ -161,6 +161,23 @@ def pair_paths(out: Path, sub: str) -> dict[str, Path]:
     }
 
 
+def difference_stats(base: np.ndarray, follow: np.ndarray, brain: np.ndarray) -> dict:
+    """What the difference of a pair looks like: its robust sd and how fine-grained it is.
+
+    ``sd``: 1.4826 x MAD of follow-up - baseline in the brain (images in [0, 1]); ``fine``: the
+    share of that spread above a 1.5-voxel Gaussian (1 = noise-like, 0 = smooth). A self-pair is
+    only a faithful stand-in for a real rescan if these resemble a real pair's.
+    """
+    from scipy import ndimage
+
+    d = (follow - base).astype(np.float32)
+    def robust_sd(v):
+        return float(1.4826 * np.median(np.abs(v - np.median(v))))
+    sd = robust_sd(d[brain])
+    fine = robust_sd((d - ndimage.gaussian_filter(d, 1.5))[brain]) / sd if sd > 0 else float("nan")
+    return {"sd": sd, "fine": fine}
+
+
 def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scratch: Path) -> dict:
     """Apply every method's rule to one pair; count changes, the fraction above threshold, and metrics."""
     import nibabel as nib
@@ -175,10 +192,11 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
     base = np.asarray(nib.load(str(files["baseline"])).dataobj, dtype=np.float32)
     brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
     prob = np.asarray(nib.load(str(files["probability"])).dataobj, dtype=np.float32)
-    rows = {}
-    for name, (kind, threshold, direction) in methods.items():
+    rows = {"difference": difference_stats(base, follow, brain)}
+    for name, (kind, threshold, direction, noise_z) in methods.items():
         score = prob if kind == "model" else follow - base
-        labels = change_labels(score, brain, threshold, BLOB, direction=direction, baseline=base, followup=follow)
+        labels = change_labels(score, brain, threshold, BLOB, direction=direction, baseline=base, followup=follow,
+                               noise_z=noise_z)
         row = {"n_changes": int(labels.max()), "fraction_above": float((score[brain] > threshold).mean()),
                "change_voxels": int((labels > 0).sum())}
         if reference is not None:
@@ -235,6 +253,31 @@ def picture(out: Path, sub: str, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def run_app(bids: Path, out: Path, model: Path, root: Path, nprocs: int) -> tuple[float, dict[str, str]]:
+    """Run the participant level; a failed pair is reported (exit code 1), not fatal. Returns
+    the seconds and {subject: "step: message"} of the failed pairs (from the summary TSV)."""
+    import subprocess
+    import time
+
+    log = root / f"participant-{model.name}.log"
+    began = time.perf_counter()
+    with open(log, "w") as handle:
+        code = subprocess.run(list(map(str, app_command(
+            bids, out, "participant", "--mode", "infer", "--model", model,
+            "--reference-dir", bids / "derivatives" / "reference", "-w", root / "work",
+            "--nprocs", nprocs, "--skip-bids-validation", "--no-reports"))),
+            stdout=handle, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - began
+    if code not in (0, 1):
+        raise RuntimeError(f"the app exited with {code}; see {log}")
+    summary = max((out / "logs").glob("summary-*.tsv"), key=lambda p: p.stat().st_mtime)
+    rows = [line.split("\t") for line in summary.read_text().splitlines()]
+    header = rows[0]
+    failed = {r[0].split("_")[0][4:]: f"{r[header.index('step')]}: {r[header.index('message')]}"
+              for r in rows[1:] if r[header.index("status")] != "ok"}
+    return seconds, failed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,6 +288,9 @@ def main() -> None:
     parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2],
                         help="thresholds of the subtraction baseline (follow-up - baseline, images in [0, 1])")
+    parser.add_argument("--noise-z", type=float, nargs="*", default=[2.0],
+                        help="also score the model with the follow-up brighter by more than z robust sd "
+                             "of the pair's smoothed difference (analysis.components.brighter_on_followup)")
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--name", default="real_flair")
     parser.add_argument("--picture", type=Path, default=REPO / "docs" / "img" / "real_pair_detections.png")
@@ -260,15 +306,14 @@ def main() -> None:
     subjects = {**write_nochange(bids, root / "self_pairs", opts.pairs_per_source, opts.seed),
                 **write_nih(bids), **write_phantoms(bids, root / "phantoms", opts.phantom_seeds)}
     out = root / f"out-{model.name}"
-    seconds = run_checked(app_command(bids, out, "participant", "--mode", "infer", "--model", model,
-                                      "--reference-dir", bids / "derivatives" / "reference",
-                                      "-w", root / f"work-{model.name}", "--nprocs", opts.nprocs,
-                                      "--skip-bids-validation", "--no-reports"),
-                          log_file=root / f"participant-{model.name}.log")
-    methods = {"model": ("model", KAPPA, "increase"), "model, any direction": ("model", KAPPA, "any")}
-    methods.update({f"subtraction d > {t}": ("subtraction", t, "increase") for t in opts.thresholds})
+    seconds, failed = run_app(bids, out, model, root, opts.nprocs)
+    methods = {"model": ("model", KAPPA, "increase", 0.0), "model, any direction": ("model", KAPPA, "any", 0.0)}
+    methods.update({f"model, brighter by > {z} sd": ("model", KAPPA, "increase", z) for z in opts.noise_z})
+    methods.update({f"subtraction d > {t}": ("subtraction", t, "increase", 0.0) for t in opts.thresholds})
     results = {}
-    for sub, info in subjects.items():
+    for sub in failed:
+        LOGGER.warning("sub-%s failed in the app (%s); not scored", sub, failed[sub])
+    for sub, info in ((s, i) for s, i in subjects.items() if s not in failed):
         ref = (bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
                / f"sub-{sub}_ses-02_desc-change_mask.nii.gz")
         results[sub] = {**info, "scores": score_pair(out, sub, methods, ref if ref.is_file() else None,
@@ -283,11 +328,12 @@ def main() -> None:
           "Paper's any-direction rule shown for the model.\n", f"Command: `{command_line()}`\n"]
     nochange = group("nochange")
     if nochange:
-        headers = ["pair", "source", "members", *[f"{m}: changes / % brain" for m in methods]]
+        headers = ["pair", "source", "members", "diff sd / fine", *[f"{m}: changes / % brain" for m in methods]]
         rows = [[s, f"{r['source']} ({r['role']})", " / ".join(map(str, r["members"])),
+                 f"{r['scores']['difference']['sd']:.3f} / {r['scores']['difference']['fine']:.2f}",
                  *[f"{r['scores'][m]['n_changes']} / {100 * r['scores'][m]['fraction_above']:.2f}" for m in methods]]
                 for s, r in nochange.items()]
-        means = ["mean", "", "", *[f"{np.mean([r['scores'][m]['n_changes'] for r in nochange.values()]):.2f} / "
+        means = ["mean", "", "", "", *[f"{np.mean([r['scores'][m]['n_changes'] for r in nochange.values()]):.2f} / "
                                    f"{100 * np.mean([r['scores'][m]['fraction_above'] for r in nochange.values()]):.2f}"
                                    for m in methods]]
         md += ["## 1. Real-texture NoChange self-pairs (every change is false)\n",
@@ -298,7 +344,9 @@ def main() -> None:
         md += ["## 2. The real longitudinal MS pair (NIH, 2D 3 mm, skull on; no reference)\n",
                markdown_table(["method", "changes", "% of brain above threshold", "change voxels"],
                               [[m, r[m]["n_changes"], f"{100 * r[m]['fraction_above']:.2f}", r[m]["change_voxels"]]
-                               for m in methods])]
+                               for m in methods]),
+               f"Difference of the real pair: sd {r['difference']['sd']:.3f}, fine-grained share "
+               f"{r['difference']['fine']:.2f} (compare the self-pairs' column in part 1).\n"]
         picture(out, "nih01", opts.picture, f"NIH pair, model {model.name}: {r['model']['n_changes']} changes, "
                 f"{100 * r['model']['fraction_above']:.2f} % of the brain above kappa")
         md.append(f"Picture: `{opts.picture.relative_to(REPO)}`\n")
@@ -315,9 +363,12 @@ def main() -> None:
                markdown_table(["method", *keys, "per phantom F1/LFP"], rows),
                "Phantoms: " + ", ".join(f"{s} ({r['new_lesions']} new, {r['enlarging']} enlarging)"
                                         for s, r in phantoms.items()) + "\n"]
+    if failed:
+        md += ["## Pairs the app could not process\n",
+               markdown_table(["pair", "step: message"], [[f"sub-{s}", m[:200]] for s, m in failed.items()])]
     markdown = "\n".join(md)
     data = {"command": command_line(), "machine": machine(), "model": str(model),
-            "seconds_participant_run": round(seconds, 1), "results": results}
+            "seconds_participant_run": round(seconds, 1), "failed": failed, "results": results}
     write_results(opts.name, data, markdown)
 
 

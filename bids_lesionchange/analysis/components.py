@@ -55,12 +55,16 @@ def label_connected_components(mask: np.ndarray, connectivity: int = 26) -> tupl
 DIRECTIONS = ("increase", "any")
 
 
-def brighter_on_followup(baseline: np.ndarray, followup: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """Where the follow-up is brighter than the baseline: ``G_sigma * (followup - baseline) > 0``.
+def brighter_on_followup(baseline: np.ndarray, followup: np.ndarray, sigma: float = 1.0, *,
+                         noise_z: float = 0.0, brain_mask: np.ndarray | None = None) -> np.ndarray:
+    """Where the follow-up is brighter than the baseline: ``G_sigma * (followup - baseline) > m``.
 
     The difference is smoothed by a Gaussian of ``sigma`` voxels first so that noise does not
-    punch holes in a lesion; there is no margin, so the rule does not depend on the contrast
-    or the intensity scale of the scans.
+    punch holes in a lesion. With ``noise_z = 0`` there is no margin (``m = 0``), so the rule does
+    not depend on the contrast or the intensity scale of the scans. With ``noise_z > 0`` the
+    margin is that many robust standard deviations of the smoothed difference inside
+    ``brain_mask`` (1.4826 x its median absolute deviation): a pair-adaptive significance level
+    that follows each pair's own noise and residual misalignment, not a fixed intensity step.
     """
     from scipy import ndimage
 
@@ -71,7 +75,12 @@ def brighter_on_followup(baseline: np.ndarray, followup: np.ndarray, sigma: floa
     difference = np.nan_to_num(followup - baseline)
     if sigma > 0:
         difference = ndimage.gaussian_filter(difference, sigma=sigma)
-    return difference > 0
+    margin = 0.0
+    if noise_z > 0:
+        inside = difference[np.asarray(brain_mask) > 0] if brain_mask is not None else difference.ravel()
+        if inside.size:
+            margin = float(noise_z * 1.4826 * np.median(np.abs(inside - np.median(inside))))
+    return difference > margin
 
 
 def drop_dark_components(labels: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray) -> np.ndarray:
@@ -99,7 +108,7 @@ def drop_dark_components(labels: np.ndarray, followup: np.ndarray, brain_mask: n
 
 def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 0.1, min_size: int = 20, *,
                   direction: str = "any", baseline: np.ndarray | None = None,
-                  followup: np.ndarray | None = None) -> np.ndarray:
+                  followup: np.ndarray | None = None, noise_z: float = 0.0) -> np.ndarray:
     """The app's change rule on any score map (the model's probability, or a subtraction).
 
     ``score > threshold`` inside the brain, components of at least ``min_size`` voxels; with
@@ -118,7 +127,8 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
         raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
     follow = np.asarray(followup, dtype=np.float32)
     parenchyma = parenchyma_mask(follow, brain)
-    allowed = (brain if parenchyma is None else parenchyma) & brighter_on_followup(baseline, follow)
+    allowed = (brain if parenchyma is None else parenchyma) & brighter_on_followup(
+        baseline, follow, noise_z=noise_z, brain_mask=brain)
     labels = change_components(score, threshold=threshold, min_size=min_size, brain_mask=allowed)
     return drop_dark_components(labels, follow, brain)
 

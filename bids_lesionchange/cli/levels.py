@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shlex
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -296,7 +298,7 @@ def run_training(settings, run_uuid: str) -> int:
     model_dir = settings.output_dir / "model"
     train_change_detector(training_pairs, model_dir, settings.hyperparams,
                           work_dir=settings.work_dir / "training", resume=settings.resume,
-                          progress=True, seed=settings.seed)
+                          progress=True, seed=settings.seed, command=portable_command(settings.command_line))
     LOGGER.info("model written to %s; use it with --model %s", model_dir, model_dir)
     if settings.reports:
         try:
@@ -306,6 +308,17 @@ def run_training(settings, run_uuid: str) -> int:
         except Exception as err:  # noqa: BLE001
             LOGGER.warning("could not write the group report (%s)", err)
     return status
+
+
+def portable_command(argv) -> str:
+    """The command line as a user types it: every argument naming an existing path is shortened to
+    its last component, so a model card does not carry the paths of the machine it was trained on."""
+    words = []
+    for i, word in enumerate(argv):
+        if i > 0 and os.sep in word and Path(word).exists():
+            word = Path(word).name
+        words.append(shlex.quote(word))
+    return " ".join(words)
 
 
 def _training_pairs_with_self_pairs(settings, subjects: list[str]) -> tuple[list[SessionPair], list]:

@@ -41,7 +41,7 @@ from bids_lesionchange.image import register as reg
 from bids_lesionchange.image.grid import common_grid, resample_to_grid
 from bids_lesionchange.image.intensity import n4_bias_correct, normalise, parenchyma_mask
 from bids_lesionchange.image.io import load_flair, save_image
-from bids_lesionchange.image.skullstrip import (check_brain_mask, nonzero_brain_mask,
+from bids_lesionchange.image.skullstrip import (brain_extracted_support, check_brain_mask, nonzero_brain_mask,
                                                 resolve_skull_strip_method, run_hdbet,
                                                 threshold_brain_mask)
 from bids_lesionchange.image.transforms import read_xfm, to_native, write_xfm
@@ -90,19 +90,27 @@ def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: 
     :mod:`bids_lesionchange.image.skullstrip` for the methods.
     """
     source_file = source_file or in_file
+    requested = method
     try:
         method = resolve_skull_strip_method(method, hdbet_mode)
     except ValueError as err:
         raise InputError(source_file, "skullstrip", str(err)) from None
     img = nib.load(str(in_file))
     data = np.asanyarray(img.dataobj, dtype=np.float32)
-    if method == "hdbet":
+    support = brain_extracted_support(data, _zooms(img)) if requested == "auto" else None
+    if support is not None:
+        # Already brain-extracted (how public MS data are distributed): its own support is the
+        # mask; HD-BET on such images can miss most of the brain.
+        LOGGER.info("skull stripping: %s is already brain-extracted; its support is the brain mask "
+                    "(--skull-strip hdbet forces HD-BET)", Path(source_file).name)
+        mask, method = support, "none (input already brain-extracted)"
+    elif method == "hdbet":
         run_hdbet(in_file, out_mask, mode=hdbet_mode, device=device, nthreads=nthreads)
         mask = _load_mask(out_mask)
     elif method == "threshold":
         mask = threshold_brain_mask(data, _zooms(img))
     else:
-        mask = nonzero_brain_mask(data)
+        mask = nonzero_brain_mask(data, _zooms(img))
     mask = check_brain_mask(mask, _zooms(img), source_file, step="skullstrip")
     LOGGER.info("skull stripping (%s): %.0f ml", method, mask.sum() * np.prod(_zooms(img)) / 1e3)
     return save_image(mask, img.affine, out_mask, dtype=np.uint8)

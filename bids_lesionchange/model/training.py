@@ -274,7 +274,8 @@ def _check_shapes(hyperparams: HyperParams) -> None:
 
 
 def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperParams, *, work_dir,
-                          resume: bool = True, progress: bool = True, seed: int = 0) -> Path:
+                          resume: bool = True, progress: bool = True, seed: int = 0,
+                          command: str | None = None) -> Path:
     """Train the VAE and the change detector on NoChange pairs and write the model directory.
 
     Parameters
@@ -287,6 +288,7 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
         ``tensorboard/``; a re-run with ``resume=True`` continues from the last completed iteration.
     resume, progress, seed : continue from checkpoints; show tqdm bars on stderr; seed of all
         random draws (crops, SuperMix, VAE noise, weight initialisation, validation split).
+    command : the command line recorded in model.json and the model card (default: sys.argv).
 
     Returns
     -------
@@ -399,7 +401,7 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
         "detector_parameters": int(trainer.model.count_params()),
         "seed": seed,
         "wall_seconds": round(time.time() - started, 1),
-        "command": " ".join(sys.argv),
+        "command": command or " ".join(sys.argv),
     }
     spec = write_model_spec(out_dir, hyperparams, software=software_versions(), training=summary)
     _write_model_card(out_dir, spec, hyperparams, summary)

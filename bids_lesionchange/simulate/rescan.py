@@ -112,27 +112,13 @@ def foreground_mask(data: np.ndarray) -> np.ndarray:
 
 
 def white_matter_peak(data: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """The white-matter intensity of a FLAIR: the mode of the tissue above the Otsu threshold.
-
-    In FLAIR the largest bright class inside the head is white matter (grey matter is close and
-    lesions are few), so the mode of the smoothed histogram of voxels above the Otsu threshold
-    of the head is the white-matter peak. Robust to lesion load and to the bright tail (fat,
-    lesions, flow artefacts), unlike a high percentile.
-    """
-    from skimage.filters import threshold_otsu
+    """The white-matter intensity of a FLAIR head (:func:`bids_lesionchange.image.intensity.white_matter_peak`
+    over the positive voxels of ``mask``, by default the head)."""
+    from bids_lesionchange.image.intensity import white_matter_peak as peak
 
     data = np.asarray(data, dtype=np.float32)
     mask = foreground_mask(data) if mask is None else np.asarray(mask, dtype=bool)
-    values = data[mask]
-    values = values[values > 0]
-    if values.size < 16 or values.min() == values.max():
-        raise ValueError("the image has too few distinct intensities to find its white-matter peak")
-    tissue = values[values > threshold_otsu(values)]
-    high = float(np.percentile(tissue, 99.5))
-    hist, edges = np.histogram(tissue, bins=256, range=(float(tissue.min()), high))
-    hist = ndimage.gaussian_filter1d(hist.astype(np.float64), 3.0)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    return float(centres[int(np.argmax(hist))])
+    return peak(data, mask & (data > 0))
 
 
 def estimate_noise(data: np.ndarray, mask: np.ndarray, wm_peak: float) -> float:

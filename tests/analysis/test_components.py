@@ -91,6 +91,23 @@ def test_brighter_on_followup_keeps_new_hyperintensities_and_drops_darkening():
     assert not brighter[0, 19, 0]  # no difference: not brighter
 
 
+def test_brighter_by_more_than_the_pair_noise():
+    """noise_z: the margin follows the pair's own noise (robust sd of the smoothed difference)."""
+    from bids_lesionchange.analysis.components import brighter_on_followup
+
+    rng = np.random.default_rng(0)
+    brain = np.ones((32, 32, 32), bool)
+    for noise in (0.02, 0.08):
+        baseline = (0.5 + noise * rng.standard_normal(brain.shape)).astype(np.float32)
+        followup = (0.5 + noise * rng.standard_normal(brain.shape)).astype(np.float32)
+        followup[4:10, 4:10, 4:10] += 0.4  # a new lesion, far above either noise
+        plain = brighter_on_followup(baseline, followup)
+        strict = brighter_on_followup(baseline, followup, noise_z=2.0, brain_mask=brain)
+        assert plain.mean() > 0.4  # without a margin about half of the noise is "brighter"
+        assert strict[5:9, 5:9, 5:9].all() and strict.mean() < 0.05  # the lesion, and ~2 % of noise
+    assert np.array_equal(brighter_on_followup(baseline, followup, noise_z=0.0, brain_mask=brain), plain)
+
+
 def test_components_files_direction_increase_removes_darkening_changes(tmp_path):
     import nibabel as nib
 

@@ -99,3 +99,16 @@ def test_preprocess_only_runs_report_na(run, caplog):
     rows = _read(settings.output_dir)
     assert rows["sub-01_ses-01to02"]["out_of_domain"] == "n/a"
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_portable_command_drops_the_machine_paths(tmp_path):
+    from bids_lesionchange.cli.levels import portable_command
+
+    (tmp_path / "bids").mkdir()
+    (tmp_path / "train.toml").write_text("")
+    argv = ("bids_lesionchange", str(tmp_path / "bids"), "out", "group", "--mode", "train",
+            "--config", str(tmp_path / "train.toml"), "--seed", "2026", "-w", "/no/such/dir")
+    command = portable_command(argv)
+    assert command == ("bids_lesionchange bids out group --mode train --config train.toml --seed 2026 "
+                       "-w /no/such/dir")
+    assert str(tmp_path) not in command

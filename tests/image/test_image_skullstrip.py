@@ -167,3 +167,54 @@ def test_hdbet_cli_masks_a_skull_on_synthetic_flair(tmp_path):
     np.testing.assert_allclose(mask.affine, affine)
     assert _dice(np.asanyarray(mask.dataobj) > 0, truth) > 0.9
     assert "torch" not in sys.modules
+
+
+@pytest.fixture(scope="module")
+def synthetic_head():
+    """A skull-on synthetic FLAIR (2.5 mm, MNI-based with scalp and skull) and its brain mask."""
+    from bids_lesionchange.simulate.cohort import simulate_subject
+
+    session = simulate_subject(1, "NoChange", seed=5, preset="small").sessions[0]
+    return session.image.astype(np.float32), session.brain_mask > 0, session.protocol.zooms
+
+
+def test_a_skull_on_head_is_not_taken_as_brain_extracted(synthetic_head):
+    from bids_lesionchange.image.skullstrip import brain_extracted_support
+
+    image, _, zooms = synthetic_head
+    assert brain_extracted_support(image, zooms) is None
+
+
+@pytest.mark.parametrize("background_noise", [0.0, 0.03])
+def test_a_brain_extracted_image_keeps_its_own_support(synthetic_head, background_noise):
+    """Zeros or faint noise outside the brain (how public MS data are distributed): the support is the mask."""
+    from bids_lesionchange.image.skullstrip import brain_extracted_support, nonzero_brain_mask
+
+    image, brain, zooms = synthetic_head
+    stripped = image * brain
+    if background_noise:
+        level = background_noise * float(np.median(image[brain]))
+        stripped = stripped + np.abs(np.random.default_rng(0).normal(0, level, image.shape)).astype(np.float32)
+    support = brain_extracted_support(stripped, zooms)
+    assert support is not None
+    dice = 2 * (support & brain).sum() / (support.sum() + brain.sum())
+    assert dice > 0.95
+    # --skull-strip none: nonzero voxels, or the foreground when the background is noise
+    none = nonzero_brain_mask(stripped, zooms)
+    assert 2 * (none & brain).sum() / (none.sum() + brain.sum()) > 0.95
+
+
+def test_skullstrip_auto_uses_the_support_of_a_brain_extracted_followup(synthetic_head, tmp_path, caplog):
+    """auto on a brain-extracted image: no HD-BET/threshold run, the image's support is the mask."""
+    import logging
+
+    from bids_lesionchange.image.preprocess import skullstrip_followup
+
+    image, brain, zooms = synthetic_head
+    path = tmp_path / "stripped.nii.gz"
+    nib.save(nib.Nifti1Image(image * brain, np.diag([*zooms, 1.0])), str(path))
+    with caplog.at_level(logging.INFO):
+        out = skullstrip_followup(path, tmp_path / "mask.nii.gz", method="auto")
+    mask = np.asanyarray(nib.load(str(out)).dataobj) > 0
+    assert 2 * (mask & brain).sum() / (mask.sum() + brain.sum()) > 0.95
+    assert "already brain-extracted" in caplog.text

@@ -122,3 +122,29 @@ def test_participant_infer_evaluate_resume_and_isolate_a_failure(study, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     group = (out / "group_desc-evaluation_metrics.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in group[1:]] == ["sub-03_ses-01to02", "mean", "pooled"]
+
+
+def test_group_train_with_self_pairs_takes_single_session_subjects(study, tmp_path):
+    """--self-pairs: a subject with one FLAIR session is training material (rescans of its scan)."""
+    bids = tmp_path / "bids"
+    shutil.copytree(study["bids"], bids)
+    shutil.rmtree(bids / "sub-02" / "ses-02")  # sub-02 now has a single session
+    config = study["root"] / "micro.yaml"
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = app(bids, out, "group", "--mode", "train", "--config", config, "--nochange-label", "01", "02",
+               "--self-pairs", "1", "-w", work, "--no-reports", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spec = json.loads((out / "model" / "model.json").read_text())
+    used = set(spec["training"]["training_pairs"]) | set(spec["training"]["validation_pairs"])
+    assert used == {"sub-01_ses-01to02", "sub-01_ses-selfpair01atoselfpair01b",
+                    "sub-02_ses-selfpair01atoselfpair01b"}
+    assert "skipping sub-02" not in proc.stderr
+    # the rescans are kept in the work dir, say what they are, and went through preprocessing
+    sidecar = json.loads((work / "self_pairs" / "sub-02" / "ses-selfpair01b" / "anat"
+                          / "sub-02_ses-selfpair01b_FLAIR.json").read_text())
+    assert sidecar["Simulated"] is True and sidecar["SelfPairOf"].endswith("sub-02_ses-01_FLAIR.nii.gz")
+    assert (out / "sub-02" / "ses-selfpair01b" / "anat"
+            / "sub-02_ses-selfpair01b_space-sesselfpair01b_desc-preproc_FLAIR.nii.gz").is_file()
+    # the model says how its inputs must be normalised, and its card carries no path of this machine
+    assert spec["hyperparams"]["training"]["intensity_normalisation"] == "wm-peak"
+    assert str(tmp_path) not in (out / "model" / "model_card.md").read_text()
