@@ -35,9 +35,31 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s", datefmt="%H:%M:%S")
 
 
+def cpu_description() -> dict:
+    """The CPU a benchmark ran on: model, vector extensions, clock and its FP32 peak.
+
+    Peak = cores x clock x FP32 FLOP per cycle of the FMA units (2 FMA units: 32 with AVX2,
+    64 with AVX-512); the clock is the nominal one of the model name, else /proc/cpuinfo's MHz.
+    """
+    import re
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown")
+    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
+    nominal = re.search(r"@\s*([\d.]+)\s*GHz", model)
+    mhz = [float(l.split(":", 1)[1]) for l in info.splitlines() if l.startswith("cpu MHz")]
+    ghz = float(nominal.group(1)) if nominal else (max(mhz) / 1000.0 if mhz else float("nan"))
+    flop_per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 16
+    cores = os.cpu_count() or 1
+    return {"model": model, "cores": cores, "clock_ghz": round(ghz, 3),
+            "extensions": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
+                                           "avx512_vnni", "avx_vnni"}),
+            "fp32_flop_per_cycle": flop_per_cycle, "fp32_peak_gflops": round(cores * ghz * flop_per_cycle, 1)}
+
+
 def machine() -> dict:
-    """Describe the machine and its load (the benchmark machine is shared)."""
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+    """Describe the machine, its CPU and its load (the benchmark machine is shared)."""
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "cpu": cpu_description(),
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
 

@@ -86,4 +86,4 @@ def out_of_domain_message(fraction: float, threshold: float, n_changes: int) -> 
     changes = f"{int(n_changes)} change{'' if n_changes == 1 else 's'}"
     return (f"the model does not fit these scans ({100 * fraction:.1f} % of the brain above "
             f"kappa = {threshold:g}, {changes}): train one on your own NoChange subjects with "
-            f"`{TRAIN_COMMAND}` (see docs/method.md)")
+            f"`{TRAIN_COMMAND}` (add `--self-pairs 4` to use single-session scans; see docs/method.md)")

@@ -143,7 +143,7 @@ def normalise_wm_peak(data: np.ndarray, mask: np.ndarray, *, target: float = WM_
     return out.astype(np.float32)
 
 
-def normalise(data: np.ndarray, mask: np.ndarray, method: str = "wm-peak") -> np.ndarray:
+def normalise(data: np.ndarray, mask: np.ndarray, method: str = "percentile") -> np.ndarray:
     """Normalise a brain to [0, 1] with ``method``: ``wm-peak`` or ``percentile`` (the paper's 0-99)."""
     if method == "wm-peak":
         return normalise_wm_peak(data, mask)

@@ -83,11 +83,14 @@ def followup_to_common(in_file, out_file, out_xfm, *, resolution: float = 1.0):
 
 
 def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: str = "fast",
-                        device: str = "cpu", nthreads: int = 1, source_file=None) -> Path:
+                        device: str = "cpu", nthreads: int = 1, source_file=None,
+                        return_method: bool = False):
     """Write the brain mask (uint8) of the common-grid follow-up with ``method``.
 
     ``source_file`` (the user's follow-up) is named in errors. See
-    :mod:`bids_lesionchange.image.skullstrip` for the methods.
+    :mod:`bids_lesionchange.image.skullstrip` for the methods; with ``auto`` an input that is
+    already brain-extracted keeps its own support (:func:`.skullstrip.brain_extracted_support`).
+    Returns the mask's path, or ``(path, method that ran)`` with ``return_method``.
     """
     source_file = source_file or in_file
     requested = method
@@ -113,7 +116,8 @@ def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: 
         mask = nonzero_brain_mask(data, _zooms(img))
     mask = check_brain_mask(mask, _zooms(img), source_file, step="skullstrip")
     LOGGER.info("skull stripping (%s): %.0f ml", method, mask.sum() * np.prod(_zooms(img)) / 1e3)
-    return save_image(mask, img.affine, out_mask, dtype=np.uint8)
+    path = save_image(mask, img.affine, out_mask, dtype=np.uint8)
+    return (path, method) if return_method else path
 
 
 def n4_correct_file(in_file, mask_file, out_file, *, shrink_factor: int | None = None,
@@ -275,7 +279,7 @@ def match_resolution_file(baseline_file, followup_file, baseline_native, followu
     return report
 
 
-def normalise_file(in_file, mask_file, out_file, *, method: str = "wm-peak", source_file=None) -> Path:
+def normalise_file(in_file, mask_file, out_file, *, method: str = "percentile", source_file=None) -> Path:
     """Write ``in_file`` normalised to [0, 1] in the brain, 0 outside.
 
     ``method``: ``wm-peak`` (white-matter peak at 0.5, see :func:`.intensity.normalise_wm_peak`)

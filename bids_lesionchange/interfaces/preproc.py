@@ -75,6 +75,7 @@ class _SkullStripInputSpec(BaseInterfaceInputSpec):
 
 class _SkullStripOutputSpec(TraitedSpec):
     out_mask = File(exists=True, desc="brain mask (uint8) on the common grid")
+    method = traits.Str(desc="the method that ran (auto resolved; an already brain-extracted input: none)")
 
 
 class SkullStrip(SimpleInterface):
@@ -86,11 +87,12 @@ class SkullStrip(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_lesionchange.image.preprocess import skullstrip_followup
 
-        out = skullstrip_followup(self.inputs.in_file, _out(runtime, "brain_mask.nii.gz"),
-                                  method=self.inputs.method, hdbet_mode=self.inputs.hdbet_mode,
-                                  device=self.inputs.device, nthreads=self.inputs.nthreads,
-                                  source_file=self.inputs.source_file or None)
+        out, method = skullstrip_followup(
+            self.inputs.in_file, _out(runtime, "brain_mask.nii.gz"), method=self.inputs.method,
+            hdbet_mode=self.inputs.hdbet_mode, device=self.inputs.device, nthreads=self.inputs.nthreads,
+            source_file=self.inputs.source_file or None, return_method=True)
         self._results["out_mask"] = str(out)
+        self._results["method"] = method
         return runtime
 
 
@@ -248,7 +250,7 @@ class _NormaliseInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True)
     out_name = traits.Str("preproc.nii.gz", usedefault=True)
-    method = traits.Enum("wm-peak", "percentile", usedefault=True,
+    method = traits.Enum("percentile", "wm-peak", usedefault=True,
                          desc="wm-peak: white-matter peak at 0.5; percentile: 0th-99th (the paper)")
     source_file = File(desc="the user's file, named in errors")
 

@@ -425,6 +425,10 @@ def _write_model_card(out_dir: Path, spec: dict, hyperparams: HyperParams, summa
         "## Training data",
         f"- training pairs ({len(summary['training_pairs'])}): {', '.join(summary['training_pairs'])}",
         f"- held-out validation pairs ({len(summary['validation_pairs'])}): {', '.join(summary['validation_pairs'])}",
+        f"- self-pairs (a scan against a simulated rescan of itself, `--self-pairs`): "
+        f"{sum('selfpair' in p for p in summary['training_pairs'] + summary['validation_pairs'])} of "
+        f"{len(summary['training_pairs']) + len(summary['validation_pairs'])} pairs",
+        f"- intensity normalisation of the inputs: `{hyperparams.training.intensity_normalisation}`",
         f"- preset: `{hyperparams.preset}`; architecture `{hyperparams.detector.architecture}`, "
         f"{summary['detector_parameters']} parameters, input sides multiple of {spec['input_multiple']}",
         f"- seed {summary['seed']}, wall time {summary['wall_seconds']} s",

@@ -87,15 +87,45 @@ def intensity_nuisance(volume: np.ndarray, brain: np.ndarray, rng: np.random.Gen
     return np.where(brain, out, volume).astype(np.float32)
 
 
+def thick_slice_resample(volume: np.ndarray, axis: int, thickness: float, offset: float) -> np.ndarray:
+    """Re-acquire a crop with thick slices along ``axis`` and interpolate it back to its grid.
+
+    Slices of ``thickness`` voxels (Gaussian profile of that FWHM) centred at ``offset + k *
+    thickness``, then linear interpolation between slice centres: what a 2D acquisition looks like
+    on the common 1 mm grid. Two sessions of one protocol have the same thickness and different
+    offsets, so their difference is large at every edge that crosses the slices, and is not change.
+    """
+    from scipy import ndimage
+
+    volume = np.asarray(volume, dtype=np.float32)
+    n = volume.shape[axis]
+    sigma = float(thickness) / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    smooth = ndimage.gaussian_filter1d(volume, sigma, axis=axis, mode="nearest")
+    centres = np.arange(offset - thickness, n + thickness, thickness)
+    moved = np.moveaxis(smooth, axis, -1)
+    positions = np.clip(centres, 0, n - 1)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, n - 1)
+    weight = (positions - low).astype(np.float32)
+    slices = moved[..., low] * (1 - weight) + moved[..., high] * weight
+    grid = np.arange(n, dtype=np.float64)
+    index = np.clip(np.searchsorted(centres, grid, side="right") - 1, 0, len(centres) - 2)
+    t = ((grid - centres[index]) / (centres[index + 1] - centres[index])).astype(np.float32)
+    out = slices[..., index] * (1 - t) + slices[..., index + 1] * t
+    return np.moveaxis(out, -1, axis).astype(np.float32)
+
+
 def acquisition_nuisance(volume: np.ndarray, brain: np.ndarray, rng: np.random.Generator, noise_max: float,
-                         *, shift: bool = False) -> np.ndarray:
+                         *, shift: bool = False, slices: tuple[int, float] | None = None) -> np.ndarray:
     """Apply an unlabelled acquisition nuisance to a [0, 1] crop, inside the brain only.
 
     What two real scans of an unchanged brain keep after preprocessing: a residual sub-voxel
     misalignment (``shift``: a random translation of up to 0.6 voxel per axis, trilinear), a
     different resolution along one axis (in 40 % of calls a Gaussian blur of sigma U(0.3, 1.2)
     voxels along a random axis: slice thickness, interpolation) and a noise realisation of its
-    own (Gaussian, sigma ~ U(0, ``noise_max``)). Not change: the label is untouched.
+    own (Gaussian, sigma ~ U(0, ``noise_max``)). With ``slices = (axis, thickness)`` the crop is
+    first re-acquired with thick slices at a random offset (:func:`thick_slice_resample`). Not
+    change: the label is untouched.
     """
     from scipy import ndimage
 
@@ -104,7 +134,10 @@ def acquisition_nuisance(volume: np.ndarray, brain: np.ndarray, rng: np.random.G
     out = np.asarray(volume, dtype=np.float32)
     if shift:
         out = ndimage.shift(out, rng.uniform(-0.6, 0.6, size=out.ndim), order=1, mode="nearest")
-    if rng.uniform() < 0.4:
+    if slices is not None:
+        axis, thickness = slices
+        out = thick_slice_resample(out, axis, thickness, float(rng.uniform(0.0, thickness)))
+    elif rng.uniform() < 0.4:
         sigma = [0.0] * out.ndim
         sigma[int(rng.integers(out.ndim))] = float(rng.uniform(0.3, 1.2))
         out = ndimage.gaussian_filter(out, sigma)
@@ -127,7 +160,8 @@ def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
     the SuperMix label: y = 1 where x' took the reconstruction. With ``intensity_augmentation``
     > 0, one of x' and x^ (at random, in 80 % of the samples) gets :func:`intensity_nuisance`.
     With ``acquisition_augmentation`` > 0, both get :func:`acquisition_nuisance` (independent
-    noise and blur) and x^ also a sub-voxel shift.
+    noise and blur, or in half of the samples one thick-slice protocol with a slice offset of
+    their own) and x^ also a sub-voxel shift.
 
     Returns
     -------
@@ -149,7 +183,13 @@ def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
         else:
             reference = intensity_nuisance(reference, brain, rng, intensity_augmentation)
     if acquisition_augmentation > 0:
-        mixed = acquisition_nuisance(mixed, brain, rng, acquisition_augmentation)
-        reference = acquisition_nuisance(reference, brain, rng, acquisition_augmentation, shift=True)
+        # Half of the samples: both sessions from one 2D protocol (same slice thickness along one
+        # axis, mostly the axial one), each with its own slice positions.
+        slices = None
+        if rng.uniform() < 0.5:
+            slices = (int(rng.choice(3, p=[0.2, 0.2, 0.6])), float(rng.uniform(2.0, 5.0)))
+        mixed = acquisition_nuisance(mixed, brain, rng, acquisition_augmentation, slices=slices)
+        reference = acquisition_nuisance(reference, brain, rng, acquisition_augmentation, shift=True,
+                                         slices=slices)
     return {"mixed": mixed, "reference": reference, "original": x, "recon": recon, "label": label,
             "brain": brain, "corner": corner}

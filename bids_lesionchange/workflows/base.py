@@ -22,7 +22,7 @@ from bids_lesionchange.workflows.preproc import init_preproc_wf
 def model_intensity_norm(model_dir) -> str:
     """The intensity normalisation a model was trained with (``percentile`` for models before it was recorded)."""
     if not model_dir:
-        return "wm-peak"
+        return "percentile"
     from bids_lesionchange.model.io import read_model_spec
 
     spec = read_model_spec(model_dir, verify=False)
@@ -79,7 +79,7 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
 
 
 def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, skull_strip="auto",
-                 hdbet_mode="fast", device="cpu", resolution=1.0, intensity_norm="wm-peak",
+                 hdbet_mode="fast", device="cpu", resolution=1.0, intensity_norm="percentile",
                  threshold=0.1, min_blob_size=20, max_change_fraction=MAX_PLAUSIBLE_FRACTION,
                  change_direction="increase", match="iou", write_native=True, omp_nthreads=1, name="pair_wf"):
     """Preprocess one session pair, detect change, describe it, evaluate it and write derivatives.

@@ -16,7 +16,7 @@ HDBET_MEM_GB = {"fast": 3.5, "accurate": 4.0}
 
 
 def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", device: str = "cpu",
-                    resolution: float = 1.0, intensity_norm: str = "wm-peak", omp_nthreads: int = 1,
+                    resolution: float = 1.0, intensity_norm: str = "percentile", omp_nthreads: int = 1,
                     name: str = "preproc_wf"):
     """Build the workflow that preprocesses a baseline/follow-up FLAIR pair.
 
@@ -83,7 +83,7 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
     check_inputs = pe.Node(CheckInputs(), name="check_inputs")
     common_grid = pe.Node(CommonGrid(resolution=resolution), name="common_grid", mem_gb=1.0)
     skullstrip = pe.Node(
-        SkullStrip(method=method, hdbet_mode=hdbet_mode, device=device, nthreads=omp_nthreads),
+        SkullStrip(method=skull_strip, hdbet_mode=hdbet_mode, device=device, nthreads=omp_nthreads),
         name="skullstrip", n_procs=omp_nthreads,
         mem_gb=HDBET_MEM_GB[hdbet_mode] if method == "hdbet" else 1.0)
     n4_followup = pe.Node(N4Correct(out_name="followup_n4.nii.gz", nthreads=omp_nthreads),
@@ -100,7 +100,7 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
                                  name="normalise_baseline", mem_gb=1.0)
     normalise_followup = pe.Node(Normalise(out_name="followup_preproc.nii.gz", method=intensity_norm),
                                  name="normalise_followup", mem_gb=1.0)
-    qc = pe.Node(PreprocQC(skull_strip=method), name="qc", mem_gb=1.0)
+    qc = pe.Node(PreprocQC(), name="qc", mem_gb=1.0)
     mask_report = pe.Node(MaskReport(), name="mask_report", mem_gb=1.0)
     registration_report = pe.Node(RegistrationReport(), name="registration_report", mem_gb=1.0)
 
@@ -112,6 +112,7 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
         (check_inputs, skullstrip, [("followup_flair", "source_file")]),
         (common_grid, n4_followup, [("out_file", "in_file")]),
         (skullstrip, n4_followup, [("out_mask", "mask_file")]),
+        (skullstrip, qc, [("method", "skull_strip")]),
         (check_inputs, n4_followup, [("followup_flair", "source_file")]),
         (common_grid, coarse_reg, [("out_file", "fixed_file")]),
         (skullstrip, coarse_reg, [("out_mask", "mask_file")]),

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Retrain the shipped default model (bids_lesionchange/data/default_model) from scratch, as it was made.
+# Train the v3 candidate model from scratch, as it was made: synthetic subjects plus self-pairs of
+# real FLAIRs (docs/benchmarks.md, section 0). It makes no false change on real NoChange pairs but
+# detects no lesion either, so it is NOT the shipped model (bids_lesionchange/data/default_model, v2).
 #
 #   bash scripts/default_model/train.sh [WORK_ROOT]      # needs ../shared/data; ~1.5 h on 2 cores
 #
@@ -33,4 +35,4 @@ fi
 cp "$REPO/scripts/default_model/train.toml" train.toml
 bids_lesionchange nochange_bids out group --mode train --self-pairs 4 -w work --nprocs 2 --seed 2026 \
   --config train.toml
-echo "model written to $ROOT/out/model; copy it to $REPO/bids_lesionchange/data/default_model"
+echo "model written to $ROOT/out/model; measure it with: python $REPO/benchmarks/real_flair.py --model $ROOT/out/model"

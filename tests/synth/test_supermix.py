@@ -135,3 +135,40 @@ def test_augmented_sample_keeps_the_supermix_label():
         n_changed += not (np.allclose(plain["mixed"], augmented["mixed"])
                           and np.allclose(plain["reference"], augmented["reference"]))
     assert n_changed >= 3  # 80 % of the samples get the nuisance
+
+
+def test_thick_slice_resampling_keeps_flat_images_and_differs_by_slice_offset():
+    from bids_lesionchange.synth.crops import thick_slice_resample
+
+    flat = np.full((16, 16, 40), 0.4, np.float32)
+    assert np.allclose(thick_slice_resample(flat, 2, 3.5, 1.2), 0.4, atol=1e-6)
+    edge = np.zeros((8, 8, 40), np.float32)
+    edge[..., 20:] = 1.0
+    a = thick_slice_resample(edge, 2, 4.0, 0.0)
+    b = thick_slice_resample(edge, 2, 4.0, 2.0)
+    assert a.shape == edge.shape and a.min() >= 0 and a.max() <= 1
+    assert np.abs(a - b)[..., 16:24].max() > 0.05  # another slice offset: another edge profile
+    np.testing.assert_allclose(a[..., :10], 0, atol=1e-6)
+    np.testing.assert_allclose(a[..., 30:], 1, atol=1e-6)  # far from the edge nothing moves
+    np.testing.assert_allclose(thick_slice_resample(edge, 0, 3.0, 0.5), edge, atol=1e-6)  # along a flat axis
+
+
+def test_acquisition_nuisance_keeps_the_label_and_stays_in_the_brain():
+    from bids_lesionchange.model.params import SuperMixParams
+    from bids_lesionchange.synth.crops import PairVolumes, acquisition_nuisance, synthetic_change_sample
+
+    rng = np.random.default_rng(1)
+    volume = rng.uniform(0.2, 0.8, size=(24, 24, 24)).astype(np.float32)
+    brain = np.zeros(volume.shape, bool)
+    brain[3:21, 3:21, 3:21] = True
+    assert acquisition_nuisance(volume, brain, rng, 0.0) is volume
+    for slices in (None, (2, 3.0)):
+        out = acquisition_nuisance(volume, brain, rng, 0.03, shift=True, slices=slices)
+        assert out.min() >= 0 and out.max() <= 1 and np.all(out[~brain] == 0)
+    pair = PairVolumes("p", volume, volume.copy(), brain)
+    recon = lambda v, r: np.clip(v + 0.3, 0, 1)  # noqa: E731
+    for seed in range(4):
+        plain = synthetic_change_sample(pair, (16, 16, 16), recon, np.random.default_rng(seed), SuperMixParams(tau=0.9))
+        augmented = synthetic_change_sample(pair, (16, 16, 16), recon, np.random.default_rng(seed),
+                                            SuperMixParams(tau=0.9), acquisition_augmentation=0.03)
+        np.testing.assert_array_equal(plain["label"], augmented["label"])

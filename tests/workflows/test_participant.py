@@ -146,5 +146,5 @@ def test_group_train_with_self_pairs_takes_single_session_subjects(study, tmp_pa
     assert (out / "sub-02" / "ses-selfpair01b" / "anat"
             / "sub-02_ses-selfpair01b_space-sesselfpair01b_desc-preproc_FLAIR.nii.gz").is_file()
     # the model says how its inputs must be normalised, and its card carries no path of this machine
-    assert spec["hyperparams"]["training"]["intensity_normalisation"] == "wm-peak"
+    assert spec["hyperparams"]["training"]["intensity_normalisation"] == "percentile"
     assert str(tmp_path) not in (out / "model" / "model_card.md").read_text()
