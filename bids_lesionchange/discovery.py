@@ -62,6 +62,17 @@ def _pick_flair(subject: str, session: str, files: list) -> tuple[Path | None, s
     return Path(chosen.path), None
 
 
+def _layout_and_subjects(bids_dir: Path, participant_label) -> tuple[object, list[str]]:
+    """The pybids layout of ``bids_dir`` and its subjects (only ``participant_label`` if given), sorted."""
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    subjects = sorted(layout.get_subjects())
+    if participant_label:
+        subjects = [s for s in subjects if s in set(participant_label)]
+    return layout, subjects
+
+
 def find_pairs(
     bids_dir: Path,
     participant_label: tuple[str, ...] | list[str] = (),
@@ -84,12 +95,7 @@ def find_pairs(
     pairs, skipped
         The pairs in subject order, and the subjects that gave no pair, each with a reason.
     """
-    from bids import BIDSLayout
-
-    layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
-    subjects = sorted(layout.get_subjects())
-    if participant_label:
-        subjects = [s for s in subjects if s in set(participant_label)]
+    layout, subjects = _layout_and_subjects(bids_dir, participant_label)
     pairs: list[SessionPair] = []
     skipped: list[SkippedSubject] = []
     for subject in subjects:
@@ -132,12 +138,7 @@ def find_flairs(bids_dir: Path, participant_label: tuple[str, ...] | list[str] =
     session is material too. A session with several FLAIRs that nothing tells apart is skipped
     with the reason, as in :func:`find_pairs`.
     """
-    from bids import BIDSLayout
-
-    layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
-    subjects = sorted(layout.get_subjects())
-    if participant_label:
-        subjects = [s for s in subjects if s in set(participant_label)]
+    layout, subjects = _layout_and_subjects(bids_dir, participant_label)
     found: dict[str, list[tuple[str | None, Path]]] = {}
     skipped: list[SkippedSubject] = []
     for subject in subjects:

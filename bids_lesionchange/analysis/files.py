@@ -39,20 +39,17 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
                      baseline: str | None = None, followup: str | None = None) -> tuple[str, str, int]:
     """Threshold a probability image and write the binary change mask and the component labels.
 
-    With ``direction="increase"`` only voxels brighter on the follow-up (``baseline`` and
-    ``followup`` are then required) and not CSF can be change, and changes must be hyperintense at
-    follow-up; see :func:`brighter_on_followup`, :func:`bids_lesionchange.image.intensity.parenchyma_mask` and
-    :func:`drop_dark_components`.
+    With ``direction="increase"`` (``baseline`` and ``followup`` are then required) the rule of
+    :func:`bids_lesionchange.analysis.components.change_labels` applies: brighter on the follow-up,
+    not CSF, hyperintense at follow-up.
     """
     prob_img = nib.load(probability)
     prob = np.asarray(prob_img.dataobj, dtype=np.float32)
     brain = np.asarray(nib.load(brain_mask).dataobj) > 0
-    if direction == "increase" and not (baseline and followup):
-        raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
     images = {}
-    if direction == "increase":
-        images = {"baseline": np.asarray(nib.load(baseline).dataobj, dtype=np.float32),
-                  "followup": np.asarray(nib.load(followup).dataobj, dtype=np.float32)}
+    if direction == "increase":  # change_labels says what is missing
+        images = {key: np.asarray(nib.load(path).dataobj, dtype=np.float32)
+                  for key, path in (("baseline", baseline), ("followup", followup)) if path}
     labels = change_labels(prob, brain, threshold, min_size, direction=direction, **images)
     _save(labels > 0, prob_img, mask_out, np.uint8)
     _save(labels, prob_img, labels_out, np.int16 if labels.max() < 32767 else np.int32)

@@ -21,8 +21,8 @@ Order, and why:
 7. :func:`match_resolution_file` smooths the sharper session to the resolution of the coarser one
    (a 3D baseline against a thick-slice 2D follow-up, say; see
    :mod:`bids_lesionchange.image.resolution`); a same-protocol pair is left untouched.
-8. :func:`normalise_file` maps each session to [0, 1] (white-matter peak at 0.5 by default,
-   or the paper's 0th-99th percentiles: the model's choice); :func:`quality_file` writes the QC measures.
+8. :func:`normalise_file` maps each session to [0, 1] (the paper's 0th-99th percentiles by
+   default, or the white-matter peak at 0.5: the model's choice); :func:`quality_file` writes the QC measures.
 """
 
 from __future__ import annotations
