@@ -8,6 +8,7 @@ sections ``vae``, ``supermix``, ``detector`` and ``training``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -126,15 +127,28 @@ PRESETS: dict[str, HyperParams] = {
 }
 
 
+def _coerce_number(value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    if kind is int and not (isinstance(value, int) or float(value).is_integer()):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return kind(value)
+
+
 def _coerce(value: Any, current: Any) -> Any:
     if isinstance(current, tuple):
-        return tuple(type(current[0])(v) for v in value)
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ValueError(f"expected a list of {len(current)} numbers, got {value!r}")
+        value = list(value)
+        if len(value) != len(current):
+            raise ValueError(f"expected a list of {len(current)} numbers, got {value!r}")
+        return tuple(_coerce_number(v, type(current[0])) for v in value)
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise ValueError(f"expected true/false, got {value!r}")
         return value
-    if isinstance(current, (int, float)) and not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(current, (int, float)):
+        return _coerce_number(value, type(current))
     return type(current)(value)
 
 
@@ -148,7 +162,7 @@ def _override(obj: Any, section: str, values: Mapping[str, Any]) -> Any:
             )
         try:
             changes[key] = _coerce(value, getattr(obj, key))
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ValueError(f"bad value for '{section}.{key}': {err}") from None
     return replace(obj, **changes)
 
@@ -175,7 +189,132 @@ def hyperparams_from_mapping(preset: str = "cpu", overrides: Mapping[str, Any] |
             "known: vae, supermix, detector, training"
         )
     result = replace(params, **changes)
-    if result.training.intensity_normalisation not in ("wm-peak", "percentile"):
-        raise ValueError(f"bad value for 'training.intensity_normalisation': "
-                         f"{result.training.intensity_normalisation!r}; choose wm-peak or percentile")
+    validate_hyperparams(result)
     return result
+
+
+# Allowed values of every hyper-parameter, checked when a config (or a model.json) is read so that
+# a bad value is refused with its key before any preprocessing: key -> (low, high, low_open,
+# high_open) for numbers (None: unbounded; every side of a tuple is checked), or a tuple of choices.
+# A key absent from the dataclasses is skipped, so the table may name fields of newer versions.
+_ANY = (None, None, False, False)
+_AT_LEAST_0 = (0, None, False, False)
+_AT_LEAST_1 = (1, None, False, False)
+_POSITIVE = (0, None, True, False)
+_UNIT = (0, 1, False, False)
+RANGES: dict[str, tuple] = {
+    "vae.crop_shape": _AT_LEAST_1,
+    "vae.base_filters": _AT_LEAST_1,
+    "vae.levels": _AT_LEAST_1,
+    "vae.latent_channels": _AT_LEAST_1,
+    "vae.pooling": ("maxpool", "strided"),
+    "vae.kl_weight": _AT_LEAST_0,
+    "vae.delta": _AT_LEAST_0,
+    "vae.learning_rate": _POSITIVE,
+    "vae.iterations": _AT_LEAST_0,
+    "vae.crops_per_iteration": _AT_LEAST_1,
+    "vae.batch_size": _AT_LEAST_1,
+    "supermix.tau": _UNIT,
+    "supermix.n_segments_min": _AT_LEAST_1,
+    "supermix.n_segments_max": _AT_LEAST_1,
+    "supermix.compactness": _POSITIVE,
+    "supermix.min_label_voxels": _AT_LEAST_0,
+    "supermix.slic_downsample": _AT_LEAST_1,
+    "supermix.slic_iterations": _AT_LEAST_1,
+    "supermix.lesion_fraction": _UNIT,
+    "supermix.lesion_segments_min": _AT_LEAST_1,
+    "supermix.lesion_segments_max": _AT_LEAST_1,
+    "supermix.lesion_contrast_min": _AT_LEAST_1,
+    "supermix.lesion_contrast_max": _AT_LEAST_1,
+    "supermix.max_lesions": _AT_LEAST_1,
+    "detector.architecture": ("siamese", "unet"),
+    "detector.base_filters": _AT_LEAST_1,
+    "detector.levels": (2, None, False, False),
+    "detector.loss": ("focal_tversky", "bce"),
+    "detector.alpha": _UNIT,
+    "detector.gamma_final": _POSITIVE,
+    "detector.gamma_intermediate": _POSITIVE,
+    "detector.l2": _AT_LEAST_0,
+    "detector.normalization": ("none", "group"),
+    "detector.deep_supervision_weight": _AT_LEAST_0,
+    "training.crop_shape": _AT_LEAST_1,
+    "training.batch_size": _AT_LEAST_1,
+    "training.iterations": _AT_LEAST_0,
+    "training.pairs_per_iteration": _AT_LEAST_1,
+    "training.learning_rate": _POSITIVE,
+    "training.decay": _AT_LEAST_0,
+    "training.validation_fraction": (0, 1, False, True),
+    "training.validation_crops": _AT_LEAST_0,
+    "training.min_brain_fraction": _UNIT,
+    "training.intensity_augmentation": (0, 1, False, True),
+    "training.acquisition_augmentation": _AT_LEAST_0,
+    "training.intensity_normalisation": ("wm-peak", "percentile"),
+    "training.threshold": (0, 1, True, True),
+    "training.min_blob_size": _AT_LEAST_1,
+    "training.seed": _ANY,
+}
+# (section, smaller, larger): the first may not exceed the second.
+ORDERED = (
+    ("supermix", "n_segments_min", "n_segments_max"),
+    ("supermix", "lesion_segments_min", "lesion_segments_max"),
+    ("supermix", "lesion_contrast_min", "lesion_contrast_max"),
+)
+
+
+def _allowed(rule: tuple, whole: bool) -> str:
+    """The allowed range of a rule in words, e.g. 'a whole number of 1 or more', 'a number in [0, 1]'."""
+    low, high, low_open, high_open = rule
+    kind = "a whole number" if whole else "a number"
+    if low is not None and high is not None:
+        return f"{kind} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{kind} above {low:g}" if low_open else f"{kind} of {low:g} or more"
+    if high is not None:
+        return f"{kind} below {high:g}" if high_open else f"{kind} of {high:g} or less"
+    return f"a finite {kind.removeprefix('a ')}"
+
+
+def _in_range(number: float, rule: tuple) -> bool:
+    low, high, low_open, high_open = rule
+    if not math.isfinite(number):
+        return False
+    if low is not None and (number <= low if low_open else number < low):
+        return False
+    return not (high is not None and (number >= high if high_open else number > high))
+
+
+def validate_hyperparams(params: HyperParams) -> None:
+    """Refuse a hyper-parameter outside its allowed range (:data:`RANGES`, :data:`ORDERED`).
+
+    Raises ``ValueError`` with one sentence naming the key, the value and the allowed range, e.g.
+    ``'vae.levels' = 0 is out of range: it must be a whole number of 1 or more``.
+    """
+    for key, rule in RANGES.items():
+        section, name = key.split(".")
+        obj = getattr(params, section)
+        if not hasattr(obj, name):
+            continue
+        value = getattr(obj, name)
+        if isinstance(rule[0], str):
+            if value not in rule:
+                raise ValueError(f"'{key}' = {value!r} is not allowed: choose one of {', '.join(rule)}")
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        whole = all(isinstance(v, int) for v in values)
+        if not all(_in_range(float(v), rule) for v in values):
+            what = f"every side must be {_allowed(rule, whole)}" if isinstance(value, tuple) \
+                else f"it must be {_allowed(rule, whole)}"
+            raise ValueError(f"'{key}' = {value!r} is out of range: {what}")
+    for section, smaller, larger in ORDERED:
+        obj = getattr(params, section)
+        if hasattr(obj, smaller) and hasattr(obj, larger) and getattr(obj, smaller) > getattr(obj, larger):
+            raise ValueError(f"'{section}.{smaller}' = {getattr(obj, smaller)!r} exceeds "
+                             f"'{section}.{larger}' = {getattr(obj, larger)!r}: the minimum must not "
+                             "exceed the maximum")
+    vae_multiple = 2 ** (params.vae.levels - 1)
+    both = math.lcm(vae_multiple, 2 ** (params.detector.levels - 1))
+    for key, shape, need in (("vae.crop_shape", params.vae.crop_shape, vae_multiple),
+                             ("training.crop_shape", params.training.crop_shape, both)):
+        if any(side % need for side in shape):
+            raise ValueError(f"'{key}' = {shape!r} does not fit the networks: every side must be a "
+                             f"multiple of {need} (2**(levels-1) of the VAE and of the detector)")
