@@ -79,6 +79,28 @@ def number_between(low: float, high: float, *, inclusive: bool, include_high: bo
     return parse
 
 
+def number_above(minimum: float):
+    """An argparse type: a finite number > ``minimum``, with a one-sentence error otherwise."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
+        if not (number > minimum and number != float("inf")):
+            raise argparse.ArgumentTypeError(f"'{value}' must be a finite number above {minimum:g}")
+        return number
+
+    return parse
+
+
+def _device(value: str) -> str:
+    """An argparse type: ``cpu``, ``cuda`` or ``cuda:N`` (HD-BET's device)."""
+    if value == "cpu" or value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"unknown device '{value}': use cpu, cuda or cuda:N")
+
+
 _positive_int = int_at_least(1)
 _probability = number_between(0.0, 1.0, inclusive=False)
 _fraction_of_brain = number_between(0.0, 1.0, inclusive=False, include_high=True)
@@ -161,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "none: the inputs are already brain-extracted")
     g.add_argument("--hdbet-mode", choices=["fast", "accurate"], default="fast",
                    help="fast: one fold, no test-time augmentation (CPU default); accurate: 5-fold ensemble")
-    g.add_argument("--device", default="cpu", help="device for HD-BET, e.g. cpu or cuda (default: cpu)")
+    g.add_argument("--device", type=_device, default="cpu",
+                   help="device for HD-BET: cpu, cuda or cuda:N (default: cpu); a CUDA device must be "
+                   "visible to PyTorch, which is checked before the run starts")
     g.add_argument("--output-resolution", type=float, default=1.0, metavar="MM",
                    help="voxel size of the common space in mm (default: 1.0, as the paper; "
                    "coarser only for quick tests)")
@@ -177,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes run at once (default: number of CPUs)")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,
                    help="threads per process (default: min(nprocs, 8))")
-    g.add_argument("--mem-gb", type=float, default=None, help="memory available to the run, in GB")
+    g.add_argument("--mem-gb", type=number_above(0), default=None,
+                   help="memory available to the run, in GB (a number above 0)")
     g.add_argument("--use-plugin", type=Path, default=None,
                    help="Nipype plugin YAML file (plugin: SLURM, plugin_args: {...})")
     g.add_argument("--plugin", choices=["Linear", "MultiProc", "SLURM", "SLURMGraph", "SGE", "PBS"],
@@ -216,10 +241,15 @@ def _load_config_file(parser: argparse.ArgumentParser, path: Path) -> dict:
 
 
 def check_model_dir(path: Path) -> str | None:
-    """Return why ``path`` does not hold a model, or None when it does."""
+    """Return why ``path`` is not a model directory (model.json and its weights), or None."""
     spec = path / MODEL_SPEC
+    if path.is_file():
+        what = (f"it is the model description itself: pass its folder {path.parent} instead, or"
+                if path.name == MODEL_SPEC else "a single weights or .keras file is not a model")
+        return f"expected a model directory (with {MODEL_SPEC}) but {path} is a file; {what}"
     if not path.is_dir():
-        return f"the model directory {path} does not exist"
+        broken = " (a broken symbolic link)" if path.is_symlink() else ""
+        return f"the model directory {path} does not exist{broken}"
     if not spec.is_file():
         return f"the directory {path} holds no model ({MODEL_SPEC} is missing)"
     try:
@@ -229,6 +259,60 @@ def check_model_dir(path: Path) -> str | None:
         return f"{spec} is not a bids_lesionchange model description"
     if not weights.is_file():
         return f"the model in {path} has no weights file {weights.name}"
+    return None
+
+
+def verify_model_dir(path: Path) -> str | None:
+    """Return why the model in ``path`` cannot be used, as one sentence with the fix, or None.
+
+    Every file listed in ``model.json`` must match its recorded SHA-256 and the hyper-parameters
+    must be valid, so a tampered or truncated model is refused before any subject is
+    preprocessed, not at the ``predict`` step after all of them.
+    """
+    spec = path / MODEL_SPEC
+    from bids_lesionchange.errors import InputError
+    from bids_lesionchange.model.io import hyperparams_from_dict, read_model_spec
+
+    try:
+        data = read_model_spec(path, verify=True)
+    except InputError as err:
+        return f"the model in {path} is not usable: {err.path}: {err.message}"
+    try:
+        hyperparams_from_dict(data["hyperparams"])
+    except (KeyError, ValueError, TypeError) as err:
+        return f"the model in {path} is not usable: {spec} has bad hyperparams ({err}); re-train the model"
+    return None
+
+
+def visible_cuda_devices() -> int | None:
+    """Return how many CUDA devices PyTorch sees (in a child process), or None without PyTorch."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    code = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        return int(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return 0
+
+
+def check_device(device: str) -> str | None:
+    """Return why HD-BET cannot use ``device`` on this machine, or None when it can."""
+    if device == "cpu":
+        return None
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    count = visible_cuda_devices()
+    if count is None:
+        return (f"--device {device} needs PyTorch (HD-BET), which is not installed; "
+                "use --device cpu or install the hdbet extra")
+    if count == 0:
+        return (f"--device {device}: PyTorch sees no CUDA GPU on this machine; use --device cpu "
+                "(or run where a GPU is visible, e.g. singularity --nv / docker --gpus all)")
+    if index >= count:
+        return f"--device {device}: PyTorch sees {count} CUDA device(s) (cuda:0 to cuda:{count - 1}); pick one of them"
     return None
 
 
@@ -294,6 +378,16 @@ def parse_args(argv: list[str] | None = None):
                     else "pass --model with the directory written by 'group --mode train'"
                 )
                 parser.error(f"{problem}; {fix}")
+            problem = verify_model_dir(model_dir)
+            if problem:
+                if opts.model is None:
+                    problem += " (this is the model shipped in the package: reinstall bids_lesionchange)"
+                parser.error(problem)
+
+    if opts.device != "cpu" and opts.skull_strip in ("auto", "hdbet"):
+        problem = check_device(opts.device)
+        if problem:
+            parser.error(problem)
 
     reference_dir = None
     if opts.reference_dir is not None:

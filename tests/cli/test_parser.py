@@ -11,11 +11,16 @@ from bids_lesionchange.cli.parser import parse_args
 
 
 def _fake_model(path: Path) -> Path:
+    """A model directory that passes the parse-time checks (its weights are not a network)."""
+    from bids_lesionchange.model.io import sha256_of
+    from bids_lesionchange.model.params import HyperParams
+
     path.mkdir(parents=True)
-    (path / "model.json").write_text(json.dumps({"format": "bids_lesionchange-model", "format_version": 1,
-                                                 "weights": "detector.weights.h5",
-                                                 "sha256": {"detector.weights.h5": "0" * 64}}))
     (path / "detector.weights.h5").write_bytes(b"x")
+    (path / "model.json").write_text(json.dumps({
+        "format": "bids_lesionchange-model", "format_version": 1, "weights": "detector.weights.h5",
+        "hyperparams": HyperParams().to_dict(),
+        "sha256": {"detector.weights.h5": sha256_of(path / "detector.weights.h5")}}))
     return path
 
 
