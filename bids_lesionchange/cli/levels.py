@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shlex
 import logging
 import time
@@ -46,7 +47,10 @@ def find_references(reference_dir: Path | None, pairs: list[SessionPair]) -> dic
     for pair in pairs:
         folder = reference_dir / f"sub-{pair.subject}" / f"ses-{pair.followup_session}" / "anat"
         found = sorted(folder.glob(f"sub-{pair.subject}_ses-{pair.followup_session}_*desc-change_mask.nii*"))
-        if found:
+        if found and not found[0].exists():
+            LOGGER.warning("%s: the reference change mask %s is a broken symbolic link; not evaluated "
+                           "(fetch or restore its target)", pair.name, found[0])
+        elif found:
             refs[pair.name] = found[0]
         else:
             LOGGER.warning("%s: no reference change mask in %s; not evaluated", pair.name, folder)
@@ -70,6 +74,81 @@ def _plugin(settings) -> tuple[str, dict]:
 
         args = parse_plugin_args(name, settings.plugin_args)
     return name, args
+
+
+#: Step name of the check of every input file before the graph is built.
+CHECK_STEP = "check_inputs"
+
+
+def check_pair_files(pairs: list[SessionPair]) -> tuple[list[SessionPair], list[PairOutcome]]:
+    """Check every pair's FLAIR files before any processing: (pairs to run, failed outcomes).
+
+    A broken symbolic link, a missing, truncated or corrupt file fails its pair at the step
+    ``check_inputs`` with one sentence naming the file and the fix; the other pairs run.
+    """
+    from bids_lesionchange.image.io import corrupt_image_in
+
+    ready, failed = [], []
+    for pair in pairs:
+        problem = corrupt_image_in((pair.baseline_flair, pair.followup_flair), step=CHECK_STEP)
+        if problem is None:
+            ready.append(pair)
+        else:
+            failed.append(PairOutcome(pair, status="failed", step=CHECK_STEP, message=str(problem)))
+    return ready, failed
+
+
+# How a damaged image reads in a crash file (EOFError of a truncated gzip stream, nibabel's
+# "Expected N bytes" for gzip data shorter than the header, zlib's and gzip's own errors).
+_DAMAGED = re.compile(r"EOFError|Compressed file ended|Expected \d+ bytes|Error -\d+ while decompressing|"
+                      r"BadGzipFile|Not a gzipped file|CRC check failed|could the file be damaged")
+
+
+def _crash_inputs(path: Path) -> list[Path]:
+    """The existing image files among the node inputs listed in a Nipype text crash file."""
+    files, inside = [], False
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("Node inputs:"):
+            inside = True
+            continue
+        if inside and line.startswith("Traceback"):
+            break
+        if inside and " = " in line:
+            value = line.split(" = ", 1)[1].strip()
+            if value.endswith((".nii", ".nii.gz")) and Path(value).is_absolute():
+                files.append(Path(value))
+    return files
+
+
+def explain_damaged_file(crash: Path, message: str, work_dir: Path) -> str:
+    """Rewrite a crash message about a damaged image as one sentence naming the file and the fix.
+
+    A damaged input of the node under ``work_dir`` is a cached intermediate of an earlier,
+    interrupted run (every rerun would fail the same way): the fix is to delete the work dir or
+    to rerun with a fresh one. Elsewhere it is an input file, to be re-exported or re-copied.
+    """
+    if not _DAMAGED.search(message):
+        return message
+    from bids_lesionchange.image.io import corrupt_image_in
+
+    work_dir = Path(work_dir).resolve()
+    bad = corrupt_image_in(_crash_inputs(crash), step="")
+    if bad is None:
+        return (f"{message} (an image read by this step is damaged; if it is a cached intermediate, "
+                f"delete the work directory {work_dir} or rerun with a fresh -w)")
+    if _is_under(bad.path, work_dir):
+        return (f"{bad.path} is a damaged cached intermediate in the work directory ({bad.message.split(';')[0]}), "
+                f"probably left by an interrupted run; delete the work directory {work_dir} "
+                "(or rerun with a fresh -w DIR) and run again")
+    return f"{bad.path}: {bad.message}"
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
 
 
 def _read_crash(path: Path) -> tuple[str, str]:
@@ -151,11 +230,12 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
         outcome = outcomes[owner]
         if outcome.status == "ok":
             outcome.status, outcome.step = "failed", parts[-1]
-            outcome.message, outcome.crash_file = message, str(crash)
+            outcome.message = explain_damaged_file(crash, message, settings.work_dir)
+            outcome.crash_file = str(crash)
             log = cluster.find_job_log(batch_dir, node) if batch_dir is not None else None
             if log is not None:
                 kind = "SLURM log" if plugin in cluster.SLURM_PLUGINS else "scheduler log"
-                outcome.message = f"{message} ({kind}: {log})"
+                outcome.message = f"{outcome.message} ({kind}: {log})"
     if batch_dir is not None:
         for wf_name, (step, message) in cluster.scheduler_failures(
                 batch_dir, by_wf, since=t0, cancelled=cancelled).items():
@@ -202,8 +282,8 @@ def _summarise(outcomes: list[PairOutcome], settings, run_uuid: str, skipped) ->
     for name, message in flagged:
         LOGGER.warning("%s: %s", name, message)
     for o in failed:
-        LOGGER.error("%s FAILED at step '%s': %s (details: %s)", o.pair.name, o.step, o.message,
-                     o.crash_file)
+        details = f" (details: {o.crash_file})" if o.crash_file else ""
+        LOGGER.error("%s FAILED at step '%s': %s%s", o.pair.name, o.step, o.message, details)
     return 1 if failed else 0
 
 
@@ -227,9 +307,16 @@ def run_participant(settings, run_uuid: str) -> int:
     from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
 
     write_dataset_description(settings.output_dir, settings.bids_dir, model_dir=settings.model_dir)
-    references = find_references(settings.reference_dir, pairs) if settings.mode == "infer" else {}
-    workflow = init_bids_lesionchange_wf(settings, pairs, references)
-    outcomes = run_graph(workflow, settings, pairs, run_uuid)
+    order = [p.name for p in pairs]
+    pairs, unreadable = check_pair_files(pairs)
+    for o in unreadable:
+        LOGGER.error("%s is not processed: %s", o.pair.name, o.message)
+    outcomes = list(unreadable)
+    if pairs:
+        references = find_references(settings.reference_dir, pairs) if settings.mode == "infer" else {}
+        workflow = init_bids_lesionchange_wf(settings, pairs, references)
+        outcomes += run_graph(workflow, settings, pairs, run_uuid)
+    outcomes.sort(key=lambda o: order.index(o.pair.name))
     if settings.reports:
         _subject_reports(settings, outcomes, run_uuid)
     return _summarise(outcomes, settings, run_uuid, skipped)
@@ -284,8 +371,14 @@ def run_training(settings, run_uuid: str) -> int:
     # Preprocess with the normalisation the new model will be trained (and later run) with.
     prep_settings = replace(settings, mode="preprocess",
                             intensity_norm=settings.hyperparams.training.intensity_normalisation)
-    workflow = init_bids_lesionchange_wf(prep_settings, pairs, name="training_preproc_wf")
-    outcomes = run_graph(workflow, prep_settings, pairs, run_uuid)
+    order = [p.name for p in pairs]
+    pairs, outcomes = check_pair_files(pairs)
+    for o in outcomes:
+        LOGGER.error("%s is not used for training: %s", o.pair.name, o.message)
+    if pairs:
+        workflow = init_bids_lesionchange_wf(prep_settings, pairs, name="training_preproc_wf")
+        outcomes += run_graph(workflow, prep_settings, pairs, run_uuid)
+    outcomes.sort(key=lambda o: order.index(o.pair.name))
     status = _summarise(outcomes, settings, run_uuid, skipped)
     ready = [o.pair for o in outcomes if o.status == "ok"]
     if len(ready) < 2:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +19,108 @@ LOGGER = logging.getLogger("bids_lesionchange.image.io")
 MIN_ZOOM_MM = 0.1
 MAX_ZOOM_MM = 10.0
 MIN_VOXELS_PER_AXIS = 8
+
+#: What a damaged image file raises while its data are read (truncated gzip: EOFError; gzip data
+#: shorter than the header says: OSError "Expected N bytes"; corrupt deflate data: zlib.error).
+READ_ERRORS = (EOFError, OSError, zlib.error, ValueError)
+INPUT_FIX = "re-export it from the scanner data or copy it again from its source"
+
+
+def _damage(err: BaseException) -> str:
+    """The kind of damage a read error means, as a clause for a message."""
+    if isinstance(err, EOFError):
+        return "the file is truncated: its compressed data end before the image does"
+    text = str(err).split("\n")[0].strip()
+    if text.startswith("Expected") and "bytes" in text:
+        text = text.removesuffix("from").strip()
+        return (f"the file holds less image data than its header announces ({text}): "
+                "it was cut short when written or copied")
+    return f"the file is corrupt ({type(err).__name__}: {text})"
+
+
+def _expected_size(img) -> int | None:
+    """Bytes of a single-file NIfTI (header + data) as its header announces, or None if unknown."""
+    try:
+        offset = int(img.dataobj.offset)  # img.header is a copy whose offset is reset
+        itemsize = int(img.dataobj.dtype.itemsize)
+        count = int(np.prod(img.shape, dtype=np.int64))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return offset + itemsize * count
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _read_gzip(path: Path, step: str, fix: str) -> int:
+    """Decompress a gzip file in full; return its uncompressed size or raise InputError if damaged."""
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 22):
+                total += len(chunk)
+    except READ_ERRORS as err:
+        raise InputError(path, step, f"{_damage(err)}; {fix}") from None
+    return total
+
+
+def check_image_file(path: str | os.PathLike, *, step: str = "check_inputs",
+                     fix: str = INPUT_FIX) -> None:
+    """Check that ``path`` is a complete NIfTI file, without loading its data into memory.
+
+    A broken symbolic link, a missing file, an unreadable header, a truncated ``.nii.gz`` (its
+    gzip stream ends early) or gzip data shorter than the header announces are refused with one
+    sentence naming the file and ``fix``. A ``.nii.gz`` is checked by its gzip trailer (the
+    uncompressed size, O(1)) and decompressed in full only when that does not match (multi-member
+    gzip files, or damage); a ``.nii`` by its size.
+
+    Raises
+    ------
+    bids_lesionchange.errors.InputError
+    """
+    path = Path(path)
+    if not path.exists():
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise InputError(path, step, f"the file is a symbolic link to {target}, which does not exist "
+                             "(an unfetched annexed file or a moved target); fetch or restore the target "
+                             "(e.g. `datalad get`), or replace the link by the file")
+        raise InputError(path, step, "the file does not exist (it was removed or moved after the "
+                         "dataset was indexed); restore it or remove that session from the dataset")
+    if not path.is_file():
+        raise InputError(path, step, "this is not a regular file; give a .nii or .nii.gz image")
+    try:
+        img = nib.load(str(path))
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types for a broken header
+        if _is_gzip(path):
+            _read_gzip(path, step, fix)  # a damaged stream says so rather than "not NIfTI"
+        raise InputError(path, step, f"the file cannot be read as NIfTI ({err}); {fix}") from None
+    expected = _expected_size(img)
+    if expected is None:
+        return
+    if path.name.endswith(".gz"):
+        with open(path, "rb") as handle:
+            handle.seek(-4, os.SEEK_END)
+            if struct.unpack("<I", handle.read(4))[0] == expected % 2 ** 32:
+                return
+        total = _read_gzip(path, step, fix)
+    else:
+        total = path.stat().st_size
+    if total < expected:
+        raise InputError(path, step, f"the file holds {total} bytes but its header announces "
+                         f"{expected} (header and image data): it was cut short when written or copied; {fix}")
+
+
+def corrupt_image_in(paths, *, step: str) -> InputError | None:
+    """The first of ``paths`` (NIfTI files) that :func:`check_image_file` refuses, as its error."""
+    for path in paths:
+        try:
+            check_image_file(path, step=step)
+        except InputError as err:
+            return err
+    return None
 
 
 def load_flair(path: str | os.PathLike, *, step: str = "load") -> nib.Nifti1Image:
@@ -42,9 +147,15 @@ def load_flair(path: str | os.PathLike, *, step: str = "load") -> nib.Nifti1Imag
         values, or has voxel sizes outside [0.1, 10] mm.
     """
     path = Path(path)
+    if not path.exists():
+        check_image_file(path, step=step)  # says why: a broken link or a missing file
     try:
         img = nib.load(str(path))
+    except (EOFError, zlib.error) as err:
+        raise InputError(path, step, f"{_damage(err)}; {INPUT_FIX}") from None
     except Exception as err:  # noqa: BLE001 - nibabel raises many types for a broken file
+        if _is_gzip(path):
+            _read_gzip(path, step, INPUT_FIX)  # a damaged stream says so rather than "not NIfTI"
         raise InputError(path, step, f"the file cannot be read as NIfTI ({err}); "
                          "give a valid .nii or .nii.gz FLAIR image") from None
     shape = img.shape
@@ -66,7 +177,10 @@ def load_flair(path: str | os.PathLike, *, step: str = "load") -> nib.Nifti1Imag
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError(path, step, "the image's affine (sform/qform) is singular or not "
                          "finite; fix the header so that it maps voxels to scanner space")
-    data = np.asanyarray(img.dataobj, dtype=np.float32).reshape(shape)
+    try:
+        data = np.asanyarray(img.dataobj, dtype=np.float32).reshape(shape)
+    except READ_ERRORS as err:
+        raise InputError(path, step, f"{_damage(err)}; {INPUT_FIX}") from None
     if not np.all(np.isfinite(data)):
         bad = int(np.count_nonzero(~np.isfinite(data)))
         raise InputError(path, step, f"the image holds {bad} NaN or infinite values; "

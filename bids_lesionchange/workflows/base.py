@@ -208,10 +208,12 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
             ("mask", 0, "ds_native_mask", derivative_path(
                 sub=sub, ses=ses_f, desc="change", suffix="mask", extension=".nii.gz")),
         ):
-            to_native = pe.Node(ResampleToNative(order=order, native_ref=str(pair.followup_flair),
-                                                 out_name=f"{field}_native.nii.gz"),
+            # native_ref is connected, not set: setting a File trait stats the file while the graph
+            # is built, and a missing FLAIR would then stop every subject (issue 16).
+            to_native = pe.Node(ResampleToNative(order=order, out_name=f"{field}_native.nii.gz"),
                                 name=f"native_{field}")
             workflow.connect([(outputnode, to_native, [(field, "in_file")]),
+                              (inputnode, to_native, [("followup_flair", "native_ref")]),
                               (preproc_wf, to_native, [("outputnode.followup_xfm", "xfm_file")])])
             sink(ds_name, "out_file", to_native, path, {**change_meta, "Space": "native follow-up grid"})
 

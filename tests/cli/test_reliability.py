@@ -143,3 +143,288 @@ def test_this_machine_is_asked_for_real(tiny_bids, tmp_path, capsys):
     err = _usage_error(capsys, [tiny_bids, tmp_path / "out", "participant", "--model", model,
                                 "--device", "cuda"])
     assert err.startswith("bids_lesionchange: error: --device cuda") and "use --device cpu" in err
+
+
+# --------------------------------------------- items 4 and 6: missing, truncated and corrupt images
+def _good_image(path: Path, shape=(12, 12, 12)) -> Path:
+    import nibabel as nib
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.random.default_rng(0).random(shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+def _damage(path: Path, kind: str) -> Path:
+    """Damage an image file the way copies and crashed writers do."""
+    import gzip
+    import os
+
+    raw = path.read_bytes()
+    if kind == "truncated":  # the gzip stream ends early: EOFError "Compressed file ended"
+        path.write_bytes(raw[: len(raw) // 2])
+    elif kind == "short":  # a complete gzip stream holding less data than the header announces
+        path.write_bytes(gzip.compress(gzip.decompress(raw)[:2000]))
+    elif kind == "header_cut":  # cut inside the NIfTI header
+        path.write_bytes(raw[:60])
+    elif kind == "dangling":
+        path.unlink()
+        os.symlink(path.parent / "annex" / "MD5E-s123--abc.nii.gz", path)
+    elif kind == "missing":
+        path.unlink()
+    return path
+
+
+DAMAGE_MESSAGES = {
+    "truncated": "the file is truncated: its compressed data end before the image does; "
+                 "re-export it from the scanner data or copy it again from its source",
+    "short": "but its header announces",
+    "header_cut": "re-export it from the scanner data or copy it again from its source",
+    "dangling": "the file is a symbolic link to",
+    "missing": "the file does not exist",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE_MESSAGES))
+def test_a_damaged_image_is_named_with_the_fix(tmp_path, kind):
+    from bids_lesionchange.errors import InputError
+    from bids_lesionchange.image.io import check_image_file, load_flair
+
+    path = _damage(_good_image(tmp_path / "sub-01_ses-02_FLAIR.nii.gz"), kind)
+    for check, step in ((check_image_file, "check_inputs"), (load_flair, "load")):
+        with pytest.raises(InputError) as err:
+            check(path)
+        text = str(err.value)
+        assert text.startswith(f"{step}: {path}: ") and "\n" not in text
+        if check is check_image_file or kind not in ("short", "header_cut"):
+            assert DAMAGE_MESSAGES[kind] in text
+        assert "re-export" in text or "restore" in text or "copy it again" in text
+
+
+def test_load_flair_names_gzip_data_shorter_than_the_header(tmp_path):
+    from bids_lesionchange.errors import InputError
+    from bids_lesionchange.image.io import load_flair
+
+    path = _damage(_good_image(tmp_path / "f.nii.gz"), "short")
+    with pytest.raises(InputError, match=r"holds less image data than its header announces \(Expected "
+                                         r"6912 bytes, got \d+ bytes\).*copy it again from its source"):
+        load_flair(path)
+
+
+def test_a_truncated_uncompressed_nifti_is_refused(tmp_path):
+    from bids_lesionchange.errors import InputError
+    from bids_lesionchange.image.io import check_image_file
+
+    path = _good_image(tmp_path / "f.nii")
+    check_image_file(path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputError, match=r"the file holds \d+ bytes but its header announces 7264"):
+        check_image_file(path)
+
+
+def test_valid_images_pass_including_multi_member_gzip(tmp_path):
+    """The O(1) gzip-trailer check falls back to a full read, which accepts a valid multi-member file."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from bids_lesionchange.image.io import check_image_file
+
+    good = _good_image(tmp_path / "good.nii.gz")
+    check_image_file(good)
+    raw = gzip.decompress(good.read_bytes())
+    multi = tmp_path / "multi.nii.gz"
+    multi.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))  # as bgzip/pigz -i write
+    check_image_file(multi)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(multi).dataobj), np.asanyarray(nib.load(good).dataobj))
+
+
+def _two_subjects(root: Path, damage: str | None = "dangling") -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import make_bids
+
+    bids = make_bids(root / "bids", {s: [f"ses-01/anat/sub-{s}_ses-01_FLAIR.nii.gz",
+                                         f"ses-02/anat/sub-{s}_ses-02_FLAIR.nii.gz"] for s in ("01", "02")})
+    if damage:
+        _damage(bids / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_FLAIR.nii.gz", damage)
+    return bids
+
+
+def test_the_graph_is_built_although_a_flair_is_a_dangling_link(tmp_path):
+    """The graph is built without touching the input files (it used to raise a TraitError)."""
+    from bids_lesionchange.config import Settings
+    from bids_lesionchange.discovery import find_pairs
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
+
+    bids = _two_subjects(tmp_path)
+    model = _fake_model(tmp_path / "model")
+    pairs, _ = find_pairs(bids)
+    assert [p.subject for p in pairs] == ["01", "02"] and not pairs[0].followup_flair.exists()
+    settings = Settings(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant",
+                        mode="infer", work_dir=tmp_path / "work", model_dir=model, skull_strip="threshold")
+    workflow = init_bids_lesionchange_wf(settings, pairs)
+    names = workflow.list_node_names()
+    assert any(n.startswith("sub_01_ses_01to02_wf.native_mask") for n in names)
+    assert any(n.startswith("sub_02_ses_01to02_wf.native_mask") for n in names)
+
+
+@pytest.mark.parametrize("damage", ["dangling", "truncated", "short", "header_cut"])
+def test_a_bad_flair_fails_its_pair_before_the_graph_and_the_others_run(tmp_path, monkeypatch, damage):
+    import csv
+
+    from bids_lesionchange.cli import levels
+    from bids_lesionchange.config import Settings
+
+    bids = _two_subjects(tmp_path, damage)
+    sent = []
+
+    def fake_run_graph(workflow, settings, pairs, run_uuid):
+        sent.extend(p.name for p in pairs)
+        return [levels.PairOutcome(p) for p in pairs]
+
+    monkeypatch.setattr(levels, "run_graph", fake_run_graph)
+    settings = Settings(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant",
+                        mode="preprocess", work_dir=tmp_path / "work", skull_strip="threshold",
+                        skip_bids_validation=True, reports=False)
+    assert levels.run_participant(settings, "run1") == 1
+    assert sent == ["sub-02_ses-01to02"]  # the good subject runs
+    with (settings.output_dir / "logs" / "summary-run1.tsv").open() as fh:
+        rows = {r["pair"]: r for r in csv.DictReader(fh, delimiter="\t")}
+    assert list(rows) == ["sub-01_ses-01to02", "sub-02_ses-01to02"]
+    bad = rows["sub-01_ses-01to02"]
+    flair = bids / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_FLAIR.nii.gz"
+    assert (bad["status"], bad["step"]) == ("failed", "check_inputs")
+    assert bad["message"].startswith(f"check_inputs: {flair}: ") and DAMAGE_MESSAGES[damage] in bad["message"]
+    assert rows["sub-02_ses-01to02"]["status"] == "ok"
+
+
+def test_only_bad_flairs_end_with_exit_1_and_a_summary(tmp_path, monkeypatch):
+    from bids_lesionchange.cli import levels
+    from bids_lesionchange.config import Settings
+
+    bids = _two_subjects(tmp_path, "truncated")
+    _damage(bids / "sub-02" / "ses-01" / "anat" / "sub-02_ses-01_FLAIR.nii.gz", "dangling")
+    monkeypatch.setattr(levels, "run_graph", lambda *a: pytest.fail("no graph for zero pairs"))
+    settings = Settings(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant",
+                        mode="preprocess", work_dir=tmp_path / "work", reports=False)
+    assert levels.run_participant(settings, "run1") == 1
+    summary = (settings.output_dir / "logs" / "summary-run1.tsv").read_text()
+    assert summary.count("\tfailed\tcheck_inputs\t") == 2
+
+
+def _crash_file(tmp_path: Path, inputs: dict[str, Path], error: str) -> Path:
+    lines = ["Node: bids_lesionchange_wf.sub_01_ses_01to02_wf.components",
+             "Working directory: /w/components", "", "Node inputs:", ""]
+    lines += [f"{key} = {value}" for key, value in inputs.items()] + ["direction = increase", "",
+                                                                    "Traceback (most recent call last):",
+                                                                    f"  {error}"]
+    crash = tmp_path / "crash-x.txt"
+    crash.write_text("\n".join(lines) + "\n")
+    return crash
+
+
+@pytest.mark.parametrize("kind, error", [
+    ("truncated", "EOFError: Compressed file ended before the end-of-stream marker was reached"),
+    ("short", "OSError: Expected 6912 bytes, got 2000 bytes from "),
+])
+def test_a_damaged_intermediate_in_the_work_dir_says_to_delete_it(tmp_path, kind, error):
+    from bids_lesionchange.cli.levels import _read_crash, explain_damaged_file
+
+    work = tmp_path / "work"
+    good = _good_image(work / "wf" / "rigid_reg" / "brain_mask.nii.gz")
+    bad = _damage(_good_image(work / "wf" / "predict" / "change_probability.nii.gz"), kind)
+    crash = _crash_file(tmp_path, {"brain_mask": good, "probability": bad}, error)
+    node, message = _read_crash(crash)
+    assert node.endswith(".components") and message == error.strip()
+    text = explain_damaged_file(crash, message, work)
+    assert text.startswith(f"{bad} is a damaged cached intermediate in the work directory")
+    assert f"delete the work directory {work.resolve()} (or rerun with a fresh -w DIR)" in text
+    assert str(good) not in text
+
+
+def test_a_damaged_input_outside_the_work_dir_says_to_recopy_it(tmp_path):
+    from bids_lesionchange.cli.levels import explain_damaged_file
+
+    bad = _damage(_good_image(tmp_path / "bids" / "f.nii.gz"), "truncated")
+    crash = _crash_file(tmp_path, {"followup": bad}, "EOFError: Compressed file ended")
+    text = explain_damaged_file(crash, "EOFError: Compressed file ended", tmp_path / "work")
+    assert text.startswith(f"{bad}: the file is truncated") and "copy it again" in text
+    assert "work directory" not in text
+
+
+def test_other_crash_messages_are_left_alone(tmp_path):
+    from bids_lesionchange.cli.levels import explain_damaged_file
+
+    crash = _crash_file(tmp_path, {}, "ValueError: the brain mask is empty")
+    assert explain_damaged_file(crash, "ValueError: the brain mask is empty", tmp_path) == \
+        "ValueError: the brain mask is empty"
+    # damage whose file cannot be found among the inputs still gets the work-dir hint
+    text = explain_damaged_file(crash, "EOFError: Compressed file ended", tmp_path / "w")
+    assert "delete the work directory" in text and str((tmp_path / "w").resolve()) in text
+
+
+def test_a_dangling_reference_mask_is_not_evaluated_but_does_not_stop_the_build(tmp_path, caplog):
+    import os
+
+    from bids_lesionchange.cli.levels import find_references
+    from bids_lesionchange.discovery import SessionPair
+
+    folder = tmp_path / "ref" / "sub-01" / "ses-02" / "anat"
+    folder.mkdir(parents=True)
+    os.symlink(tmp_path / "nowhere.nii.gz", folder / "sub-01_ses-02_desc-change_mask.nii.gz")
+    pair = SessionPair("01", "01", "02", Path("b.nii.gz"), Path("f.nii.gz"))
+    assert find_references(tmp_path / "ref", [pair]) == {}
+    assert "broken symbolic link" in caplog.text
+
+
+def _app(*args) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "bids_lesionchange.cli.run", *map(str, args)],
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_end_to_end_a_dangling_flair_and_a_damaged_work_dir(tmp_path):
+    """As a user runs it: sub-01's follow-up is a dangling link, sub-02 is fine; then one of
+    sub-02's cached intermediates is truncated (as by a crash while writing) and the run repeated."""
+    import csv
+
+    from bids_lesionchange.simulate.cohort import write_cohort
+
+    bids = write_cohort(tmp_path / "bids", n_nochange=0, n_change=2, seed=3, preset="small")
+    _damage(bids / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_FLAIR.nii.gz", "dangling")
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = [bids, out, "participant", "--mode", "preprocess", "--skip-bids-validation",
+            "--skull-strip", "threshold", "--output-resolution", "2.5", "--nprocs", "1",
+            "--no-reports", "-w", work]
+
+    def summary() -> dict[str, dict]:
+        latest = sorted((out / "logs").glob("summary-*.tsv"))[-1]
+        with latest.open() as fh:
+            return {r["pair"]: r for r in csv.DictReader(fh, delimiter="\t")}
+
+    first = _app(*args)
+    assert first.returncode == 1 and "Traceback" not in first.stderr, first.stderr[-3000:]
+    assert "sub-01_ses-01to02 FAILED at step 'check_inputs'" in first.stderr
+    assert "sub-01_ses-02_FLAIR.nii.gz: the file is a symbolic link to" in first.stderr
+    assert summary()["sub-02_ses-01to02"]["status"] == "ok"
+    outputs = sorted(p.relative_to(out) for p in (out / "sub-02").rglob("*") if p.is_file())
+    assert any(p.name.endswith("desc-preproc_FLAIR.nii.gz") for p in outputs)
+    assert not (out / "sub-01").exists()
+
+    cached = next(work.rglob("sub_02_ses_01to02_wf/preproc_wf/rigid_reg/baseline_common.nii.gz"))
+    cached.write_bytes(cached.read_bytes()[:5000])
+    second = _app(*args)
+    assert second.returncode == 1, second.stderr[-3000:]
+    last = second.stderr.strip().splitlines()[-1]  # (Nipype itself logs the node's traceback above)
+    assert "sub-02_ses-01to02 FAILED at step" in last and "damaged cached intermediate" in last
+    row = summary()["sub-02_ses-01to02"]
+    assert row["status"] == "failed"
+    assert row["message"].startswith(f"{cached} is a damaged cached intermediate in the work directory")
+    assert f"delete the work directory {work}" in row["message"]
