@@ -41,6 +41,17 @@ class SuperMixParams:
     min_label_voxels: int = 0
     slic_downsample: int = 2  # SLIC runs on a grid this many times coarser (1 = full resolution)
     slic_iterations: int = 10
+    # Lesion-like SuperMix (an extension of the paper, off by default): in this share of the
+    # samples a few lesion-sized superpixels (SLIC with a whole-brain count drawn log-uniformly in
+    # lesion_segments_min..max) take the VAE texture raised to lesion_contrast_min..max times the
+    # crop's tissue level, with a soft partial-volume edge: new hyperintensities, the change MS
+    # produces, instead of a reconstruction that differs from x only in its texture.
+    lesion_fraction: float = 0.0
+    lesion_segments_min: int = 3000
+    lesion_segments_max: int = 30000
+    lesion_contrast_min: float = 1.2
+    lesion_contrast_max: float = 2.0
+    max_lesions: int = 4
 
 
 @dataclass(frozen=True)

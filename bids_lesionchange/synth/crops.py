@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from bids_lesionchange.model.params import SuperMixParams
-from bids_lesionchange.synth.supermix import supermix
+from bids_lesionchange.synth.supermix import lesion_supermix, supermix
 
 
 @dataclass
@@ -157,7 +157,8 @@ def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
 
     The "later" image x (the follow-up, or the baseline when ``swap_sessions``) is cropped,
     reconstructed by the VAE and SuperMix-ed into x'; the other session is x^ and the label is
-    the SuperMix label: y = 1 where x' took the reconstruction. With ``intensity_augmentation``
+    the SuperMix label: y = 1 where x' took the reconstruction (or, in a share
+    ``params.lesion_fraction`` of the samples, where :func:`lesion_supermix` put a new lesion). With ``intensity_augmentation``
     > 0, one of x' and x^ (at random, in 80 % of the samples) gets :func:`intensity_nuisance`.
     With ``acquisition_augmentation`` > 0, both get :func:`acquisition_nuisance` (independent
     noise and blur, or in half of the samples one thick-slice protocol with a slice offset of
@@ -176,7 +177,10 @@ def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
     brain = pair.brain_mask[window]
     recon = reconstruct(x, rng).astype(np.float32)
     scale = float(brain.sum()) / max(pair.brain_voxels, 1)
-    mixed, label = supermix(x, recon, brain, rng, params, segment_scale=scale)
+    if params.lesion_fraction > 0 and rng.uniform() < params.lesion_fraction:
+        mixed, label = lesion_supermix(x, recon, brain, rng, params, segment_scale=scale)
+    else:
+        mixed, label = supermix(x, recon, brain, rng, params, segment_scale=scale)
     if intensity_augmentation > 0 and rng.uniform() < 0.8:
         if rng.uniform() < 0.5:
             mixed = intensity_nuisance(mixed, brain, rng, intensity_augmentation)

@@ -172,3 +172,74 @@ def test_acquisition_nuisance_keeps_the_label_and_stays_in_the_brain():
         augmented = synthetic_change_sample(pair, (16, 16, 16), recon, np.random.default_rng(seed),
                                             SuperMixParams(tau=0.9), acquisition_augmentation=0.03)
         np.testing.assert_array_equal(plain["label"], augmented["label"])
+
+
+def _lesion_params(**changes):
+    # Whole-brain counts scaled to the 32^3 test phantom: a few dozen superpixels.
+    base = SuperMixParams(lesion_fraction=1.0, lesion_segments_min=40, lesion_segments_max=80, slic_downsample=1)
+    return replace(base, **changes)
+
+
+def test_lesion_supermix_adds_hyperintense_lesions_and_labels_only_what_rose():
+    from bids_lesionchange.synth.supermix import lesion_supermix, tissue_level
+
+    x, mask = _scan()
+    recon = x.copy()
+    params = _lesion_params(lesion_contrast_min=1.5, lesion_contrast_max=1.5, max_lesions=3)
+    for seed in range(5):
+        mixed, label, (segments, chosen) = lesion_supermix(x, recon, mask, np.random.default_rng(seed), params,
+                                                           return_segments=True)
+        level = tissue_level(x, mask)
+        assert 1 <= chosen.size <= 3 and label.any()
+        assert not label[~mask].any()
+        assert (mixed >= x - 1e-6).all()  # a new lesion never darkens anything
+        assert (mixed[label] - x[label] >= 0.1 * level - 1e-6).all()  # the label is where x' rose
+        core = np.isin(segments, chosen)
+        # inside the chosen superpixels (away from their soft edge) the lesion reaches 1.5 x tissue level, +-15 %
+        from scipy import ndimage
+
+        inner = ndimage.binary_erosion(core, iterations=3)
+        if inner.any():
+            assert np.all(mixed[inner] >= np.minimum(x[inner], 1.0) - 1e-6)
+            assert np.all(mixed[inner] >= min(1.5 * level * 0.85, 1.0) - 1e-3)
+        # far from the chosen superpixels nothing changed
+        far = ~ndimage.binary_dilation(core, np.ones((3, 3, 3), bool), iterations=7)  # Gaussian radius 4 sigma <= 6
+        np.testing.assert_array_equal(mixed[far], x[far])
+
+
+def test_lesion_supermix_does_not_label_an_existing_lesion_or_csf():
+    from bids_lesionchange.synth.supermix import lesion_supermix
+
+    shape = (32, 32, 32)
+    mask = np.ones(shape, dtype=bool)
+    x = np.full(shape, 0.5, dtype=np.float32)
+    x[:, :16] = 1.0  # already maximally bright: adding a lesion there raises nothing
+    x[:, :, :4] = 0.05  # CSF-dark band
+    params = _lesion_params(max_lesions=50, lesion_contrast_max=1.6)
+    mixed, label = lesion_supermix(x, x.copy(), mask, np.random.default_rng(0), params)
+    assert label.any()
+    assert not label[:, :16, 4:].any()
+    assert not label[:, :, :2].any()
+
+
+def test_lesion_supermix_without_tissue_changes_nothing():
+    from bids_lesionchange.synth.supermix import lesion_supermix
+
+    x = np.zeros((16, 16, 16), dtype=np.float32)
+    mask = np.zeros(x.shape, dtype=bool)
+    mixed, label = lesion_supermix(x, x, mask, np.random.default_rng(0), _lesion_params())
+    assert not label.any()
+    np.testing.assert_array_equal(mixed, x)
+
+
+def test_lesion_fraction_chooses_the_positive_source():
+    x, mask = _scan()
+    pair = PairVolumes("p", x, x.copy(), mask)
+    recon = lambda volume, rng: np.clip(volume * 0.5, 0, 1).astype(np.float32)  # darker: never a lesion
+    paper = synthetic_change_sample(pair, (32, 32, 32), recon, np.random.default_rng(3),
+                                    SuperMixParams(tau=0.5, n_segments_min=60, n_segments_max=60, slic_downsample=1))
+    assert paper["label"].any()
+    np.testing.assert_array_equal(paper["mixed"][paper["label"]], paper["recon"][paper["label"]])
+    lesion = synthetic_change_sample(pair, (32, 32, 32), recon, np.random.default_rng(3), _lesion_params())
+    assert lesion["label"].any()
+    assert (lesion["mixed"][lesion["label"]] > lesion["original"][lesion["label"]]).all()

@@ -1,0 +1,160 @@
+"""Self-supervised adaptation: fine-tune a copy of a detector on the very scans it will analyse.
+
+An extension of the paper (no label and no real change is ever used). Each session given is paired
+with itself: both members get an acquisition nuisance of their own (noise, blur or one thick-slice
+protocol at their own slice offsets, a sub-voxel shift: :func:`bids_lesionchange.synth.crops.
+acquisition_nuisance`), so the pair differs the way two scans of an unchanged brain differ on this
+scanner, and SuperMix (lesion-like when the model was trained with it) adds the synthetic change.
+A few Adam steps at a fraction of the training learning rate then teach the model this scanner's
+texture and contrast as "no change". Between two real sessions there may be real change, so the
+baseline and the follow-up are never paired with each other.
+
+The adapted model is a model directory like any other (``participant --model``), with the base
+model, the sessions, the steps, the seed and the time in its ``model.json`` under
+``training.adaptation``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bids_lesionchange.errors import InputError
+from bids_lesionchange.model._backend import software_versions
+from bids_lesionchange.model.io import (DETECTOR_WEIGHTS, VAE_WEIGHTS, hyperparams_from_dict, load_vae,
+                                        read_model_spec, write_model_spec)
+from bids_lesionchange.model.training import DetectorTrainer, _save_weights_atomic
+from bids_lesionchange.synth.crops import PairVolumes, pad_to_at_least, synthetic_change_sample
+
+LOGGER = logging.getLogger(__name__)
+STEP = "adapt"
+LEARNING_RATE_FACTOR = 0.25  # adaptation lr = this x the model's training learning rate
+MIN_NUISANCE = 0.03  # acquisition nuisance of the self-pairs when the model was trained without any
+DEFAULT_STEPS = 20
+
+
+def session_self_pairs(sessions: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                       min_shape: tuple[int, ...]) -> list[PairVolumes]:
+    """One self-pair per (name, image, brain mask): the session against itself, padded to ``min_shape``.
+
+    The nuisance that makes the two members differ is drawn per sample by
+    :func:`synthetic_change_sample` (``acquisition_augmentation``).
+    """
+    pairs = []
+    for name, image, mask in sessions:
+        mask = np.asarray(mask) > 0.5
+        if mask.sum() < 64:
+            raise ValueError(f"session {name}: the brain mask is (nearly) empty")
+        image = np.clip(np.asarray(image, dtype=np.float32), 0.0, None) * mask
+        image = pad_to_at_least(image, min_shape)
+        pairs.append(PairVolumes(name=str(name), baseline=image, followup=image,
+                                 brain_mask=pad_to_at_least(mask, min_shape)))
+    return pairs
+
+
+def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarray]], out_dir, *,
+                   steps: int = DEFAULT_STEPS, seed: int = 0, progress: bool = False,
+                   description: str = "") -> Path:
+    """Fine-tune a copy of the detector in ``model_dir`` on self-pairs of ``sessions``; write ``out_dir``.
+
+    Parameters
+    ----------
+    model_dir : a model directory with detector and VAE weights (the VAE makes the SuperMix change).
+    sessions : sequence of (name, preprocessed image, brain mask) in [0, 1], as the model expects
+        them (same normalisation); at least one.
+    out_dir : the adapted model directory (created; replaced if present).
+    steps : Adam steps (batches of ``training.batch_size`` crops); 0 copies the model unchanged.
+    seed : seed of the crops, the nuisance, SuperMix and the VAE noise.
+    description : a sentence for the model card (e.g. which pair or cohort).
+
+    Returns
+    -------
+    Path of the adapted model directory.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if steps < 0:
+        raise ValueError(f"adaptation steps must be >= 0, got {steps}")
+    if not sessions:
+        raise ValueError("adaptation needs at least one session")
+    spec = read_model_spec(model_dir)
+    if not spec.get("vae_weights"):
+        raise InputError(model_dir, STEP, "this model directory holds no VAE weights, which adaptation "
+                         "needs to make synthetic changes; use a model written by 'group --mode train'")
+    hyperparams = hyperparams_from_dict(spec["hyperparams"])
+    training = hyperparams.training
+    tuned = replace(hyperparams, training=replace(
+        training, learning_rate=training.learning_rate * LEARNING_RATE_FACTOR,
+        acquisition_augmentation=max(training.acquisition_augmentation, MIN_NUISANCE)))
+    began = time.time()
+    pairs = session_self_pairs(sessions, tuple(training.crop_shape))
+    trainer = DetectorTrainer(tuned, seed=seed)
+    trainer.model.load_weights(str(model_dir / spec["weights"]))
+    vae = load_vae(model_dir) if steps else None
+    rng = np.random.default_rng([seed, 5])
+    losses = []
+    from tqdm import tqdm
+
+    for _ in tqdm(range(steps), desc="adapt", unit="step", file=sys.stderr, disable=not progress,
+                  dynamic_ncols=True):
+        batch = [synthetic_change_sample(pairs[rng.integers(len(pairs))], tuple(training.crop_shape),
+                                         vae.reconstruct, rng, tuned.supermix,
+                                         min_brain_fraction=training.min_brain_fraction,
+                                         intensity_augmentation=training.intensity_augmentation,
+                                         acquisition_augmentation=tuned.training.acquisition_augmentation)
+                 for _ in range(training.batch_size)]
+        losses.append(trainer.train_step(np.stack([b["mixed"] for b in batch]),
+                                         np.stack([b["reference"] for b in batch]),
+                                         np.stack([b["label"] for b in batch]))["loss"])
+    seconds = time.time() - began
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.json").unlink(missing_ok=True)  # an interrupted write must not look complete
+    _save_weights_atomic(trainer.model.save_weights, out_dir / DETECTOR_WEIGHTS)
+    shutil.copyfile(model_dir / spec["vae_weights"], out_dir / VAE_WEIGHTS)
+    summary = dict(spec.get("training") or {})
+    summary["adaptation"] = {
+        "base_model": str(model_dir),
+        "base_detector_sha256": spec["sha256"][spec["weights"]],
+        "sessions": [str(name) for name, _, _ in sessions],
+        "steps": int(steps),
+        "seed": int(seed),
+        "learning_rate": tuned.training.learning_rate,
+        "acquisition_augmentation": tuned.training.acquisition_augmentation,
+        "mean_loss": float(np.mean(losses)) if losses else None,
+        "seconds": round(seconds, 1),
+        "description": description,
+    }
+    write_model_spec(out_dir, hyperparams, software=software_versions(), training=summary)
+    LOGGER.info("adapted %s on %d session(s) in %d steps (%.0f s): %s", model_dir, len(sessions), steps,
+                seconds, out_dir)
+    return out_dir
+
+
+def adapt_files(model_dir, images: Sequence[str], masks: Sequence[str], out_dir, *, steps: int = DEFAULT_STEPS,
+                seed: int = 0, description: str = "") -> Path:
+    """:func:`adapt_detector` on NIfTI files (one brain mask per image, or one for all)."""
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    if len(masks) not in (1, len(images)):
+        raise ValueError("give one brain mask per image, or one for all")
+    sessions = []
+    for index, path in enumerate(images):
+        mask_path = masks[index] if len(masks) > 1 else masks[0]
+        try:
+            image = np.asanyarray(nib.load(str(path)).dataobj, dtype=np.float32)
+            mask = np.asanyarray(nib.load(str(mask_path)).dataobj) > 0
+        except (OSError, ValueError, EOFError, ImageFileError) as err:
+            raise InputError(path, STEP, f"cannot read this image or its mask ({err}); re-run preprocessing "
+                             "(delete the work directory if the file is a cached intermediate)") from None
+        if image.shape != mask.shape:
+            raise InputError(path, STEP, f"image {image.shape} and brain mask {mask.shape} differ in shape; "
+                             "re-run preprocessing")
+        sessions.append((Path(str(path)).name.split(".nii")[0], image, mask))
+    return adapt_detector(model_dir, sessions, out_dir, steps=steps, seed=seed, description=description)
