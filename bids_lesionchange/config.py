@@ -42,6 +42,7 @@ class Settings:
     intensity_norm: str | None = None
     self_pairs: int = 0  # group --mode train: simulated rescan pairs per NoChange subject
     min_blob_size: int = 20
+    adapt_steps: int = 0  # participant: fine-tune a copy of the model on the pair's own sessions first
     max_change_fraction: float = MAX_PLAUSIBLE_FRACTION  # above it a pair is flagged out of domain
     change_direction: str = "increase"  # "increase" (follow-up brighter only) | "any" (the paper)
     skip_bids_validation: bool = False

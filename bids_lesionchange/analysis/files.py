@@ -58,12 +58,14 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
 
 def plausibility_files(probability: str, brain_mask: str, n_changes: int, qc_out: str,
                        threshold: float = 0.1, *,
-                       max_plausible_fraction: float = MAX_PLAUSIBLE_FRACTION) -> tuple[str, dict]:
-    """Write a pair's change QC JSON: :func:`change_plausibility` plus kappa; return path and contents."""
+                       max_plausible_fraction: float = MAX_PLAUSIBLE_FRACTION,
+                       adaptation: dict | None = None) -> tuple[str, dict]:
+    """Write a pair's change QC JSON: :func:`change_plausibility`, kappa and the model's adaptation
+    (``None``: the model was used as given); return path and contents."""
     qc = change_plausibility(np.asarray(nib.load(probability).dataobj, dtype=np.float32),
                              np.asarray(nib.load(brain_mask).dataobj), threshold, n_changes,
                              max_plausible_fraction=max_plausible_fraction)
-    qc = {**qc, "threshold": float(threshold)}
+    qc = {**qc, "threshold": float(threshold), "adaptation": adaptation}
     write_json_atomic(qc, qc_out)
     return qc_out, qc
 

@@ -25,6 +25,14 @@ examples:
 
 NoChange subjects (group --mode train) are those with --nochange-label, or else those whose
 column 'group' in participants.tsv equals 'NoChange' (change with --nochange-column/-value).
+
+checked before any subject is processed (exit code 2, nothing run): every option and --config
+value against its allowed range (named with the key), the model's files against the SHA-256 in
+its model.json, and --device cuda against the GPUs PyTorch sees. Then every FLAIR file: a broken
+symbolic link, a truncated .nii.gz or one holding less data than its header says fails that pair
+only (step check_inputs, with the file and the fix) while the others run. A damaged file in the
+work dir (left by an interrupted run) is named, with the advice to delete the work dir or rerun
+with a fresh -w. Exit codes: 0 all pairs done, 1 a pair failed, 2 usage error.
 """
 
 
@@ -102,6 +110,7 @@ def _device(value: str) -> str:
 
 
 _positive_int = int_at_least(1)
+_nonnegative_int = int_at_least(0)
 _probability = number_between(0.0, 1.0, inclusive=False)
 _fraction_of_brain = number_between(0.0, 1.0, inclusive=False, include_high=True)
 
@@ -166,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change probability threshold kappa (default: 0.1)")
     g.add_argument("--min-blob-size", type=_positive_int, default=20,
                    help="smallest change kept, in voxels of 1 mm^3 (default: 20; the paper also uses 100)")
+    g.add_argument("--adapt-steps", type=_nonnegative_int, default=0, metavar="N",
+                   help="participant: before inference, fine-tune a copy of the model for N steps on "
+                   "self-pairs of the pair's own two sessions (each against a nuisance-rich copy of "
+                   "itself: no label, no real change is used), so it learns this scanner's texture as "
+                   "'no change'; the copy stays in the work directory (default: 0, the model as given; "
+                   "docs/method.md gives the cost and what it changed)")
     g.add_argument("--max-change-fraction", type=_fraction_of_brain, default=MAX_PLAUSIBLE_FRACTION,
                    metavar="FRACTION",
                    help="participant: a pair whose change probability exceeds kappa over more than "
@@ -467,6 +482,7 @@ def parse_args(argv: list[str] | None = None):
         resolution=opts.output_resolution,
         min_blob_size=opts.min_blob_size,
         max_change_fraction=opts.max_change_fraction,
+        adapt_steps=opts.adapt_steps,
         change_direction=opts.change_direction,
         skip_bids_validation=opts.skip_bids_validation,
         write_native=opts.write_native,

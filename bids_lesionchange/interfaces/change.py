@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits,
+    BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined, traits,
 )
 
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
@@ -40,6 +40,47 @@ class SiameseUNetPredict(SimpleInterface):
         predict_files(self.inputs.model_dir, self.inputs.baseline, self.inputs.followup,
                       self.inputs.brain_mask, out, num_threads=self.inputs.num_threads)
         self._results["probability"] = out
+        return runtime
+
+
+class _AdaptInputSpec(BaseInterfaceInputSpec):
+    baseline = File(exists=True, mandatory=True, desc="preprocessed baseline in the common space")
+    followup = File(exists=True, mandatory=True, desc="preprocessed follow-up in the common space")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask in the common space")
+    model_dir = traits.Directory(exists=True, mandatory=True, desc="model to adapt (left unchanged)")
+    steps = traits.Int(mandatory=True, desc="Adam steps of the adaptation")
+    seed = traits.Int(0, usedefault=True, desc="seed of crops, nuisance and synthetic changes")
+    num_threads = traits.Int(1, usedefault=True, desc="TensorFlow threads")
+
+
+class _AdaptOutputSpec(TraitedSpec):
+    model_dir = traits.Directory(desc="the adapted copy of the model (in the work directory)")
+    adaptation = traits.Dict(desc="what was done: steps, seed, sessions, seconds, base model digest")
+
+
+class AdaptModel(SimpleInterface):
+    """Fine-tune a copy of the model on self-pairs of this pair's two sessions (no label, no real change)."""
+
+    input_spec = _AdaptInputSpec
+    output_spec = _AdaptOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_lesionchange.model._backend import tf
+        from bids_lesionchange.model.adapt import adapt_files
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(self.inputs.num_threads))
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already initialised in this process
+            pass
+        out = adapt_files(self.inputs.model_dir, [self.inputs.baseline, self.inputs.followup],
+                          [self.inputs.brain_mask], _out(runtime, "adapted_model"), steps=self.inputs.steps,
+                          seed=self.inputs.seed, description="this pair's two sessions, each against itself")
+        from bids_lesionchange.model.io import read_model_spec
+
+        adaptation = dict(read_model_spec(out, verify=False)["training"]["adaptation"])
+        adaptation["base_model"] = str(self.inputs.model_dir)
+        self._results.update(model_dir=str(out), adaptation=adaptation)
         return runtime
 
 
@@ -83,6 +124,7 @@ class _PlausibilityInputSpec(BaseInterfaceInputSpec):
     brain_mask = File(exists=True, mandatory=True)
     n_changes = traits.Int(mandatory=True, desc="number of changes found")
     threshold = traits.Float(0.1, usedefault=True, desc="kappa: voxels with p > kappa are change")
+    adaptation = traits.Dict(desc="the pair's model adaptation, recorded in the QC JSON")
     max_fraction = traits.Float(MAX_PLAUSIBLE_FRACTION, usedefault=True,
                                 desc="largest plausible fraction of the brain above kappa")
 
@@ -104,7 +146,8 @@ class ChangePlausibility(SimpleInterface):
         out, qc = plausibility_files(
             self.inputs.probability, self.inputs.brain_mask, self.inputs.n_changes,
             _out(runtime, "change_qc.json"), self.inputs.threshold,
-            max_plausible_fraction=self.inputs.max_fraction)
+            max_plausible_fraction=self.inputs.max_fraction,
+            adaptation=self.inputs.adaptation if isdefined(self.inputs.adaptation) else None)
         self._results.update(qc_json=out, out_of_domain=qc["out_of_domain"])
         return runtime
 

@@ -152,7 +152,20 @@ def _guard(change_qc: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "n_changes": format_value(change_qc.get("n_changes")),
         "out_of_domain": bool(change_qc.get("out_of_domain")),
         "message": _text(change_qc.get("message")),
+        "adaptation": _adaptation(change_qc.get("adaptation")),
     }
+
+
+def _adaptation(adaptation: Any) -> str:
+    """One sentence on the model's adaptation to this pair ("" when the model was used as given)."""
+    if not isinstance(adaptation, Mapping) or not adaptation.get("steps"):
+        return ""
+    seconds = _float(adaptation.get("seconds"))
+    took = f" in {seconds:.0f} s" if math.isfinite(seconds) else ""
+    return (f"The model was adapted to this pair before inference: {adaptation['steps']} fine-tuning steps"
+            f"{took} on self-pairs of its two sessions (each against a nuisance-rich copy of itself; no "
+            f"label, no real change used), seed {adaptation.get('seed', 'n/a')}, from "
+            f"{adaptation.get('base_model', 'the given model')}.")
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
 from bids_lesionchange.derivatives import change_qc_path, derivative_path
 from bids_lesionchange.interfaces.bids import DerivativeSink
 from bids_lesionchange.interfaces.change import (
-    ChangeComponents, ChangePlausibility, EvaluateChange, LesionTable, SiameseUNetPredict,
+    AdaptModel, ChangeComponents, ChangePlausibility, EvaluateChange, LesionTable, SiameseUNetPredict,
 )
 from bids_lesionchange.interfaces.preproc import ResampleToNative
 from bids_lesionchange.workflows.preproc import init_preproc_wf
@@ -68,6 +68,8 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
             threshold=settings.threshold,
             min_blob_size=settings.min_blob_size,
             max_change_fraction=settings.max_change_fraction,
+            adapt_steps=settings.adapt_steps,
+            seed=settings.seed,
             change_direction=settings.change_direction,
             match=settings.match,
             write_native=settings.write_native,
@@ -81,8 +83,13 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
 def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, skull_strip="auto",
                  hdbet_mode="fast", device="cpu", resolution=1.0, intensity_norm="percentile",
                  threshold=0.1, min_blob_size=20, max_change_fraction=MAX_PLAUSIBLE_FRACTION,
-                 change_direction="increase", match="iou", write_native=True, omp_nthreads=1, name="pair_wf"):
+                 adapt_steps=0, seed=0, change_direction="increase", match="iou", write_native=True,
+                 omp_nthreads=1, name="pair_wf"):
     """Preprocess one session pair, detect change, describe it, evaluate it and write derivatives.
+
+    With ``adapt_steps`` > 0 a copy of the model is first fine-tuned on self-pairs of the two
+    preprocessed sessions (:mod:`bids_lesionchange.model.adapt`, node ``adapt``, seeded by
+    ``seed``); the copy stays in the work directory and the change QC JSON records the adaptation.
 
     Inputs
     ------
@@ -182,9 +189,20 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
         (plausibility, outputnode, [("qc_json", "change_qc")]),
     ])
 
+    if adapt_steps:
+        adapt = pe.Node(AdaptModel(model_dir=model_dir, steps=int(adapt_steps), seed=int(seed),
+                                   num_threads=omp_nthreads), name="adapt", n_procs=omp_nthreads, mem_gb=3.0)
+        workflow.connect([
+            (preproc_wf, adapt, [("outputnode.baseline_preproc", "baseline"),
+                                 ("outputnode.followup_preproc", "followup"),
+                                 ("outputnode.brain_mask", "brain_mask")]),
+            (adapt, predict, [("model_dir", "model_dir")]),
+            (adapt, plausibility, [("adaptation", "adaptation")]),
+        ])
+
     change_meta = {"BaselineSession": f"ses-{ses_b}", "FollowupSession": f"ses-{ses_f}",
                    "Threshold": threshold, "MinBlobSizeVoxels": min_blob_size,
-                   "ChangeDirection": change_direction,
+                   "ChangeDirection": change_direction, "AdaptationSteps": int(adapt_steps),
                    "Model": str(model_dir), "Sources": [str(pair.baseline_flair),
                                                         str(pair.followup_flair)]}
     sink("ds_probability", "probability", predict, derivative_path(

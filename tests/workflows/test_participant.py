@@ -148,3 +148,27 @@ def test_group_train_with_self_pairs_takes_single_session_subjects(study, tmp_pa
     # the model says how its inputs must be normalised, and its card carries no path of this machine
     assert spec["hyperparams"]["training"]["intensity_normalisation"] == "percentile"
     assert str(tmp_path) not in (out / "model" / "model_card.md").read_text()
+
+
+def test_participant_adapts_a_copy_of_the_model_to_the_pair(study, tmp_path):
+    """--adapt-steps: a copy fine-tuned on the pair's own sessions lands in the work dir and is reported."""
+    from bids_lesionchange.model.io import sha256_of
+
+    base_digest = sha256_of(study["model"] / "detector.weights.h5")
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = app(study["bids"], out, "participant", "--model", study["model"], "--participant-label", "03",
+               "--adapt-steps", "2", "--seed", "5", "-w", work, *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sha256_of(study["model"] / "detector.weights.h5") == base_digest  # the given model is untouched
+    anat = out / "sub-03" / "ses-02" / "anat"
+    qc = json.loads((anat / "sub-03_ses-02_space-ses02_desc-change_qc.json").read_text())
+    adaptation = qc["adaptation"]
+    assert adaptation["steps"] == 2 and adaptation["seed"] == 5
+    assert adaptation["base_detector_sha256"] == base_digest
+    assert len(adaptation["sessions"]) == 2
+    sidecar = json.loads((anat / "sub-03_ses-02_space-ses02_label-change_probseg.json").read_text())
+    assert sidecar["AdaptationSteps"] == 2
+    adapted = list(work.rglob("adapted_model/model.json"))
+    assert len(adapted) == 1 and not list(out.rglob("*.weights.h5"))  # weights stay out of the derivatives
+    assert sha256_of(adapted[0].parent / "detector.weights.h5") != base_digest
+    assert "adapted to this pair before inference: 2 fine-tuning steps" in (out / "sub-03.html").read_text()
