@@ -256,19 +256,21 @@ def picture(out: Path, sub: str, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_app(bids: Path, out: Path, model: Path, root: Path, nprocs: int) -> tuple[float, dict[str, str]]:
-    """Run the participant level; a failed pair is reported (exit code 1), not fatal. Returns
-    the seconds and {subject: "step: message"} of the failed pairs (from the summary TSV)."""
+def run_app(bids: Path, out: Path, model: Path, root: Path, nprocs: int, extra: tuple = (),
+            log_name: str | None = None) -> tuple[float, dict[str, str]]:
+    """Run the participant level (``extra``: more app arguments); a failed pair is reported (exit
+    code 1), not fatal. Returns the seconds and {subject: "step: message"} of the failed pairs
+    (from the summary TSV)."""
     import subprocess
     import time
 
-    log = root / f"participant-{model.name}.log"
+    log = root / f"participant-{log_name or model.name}.log"
     began = time.perf_counter()
     with open(log, "w") as handle:
         code = subprocess.run(list(map(str, app_command(
             bids, out, "participant", "--mode", "infer", "--model", model,
             "--reference-dir", bids / "derivatives" / "reference", "-w", root / "work",
-            "--nprocs", nprocs, "--skip-bids-validation", "--no-reports"))),
+            "--nprocs", nprocs, "--skip-bids-validation", "--no-reports", *extra))),
             stdout=handle, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - began
     if code not in (0, 1):

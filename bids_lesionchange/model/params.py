@@ -52,6 +52,9 @@ class SuperMixParams:
     lesion_contrast_min: float = 1.2
     lesion_contrast_max: float = 2.0
     max_lesions: int = 4
+    # share of the lesion-like changes placed against a hyperintensity already in the crop (an
+    # enlarging lesion: only the rim that rose is labelled)
+    lesion_enlarging_fraction: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,9 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
     with a soft edge: ``alpha = clip(2 G_sigma * m, 0, 1)`` (``m`` the chosen superpixels,
     ``sigma ~ U(0.6, 1.5)`` voxels), ``x' = (1 - alpha) x + alpha max(x, lesion)``.
 
+    With ``params.lesion_enlarging_fraction`` > 0 that share of the chosen superpixels is drawn
+    among those touching a hyperintensity already in ``x`` (an enlarging lesion).
+
     The label is where the lesion dominates (``alpha >= 0.5``) inside the brain AND ``x'`` rose by
     at least 0.1 times the tissue level: a superpixel that was already a lesion is not change.
 
@@ -181,6 +184,18 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
         return (*empty, (segments, np.zeros(0, dtype=np.int32))) if return_segments else empty
     k = int(rng.integers(1, max(int(params.max_lesions), 1) + 1))
     chosen = rng.choice(candidates, size=min(k, candidates.size), replace=False)
+    if params.lesion_enlarging_fraction > 0:
+        # Enlarging lesions: some of the chosen superpixels are swapped for ones touching a
+        # hyperintensity already present (within 2 voxels of x > 1.4 x tissue level).
+        existing = (x > 1.4 * level) & brain
+        if existing.any():
+            shell = ndimage.binary_dilation(existing, iterations=2)
+            touching = np.unique(segments[shell & (segments > 0)])
+            touching = np.intersect1d(touching, candidates)
+            if touching.size:
+                swap = rng.uniform(size=chosen.size) < params.lesion_enlarging_fraction
+                picks = rng.choice(touching, size=int(swap.sum()), replace=True)
+                chosen = np.unique(np.concatenate([chosen[~swap], picks]))
     core = np.isin(segments, chosen)
     contrast = float(rng.uniform(params.lesion_contrast_min, params.lesion_contrast_max))
     texture = x_recon / max(float(x_recon[core].mean()), 1e-6)

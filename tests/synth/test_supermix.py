@@ -243,3 +243,23 @@ def test_lesion_fraction_chooses_the_positive_source():
     lesion = synthetic_change_sample(pair, (32, 32, 32), recon, np.random.default_rng(3), _lesion_params())
     assert lesion["label"].any()
     assert (lesion["mixed"][lesion["label"]] > lesion["original"][lesion["label"]]).all()
+
+
+def test_enlarging_lesions_grow_next_to_an_existing_one_and_only_the_rim_is_labelled():
+    from scipy import ndimage
+
+    from bids_lesionchange.synth.supermix import lesion_supermix
+
+    x, mask = _scan()
+    x = np.clip(x, 0.4, 0.6) * mask
+    lesion = np.zeros(mask.shape, bool)
+    lesion[14:18, 14:18, 14:18] = True
+    x[lesion] = 1.0  # a lesion already there
+    params = _lesion_params(lesion_enlarging_fraction=1.0, max_lesions=1, lesion_segments_min=200,
+                            lesion_segments_max=200)
+    near = ndimage.binary_dilation(lesion, iterations=2 + 10)
+    for seed in range(4):
+        mixed, label = lesion_supermix(x, x.copy(), mask, np.random.default_rng(seed), params)
+        assert label.any() and not label[lesion].any()
+        # the new hyperintensity is a superpixel touching the old lesion
+        assert label[near].sum() == label.sum()
