@@ -241,6 +241,7 @@ RANGES: dict[str, tuple] = {
     "supermix.lesion_contrast_min": _AT_LEAST_1,
     "supermix.lesion_contrast_max": _AT_LEAST_1,
     "supermix.max_lesions": _AT_LEAST_1,
+    "supermix.lesion_enlarging_fraction": _UNIT,
     "detector.architecture": ("siamese", "unet"),
     "detector.base_filters": _AT_LEAST_1,
     "detector.levels": (2, None, False, False),
