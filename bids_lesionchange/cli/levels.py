@@ -28,6 +28,15 @@ class UsageProblem(RuntimeError):
     """A problem with the input that the user must fix (exit code 2)."""
 
 
+class RunInterrupted(Exception):
+    """The graph was stopped by SIGINT/SIGTERM: the outcomes so far and the original interruption."""
+
+    def __init__(self, outcomes: list, error: BaseException):
+        super().__init__(str(error))
+        self.outcomes = outcomes
+        self.error = error
+
+
 @dataclass
 class PairOutcome:
     """What happened to one pair: ``ok`` or the failed step with its message."""
@@ -210,11 +219,28 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
             LOGGER.debug("%s asks the scheduler for %s", node, request)
     LOGGER.info("running %d pair(s) with the %s plugin (work dir %s)", len(pairs), plugin, settings.work_dir)
     t0 = time.time()
+    interrupted = None
+    from bids_lesionchange.cli.interrupt import raise_if_stopped, stop_requested
+
+    plugin_args = {**plugin_args, "status_callback": plugin_args.get("status_callback", raise_if_stopped)}
     try:
         workflow.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as err:
         LOGGER.debug("nipype: %s", err)
-    if plugin == "SLURMGraph":
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM through cli.interrupt
+        from bids_lesionchange.cli.interrupt import signal_name, stop_child_processes
+
+        LOGGER.error("%s received: stopping the workers", signal_name(err))
+        stop_child_processes()
+        if batch_dir is not None:
+            LOGGER.warning("jobs already submitted to the scheduler keep running; cancel them with "
+                           "scancel/qdel if needed (their scripts are in %s)", batch_dir)
+        interrupted = err
+    if interrupted is None and stop_requested():  # the signal ended inside a node: Nipype went on
+        from bids_lesionchange.cli.interrupt import Interrupted
+
+        interrupted = Interrupted(stop_requested())
+    if plugin == "SLURMGraph" and interrupted is None:
         LOGGER.info("all jobs submitted; waiting for them to finish (squeue)")
         cancelled = cluster.wait_for_batch_jobs(batch_dir).cancelled
     LOGGER.info("graph finished in %.0f s", time.time() - t0)
@@ -242,7 +268,48 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
             outcome = outcomes[by_wf[wf_name]]
             if outcome.status == "ok":
                 outcome.status, outcome.step, outcome.message = "failed", step, message
+    if interrupted is not None:
+        from bids_lesionchange.cli.interrupt import signal_name
+
+        for wf_name, name in by_wf.items():
+            outcome = outcomes[name]
+            if outcome.status == "failed" and _crashed_by_signal(outcome):  # the signal, not a bug
+                outcome.status, outcome.step, outcome.crash_file = "ok", "", ""
+            if outcome.status == "ok" and not _finished_in_this_run(workflow, wf_name, t0):
+                outcome.status = "interrupted"
+                outcome.message = (f"not finished when the run was stopped ({signal_name(interrupted)}); "
+                                   "rerun the same command with the same --work-dir to resume")
+        raise RunInterrupted(list(outcomes.values()), interrupted)
     return list(outcomes.values())
+
+
+def _crashed_by_signal(outcome: PairOutcome) -> bool:
+    """Whether a pair's crash is the interruption itself (Nipype records it as a node crash)."""
+    try:
+        return "bids_lesionchange.cli.interrupt.Interrupted" in Path(outcome.crash_file).read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _finished_in_this_run(workflow, wf_name: str, since: float) -> bool:
+    """Whether every derivative sink (``ds_*``) of a pair's workflow wrote its result since ``since``.
+
+    Conservative: a pair whose results all came from an earlier run's cache counts as unfinished
+    (a rerun confirms it in seconds), never the reverse.
+    """
+    sinks = [n for n in workflow.list_node_names()
+             if n.startswith(wf_name + ".") and n.rsplit(".", 1)[-1].startswith("ds_")]
+    if not sinks:
+        return False
+    for name in sinks:
+        node = workflow.get_node(name)
+        try:
+            result = Path(node.output_dir()) / f"result_{node.name}.pklz"
+            if result.stat().st_mtime < since:
+                return False
+        except (OSError, AttributeError, TypeError):
+            return False
+    return True
 
 
 def read_change_qc(output_dir: Path, pair: SessionPair) -> dict | None:
@@ -276,15 +343,17 @@ def _summarise(outcomes: list[PairOutcome], settings, run_uuid: str, skipped) ->
              for s in skipped]
     summary = write_table_tsv(rows, settings.output_dir / "logs" / f"summary-{run_uuid}.tsv",
                               columns=SUMMARY_COLUMNS)
-    failed = [o for o in outcomes if o.status != "ok"]
-    LOGGER.info("summary: %d pair(s) done, %d failed, %d out of domain, %d subject(s) skipped (%s)",
-                len(outcomes) - len(failed), len(failed), len(flagged), len(skipped), summary)
+    failed = [o for o in outcomes if o.status == "failed"]
+    stopped = [o for o in outcomes if o.status == "interrupted"]
+    LOGGER.info("summary: %d pair(s) done, %d failed, %s%d out of domain, %d subject(s) skipped (%s)",
+                len(outcomes) - len(failed) - len(stopped), len(failed),
+                f"{len(stopped)} interrupted, " if stopped else "", len(flagged), len(skipped), summary)
     for name, message in flagged:
         LOGGER.warning("%s: %s", name, message)
     for o in failed:
         details = f" (details: {o.crash_file})" if o.crash_file else ""
         LOGGER.error("%s FAILED at step '%s': %s%s", o.pair.name, o.step, o.message, details)
-    return 1 if failed else 0
+    return 1 if failed or stopped else 0
 
 
 def _discover(settings, participant_label=None) -> tuple[list[SessionPair], list]:
@@ -315,7 +384,13 @@ def run_participant(settings, run_uuid: str) -> int:
     if pairs:
         references = find_references(settings.reference_dir, pairs) if settings.mode == "infer" else {}
         workflow = init_bids_lesionchange_wf(settings, pairs, references)
-        outcomes += run_graph(workflow, settings, pairs, run_uuid)
+        try:
+            outcomes += run_graph(workflow, settings, pairs, run_uuid)
+        except RunInterrupted as stop:  # write the summary so far, then let main() say how to resume
+            outcomes += stop.outcomes
+            outcomes.sort(key=lambda o: order.index(o.pair.name))
+            _summarise(outcomes, settings, run_uuid, skipped)
+            raise stop.error from None
     outcomes.sort(key=lambda o: order.index(o.pair.name))
     if settings.reports:
         _subject_reports(settings, outcomes, run_uuid)
@@ -377,7 +452,13 @@ def run_training(settings, run_uuid: str) -> int:
         LOGGER.error("%s is not used for training: %s", o.pair.name, o.message)
     if pairs:
         workflow = init_bids_lesionchange_wf(prep_settings, pairs, name="training_preproc_wf")
-        outcomes += run_graph(workflow, prep_settings, pairs, run_uuid)
+        try:
+            outcomes += run_graph(workflow, prep_settings, pairs, run_uuid)
+        except RunInterrupted as stop:
+            outcomes += stop.outcomes
+            outcomes.sort(key=lambda o: order.index(o.pair.name))
+            _summarise(outcomes, settings, run_uuid, skipped)
+            raise stop.error from None
     outcomes.sort(key=lambda o: order.index(o.pair.name))
     status = _summarise(outcomes, settings, run_uuid, skipped)
     ready = [o.pair for o in outcomes if o.status == "ok"]

@@ -32,7 +32,8 @@ its model.json, and --device cuda against the GPUs PyTorch sees. Then every FLAI
 symbolic link, a truncated .nii.gz or one holding less data than its header says fails that pair
 only (step check_inputs, with the file and the fix) while the others run. A damaged file in the
 work dir (left by an interrupted run) is named, with the advice to delete the work dir or rerun
-with a fresh -w. Exit codes: 0 all pairs done, 1 a pair failed, 2 usage error.
+with a fresh -w. SIGTERM or SIGINT stops the workers, writes the summary so far and exits 143 or
+130; rerun with the same -w to resume. Exit codes: 0 all pairs done, 1 a pair failed, 2 usage error.
 """
 
 

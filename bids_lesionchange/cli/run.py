@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                   "fix the dataset or pass --skip-bids-validation", file=sys.stderr)
             return 2
 
-    from bids_lesionchange.cli import levels
+    from bids_lesionchange.cli import interrupt, levels
 
+    previous = interrupt.install_signal_handlers()
     try:
         if settings.analysis_level == "participant":
             return levels.run_participant(settings, run_uuid)
@@ -85,9 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         LOGGER.error("%s", err)
         print(f"bids_lesionchange: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        LOGGER.error("interrupted; finished outputs are kept, rerun with the same --work-dir to resume")
-        return 130
+    except KeyboardInterrupt as err:  # SIGINT or SIGTERM (interrupt.Interrupted)
+        interrupt.stop_child_processes()
+        summary = settings.output_dir / "logs" / f"summary-{run_uuid}.tsv"
+        so_far = f"; the summary so far is {summary}" if summary.is_file() else ""
+        LOGGER.error("stopped by %s: finished outputs are kept%s; to resume, rerun the same command "
+                     "with the same work directory (-w %s)", interrupt.signal_name(err), so_far,
+                     settings.work_dir)
+        return getattr(err, "exit_code", interrupt.EXIT_SIGINT)
+    finally:
+        interrupt.restore_signal_handlers(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

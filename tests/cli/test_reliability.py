@@ -242,10 +242,7 @@ def test_valid_images_pass_including_multi_member_gzip(tmp_path):
 
 
 def _two_subjects(root: Path, damage: str | None = "dangling") -> Path:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import make_bids
+    from tests.conftest import make_bids
 
     bids = make_bids(root / "bids", {s: [f"ses-01/anat/sub-{s}_ses-01_FLAIR.nii.gz",
                                          f"ses-02/anat/sub-{s}_ses-02_FLAIR.nii.gz"] for s in ("01", "02")})
@@ -428,3 +425,92 @@ def test_end_to_end_a_dangling_flair_and_a_damaged_work_dir(tmp_path):
     assert row["status"] == "failed"
     assert row["message"].startswith(f"{cached} is a damaged cached intermediate in the work directory")
     assert f"delete the work directory {work}" in row["message"]
+
+
+# ----------------------------------------------------------------------- item 5: SIGTERM / SIGINT
+SLEEPY_RUN = """
+import sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from tests.conftest import make_bids
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+import bids_lesionchange.workflows.base as base
+
+def nap(x):
+    import time
+    time.sleep(120)
+    return x
+
+def build(settings, pairs, references=None, name="bids_lesionchange_wf"):
+    # every pair: one long step (as HD-BET or N4 would be) then its derivative sink
+    workflow = pe.Workflow(name=name)
+    for pair in pairs:
+        pair_wf = pe.Workflow(name=base.pair_workflow_name(pair))
+        step = pe.Node(niu.Function(input_names=["x"], output_names=["y"], function=nap), name="nap")
+        step.inputs.x = 1
+        pair_wf.connect(step, "y", pe.Node(niu.IdentityInterface(fields=["y"]), name="ds_y"), "y")
+        workflow.add_nodes([pair_wf])
+    return workflow
+
+base.init_bids_lesionchange_wf = build
+root = Path(sys.argv[1])
+bids = make_bids(root / "bids", {{s: [f"ses-01/anat/sub-{{s}}_ses-01_FLAIR.nii.gz",
+                                     f"ses-02/anat/sub-{{s}}_ses-02_FLAIR.nii.gz"] for s in ("01", "02")}})
+from bids_lesionchange.cli.run import main
+sys.exit(main([str(bids), str(root / "out"), "participant", "--mode", "preprocess", "-w", str(root / "work"),
+               "--skip-bids-validation", "--no-reports", "--plugin", sys.argv[2], "--nprocs", "2"]))
+"""
+
+
+@pytest.mark.parametrize("plugin, signum, code", [("MultiProc", "SIGTERM", 143), ("MultiProc", "SIGINT", 130),
+                                                  ("Linear", "SIGTERM", 143)])
+def test_a_signal_stops_the_workers_writes_the_summary_and_says_how_to_resume(tmp_path, plugin, signum, code):
+    """Under MultiProc the two pairs' long steps run in two worker processes, which must not outlive
+    the run; under Linear the step runs in the main process, where Nipype turns the interruption
+    into a node crash and would go on with the next pair's step."""
+    import csv
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bids_lesionchange.cli.interrupt import _alive, descendant_pids
+
+    script = tmp_path / "run.py"
+    script.write_text(SLEEPY_RUN.format(repo=str(Path(__file__).resolve().parents[2])))
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), plugin], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    want_workers, want_running = (2, 2) if plugin == "MultiProc" else (0, 1)
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = descendant_pids(proc.pid)
+            nodes = list((tmp_path / "work").rglob("nap/_node.pklz"))
+            if len(workers) >= want_workers and len(nodes) == want_running:  # the long steps run
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None and len(workers) >= want_workers, proc.communicate()[1][-3000:]
+        time.sleep(1.0)
+        proc.send_signal(getattr(signal, signum))
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in workers:  # the workers this test started, should the code under test leave them
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == code, stderr[-3000:]
+    assert not [pid for pid in workers if _alive(pid)], "orphan worker processes"
+    if plugin == "MultiProc":  # (under Linear, Nipype logs the interrupted node's crash itself)
+        assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert f"stopped by {signum}: finished outputs are kept; the summary so far is" in last
+    assert f"to resume, rerun the same command with the same work directory (-w {tmp_path / 'work'})" in last
+    (summary,) = (tmp_path / "out" / "logs").glob("summary-*.tsv")
+    with summary.open() as fh:
+        rows = {r["pair"]: r for r in csv.DictReader(fh, delimiter="\t")}
+    assert [r["status"] for r in rows.values()] == ["interrupted", "interrupted"]
+    assert f"not finished when the run was stopped ({signum})" in rows["sub-01_ses-01to02"]["message"]
