@@ -55,6 +55,10 @@ class SuperMixParams:
     # share of the lesion-like changes placed against a hyperintensity already in the crop (an
     # enlarging lesion: only the rim that rose is labelled)
     lesion_enlarging_fraction: float = 0.0
+    # > 0: each chosen superpixel is cut to a ball of radius U(lesion_radius_min, _max) voxels
+    # around one of its voxels, so lesions smaller than a superpixel (20-70 voxels) are drawn too
+    lesion_radius_min: float = 1.5
+    lesion_radius_max: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,8 @@ RANGES: dict[str, tuple] = {
     "supermix.lesion_contrast_max": _AT_LEAST_1,
     "supermix.max_lesions": _AT_LEAST_1,
     "supermix.lesion_enlarging_fraction": _UNIT,
+    "supermix.lesion_radius_min": _POSITIVE,
+    "supermix.lesion_radius_max": _AT_LEAST_0,
     "detector.architecture": ("siamese", "unet"),
     "detector.base_filters": _AT_LEAST_1,
     "detector.levels": (2, None, False, False),

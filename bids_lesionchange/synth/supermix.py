@@ -149,6 +149,9 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
     with a soft edge: ``alpha = clip(2 G_sigma * m, 0, 1)`` (``m`` the chosen superpixels,
     ``sigma ~ U(0.6, 1.5)`` voxels), ``x' = (1 - alpha) x + alpha max(x, lesion)``.
 
+    With ``params.lesion_radius_max`` > 0 each chosen superpixel is cut to a ball of radius
+    U(``lesion_radius_min``, ``lesion_radius_max``) voxels around one of its voxels (lesions of a
+    few tens of voxels, smaller than SLIC's superpixels on its coarse grid).
     With ``params.lesion_enlarging_fraction`` > 0 that share of the chosen superpixels is drawn
     among those touching a hyperintensity already in ``x`` (an enlarging lesion).
 
@@ -197,6 +200,18 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
                 picks = rng.choice(touching, size=int(swap.sum()), replace=True)
                 chosen = np.unique(np.concatenate([chosen[~swap], picks]))
     core = np.isin(segments, chosen)
+    if params.lesion_radius_max > 0:
+        # Cut each chosen superpixel to a ball around one of its voxels: small lesions too.
+        grid = np.indices(x.shape, dtype=np.float32)
+        cut = np.zeros(x.shape, dtype=bool)
+        for segment in chosen:
+            voxels = np.argwhere(segments == segment)
+            centre = voxels[rng.integers(len(voxels))]
+            radius = float(rng.uniform(params.lesion_radius_min, max(params.lesion_radius_max,
+                                                                     params.lesion_radius_min)))
+            ball = ((grid - centre[:, None, None, None].astype(np.float32)) ** 2).sum(0) <= radius ** 2
+            cut |= ball & (segments == segment)
+        core = cut
     contrast = float(rng.uniform(params.lesion_contrast_min, params.lesion_contrast_max))
     texture = x_recon / max(float(x_recon[core].mean()), 1e-6)
     lesion = contrast * level * np.clip(texture, 0.85, 1.15)

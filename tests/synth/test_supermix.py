@@ -263,3 +263,20 @@ def test_enlarging_lesions_grow_next_to_an_existing_one_and_only_the_rim_is_labe
         assert label.any() and not label[lesion].any()
         # the new hyperintensity is a superpixel touching the old lesion
         assert label[near].sum() == label.sum()
+
+
+def test_lesions_cut_to_a_ball_stay_within_its_radius():
+    from bids_lesionchange.synth.supermix import lesion_supermix
+
+    x, mask = _scan()
+    params = _lesion_params(max_lesions=1, lesion_radius_min=2.0, lesion_radius_max=2.0,
+                            lesion_segments_min=20, lesion_segments_max=20)
+    for seed in range(4):
+        _, label, (segments, chosen) = lesion_supermix(x, x.copy(), mask, np.random.default_rng(seed), params,
+                                                      return_segments=True)
+        assert label.any() and chosen.size == 1
+        points = np.argwhere(label)
+        extent = points.max(0) - points.min(0)
+        # a ball of radius 2 spans 5 voxels per axis; the soft edge (alpha >= 0.5 where the
+        # Gaussian-smoothed core, sigma <= 1.5, is >= 0.25) adds at most 2 voxels on each side
+        assert (extent <= 8).all()
