@@ -109,6 +109,9 @@ class TrainingParams:
     intensity_normalisation: str = "percentile"
     threshold: float = 0.1  # kappa of the paper, for the validation Dice and lesion counts
     min_blob_size: int = 20
+    # > 0: the model written is an exponential moving average of the weights with this decay per
+    # step (validation uses it too); 0 = the last weights, as in the paper
+    weight_averaging: float = 0.0
     graph_mode: bool = True  # compile training steps with tf.function (tracing costs 10-30 s; False for tiny runs)
     seed: int = 0
 
@@ -273,6 +276,7 @@ RANGES: dict[str, tuple] = {
     "training.threshold": (0, 1, True, True),
     "training.min_blob_size": _AT_LEAST_1,
     "training.seed": _ANY,
+    "training.weight_averaging": (0, 1, False, True),
 }
 # (section, smaller, larger): the first may not exceed the second.
 ORDERED = (

@@ -91,6 +91,12 @@ def _save_optimizer(optimizer, path: Path) -> None:
     tmp.replace(path)
 
 
+def _save_arrays_atomic(path: Path, arrays) -> None:
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **{f"w{i}": np.asarray(a) for i, a in enumerate(arrays)})
+    tmp.replace(path)
+
+
 def _load_optimizer(optimizer, variables, path: Path) -> None:
     optimizer.build(variables)
     with np.load(path) as data:
@@ -211,6 +217,37 @@ class DetectorTrainer:
         self._step = (tf.function(self._step_eager, reduce_retracing=True) if self.training.graph_mode
                       else self._step_eager)
         self._predict = inference_model(self.model)
+        self.averaging = float(self.training.weight_averaging)
+        self.average = ([np.array(v.numpy()) for v in self.model.trainable_variables]
+                        if self.averaging > 0 else None)
+
+    def update_average(self) -> None:
+        """Fold the current weights into the moving average (no-op without ``weight_averaging``)."""
+        if self.average is None:
+            return
+        d = self.averaging
+        for mean, variable in zip(self.average, self.model.trainable_variables):
+            mean *= d
+            mean += (1.0 - d) * variable.numpy()
+
+    def averaged(self):
+        """Context manager: the model holds the averaged weights inside, its own weights after."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def swap():
+            if self.average is None:
+                yield
+                return
+            current = [np.array(v.numpy()) for v in self.model.trainable_variables]
+            for mean, variable in zip(self.average, self.model.trainable_variables):
+                variable.assign(mean)
+            try:
+                yield
+            finally:
+                for value, variable in zip(current, self.model.trainable_variables):
+                    variable.assign(value)
+        return swap()
 
     def _step_eager(self, inputs, label):
         with tf.GradientTape() as tape:
@@ -228,6 +265,7 @@ class DetectorTrainer:
         """Run one Adam step on a batch (batch, X, Y, Z) of x', x^ and labels; return its losses."""
         inputs = [tf.convert_to_tensor(a) for a in detector_inputs(mixed, reference, self.params.architecture)]
         objective, final = self._step(inputs, tf.convert_to_tensor(label.astype(np.float32)))
+        self.update_average()
         return {"loss": float(objective), "final_loss": float(final)}
 
     def predict(self, mixed: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -338,6 +376,9 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
     if start:
         trainer.model.load_weights(str(det_dir / DETECTOR_WEIGHTS))
         _load_optimizer(trainer.optimizer, trainer.model.trainable_variables, det_dir / "optimizer.npz")
+        if trainer.average is not None and (det_dir / "average.npz").is_file():
+            with np.load(det_dir / "average.npz") as saved:
+                trainer.average = [np.array(saved[f"w{i}"]) for i in range(len(trainer.average))]
         LOGGER.info("resuming detector training at iteration %d of %d", start, training.iterations)
     steps = max(training.pairs_per_iteration // training.batch_size, 1)
     from tqdm import tqdm
@@ -362,7 +403,8 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
                                              np.stack([b["label"] for b in batch])))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]['loss']:.4f}")
-        metrics = validate(trainer, val_samples, hyperparams)
+        with trainer.averaged():
+            metrics = validate(trainer, val_samples, hyperparams)
         mean = {k: float(np.mean([l[k] for l in losses])) for k in losses[0]}
         with writer.as_default():
             for key, value in {**mean, **metrics, "learning_rate": trainer.learning_rate}.items():
@@ -376,17 +418,24 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
                     mean["loss"], metrics["val_ftl"], metrics["val_dice"], metrics["val_ltpr"], metrics["val_ppv"])
         _save_weights_atomic(trainer.model.save_weights, det_dir / DETECTOR_WEIGHTS)
         _save_optimizer(trainer.optimizer, det_dir / "optimizer.npz")
+        if trainer.average is not None:
+            _save_arrays_atomic(det_dir / "average.npz", trainer.average)
         write_json_atomic(det_dir / "state.json", {"iteration": iteration + 1, "metrics": metrics})
     bar.close()
     if start >= training.iterations and training.iterations > 0:
         trainer.model.load_weights(str(det_dir / DETECTOR_WEIGHTS))
+        if trainer.average is not None and (det_dir / "average.npz").is_file():
+            with np.load(det_dir / "average.npz") as saved:
+                trainer.average = [np.array(saved[f"w{i}"]) for i in range(len(trainer.average))]
     if not metrics:
-        metrics = validate(trainer, val_samples, hyperparams)
+        with trainer.averaged():
+            metrics = validate(trainer, val_samples, hyperparams)
     writer.close()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.json").unlink(missing_ok=True)  # an interrupted write must not look complete
-    _save_weights_atomic(trainer.model.save_weights, out_dir / DETECTOR_WEIGHTS)
+    with trainer.averaged():  # the model written is the weight average when there is one
+        _save_weights_atomic(trainer.model.save_weights, out_dir / DETECTOR_WEIGHTS)
     _save_weights_atomic(vae.save_weights, out_dir / VAE_WEIGHTS)
     if log.path.is_file():
         shutil.copyfile(log.path, out_dir / "training_log.tsv")

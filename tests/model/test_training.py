@@ -67,3 +67,37 @@ def test_an_interrupted_run_resumes_at_the_next_iteration(nifti_pairs, micro_hyp
     assert [r for r in rows if r["stage"] == "vae"] == vae_rows  # the VAE was not trained again
     assert [r["iteration"] for r in rows if r["stage"] == "detector"] == ["1", "2"]
     assert json.loads((tmp_path / "work" / "detector" / "state.json").read_text())["iteration"] == 2
+
+
+def test_weight_averaging_writes_the_moving_average(nifti_pairs, micro_hyperparams, tmp_path):
+    """training.weight_averaging: the model written holds the EMA of the weights, tracked step by step."""
+    from dataclasses import replace
+
+    from bids_lesionchange.model.training import DetectorTrainer
+
+    hp = replace(micro_hyperparams, training=replace(micro_hyperparams.training, weight_averaging=0.5))
+    trainer = DetectorTrainer(hp, seed=0)
+    start = [np.array(v.numpy()) for v in trainer.model.trainable_variables]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(2, 16, 16, 16)).astype(np.float32)
+    label = (rng.uniform(size=(2, 16, 16, 16)) > 0.9)
+    trainer.train_step(x, x[::-1].copy(), label)
+    after = [np.array(v.numpy()) for v in trainer.model.trainable_variables]
+    for mean, a, b in zip(trainer.average, start, after):
+        np.testing.assert_allclose(mean, 0.5 * a + 0.5 * b, rtol=1e-5, atol=1e-7)
+    with trainer.averaged():
+        inside = [np.array(v.numpy()) for v in trainer.model.trainable_variables]
+    for a, b, c in zip(inside, trainer.average, trainer.model.trainable_variables):
+        np.testing.assert_array_equal(a, b)
+    for a, v in zip(after, trainer.model.trainable_variables):
+        np.testing.assert_array_equal(a, v.numpy())  # the model's own weights are back
+
+    out = train_change_detector(nifti_pairs, tmp_path / "model", hp, work_dir=tmp_path / "work", progress=False, seed=0)
+    assert (tmp_path / "work" / "detector" / "average.npz").is_file()
+    model, _ = load_detector(out)
+    with np.load(tmp_path / "work" / "detector" / "average.npz") as saved:
+        averaged = [saved[f"w{i}"] for i in range(len(saved.files))]
+    written = [w for w in model.trainable_weights]
+    assert len(written) == len(averaged)
+    for w, a in zip(written, averaged):
+        np.testing.assert_array_equal(np.asarray(w.numpy()), a)
