@@ -484,6 +484,84 @@ def run_training(settings, run_uuid: str) -> int:
     return status
 
 
+GROUP_ADAPT_STEPS = 100  # group --mode adapt without --adapt-steps
+MAX_ADAPT_SESSIONS = 64  # sessions held in memory for group --mode adapt (drawn with --seed beyond)
+
+
+def run_adaptation(settings, run_uuid: str) -> int:
+    """group --mode adapt: preprocess every pair of the cohort, then fine-tune a copy of the model on
+    self-pairs of its sessions (each session against a nuisance-rich copy of itself; no label and
+    no real change between sessions is used) and write ``<output_dir>/model-adapted``."""
+    import nibabel as nib
+    import numpy as np
+
+    from bids_lesionchange.model.adapt import adapt_detector
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf, model_intensity_norm
+
+    pairs, skipped = _discover(settings)
+    write_dataset_description(settings.output_dir, settings.bids_dir, model_dir=settings.model_dir)
+    prep_settings = replace(settings, mode="preprocess",
+                            intensity_norm=settings.intensity_norm or model_intensity_norm(settings.model_dir))
+    order = [p.name for p in pairs]
+    pairs, outcomes = check_pair_files(pairs)
+    if pairs:
+        workflow = init_bids_lesionchange_wf(prep_settings, pairs, name="adaptation_preproc_wf")
+        try:
+            outcomes += run_graph(workflow, prep_settings, pairs, run_uuid)
+        except RunInterrupted as stop:
+            outcomes += stop.outcomes
+            outcomes.sort(key=lambda o: order.index(o.pair.name))
+            _summarise(outcomes, settings, run_uuid, skipped)
+            raise stop.error from None
+    outcomes.sort(key=lambda o: order.index(o.pair.name))
+    status = _summarise(outcomes, settings, run_uuid, skipped)
+    ready = [o.pair for o in outcomes if o.status == "ok"]
+    if not ready:
+        LOGGER.error("no pair could be preprocessed; nothing to adapt on")
+        return 1
+    files = []
+    for pair in ready:
+        baseline, followup, mask = preprocessed_paths(settings.output_dir, pair)
+        files += [(f"sub-{pair.subject}_ses-{pair.baseline_session}", baseline, mask),
+                  (f"sub-{pair.subject}_ses-{pair.followup_session}", followup, mask)]
+    if len(files) > MAX_ADAPT_SESSIONS:
+        keep = np.random.default_rng(settings.seed).choice(len(files), MAX_ADAPT_SESSIONS, replace=False)
+        LOGGER.info("adapting on %d of the %d preprocessed sessions (drawn with --seed %d)",
+                    MAX_ADAPT_SESSIONS, len(files), settings.seed)
+        files = [files[i] for i in sorted(keep)]
+    sessions = [(name, np.asarray(nib.load(str(image)).dataobj, dtype=np.float32),
+                 np.asarray(nib.load(str(mask)).dataobj) > 0) for name, image, mask in files]
+    steps = settings.adapt_steps or GROUP_ADAPT_STEPS
+    out = settings.output_dir / "model-adapted"
+    LOGGER.info("adapting %s on %d session(s), %d steps", settings.model_dir, len(sessions), steps)
+    adapt_detector(settings.model_dir, sessions, out, steps=steps, seed=settings.seed, progress=True,
+                   description=f"{len(sessions)} session(s) of {settings.bids_dir.name}, each against itself")
+    _write_adapted_card(out, portable_command(settings.command_line))
+    LOGGER.info("adapted model written to %s; use it with participant --model %s", out, out)
+    return status
+
+
+def _write_adapted_card(model_dir: Path, command: str) -> Path:
+    """A short model card for an adapted model: what it was adapted from, on what, and how."""
+    from bids_lesionchange.model.io import read_model_spec
+
+    spec = read_model_spec(model_dir)
+    adaptation = spec["training"]["adaptation"]
+    lines = ["# Adapted change detector (bids_lesionchange)", "",
+             "A copy of a trained model fine-tuned without labels on self-pairs of the sessions below "
+             "(each session against a nuisance-rich copy of itself; see docs/method.md, adaptation).", "",
+             f"- base model: `{Path(adaptation['base_model']).name}` (detector SHA-256 "
+             f"`{adaptation['base_detector_sha256']}`)",
+             f"- steps: {adaptation['steps']}, seed {adaptation['seed']}, learning rate "
+             f"{adaptation['learning_rate']:g}, acquisition nuisance {adaptation['acquisition_augmentation']:g}",
+             f"- time: {adaptation['seconds']} s", f"- command: `{command}`", "",
+             f"## Sessions ({len(adaptation['sessions'])})", "",
+             *[f"- {name}" for name in adaptation["sessions"]], ""]
+    path = model_dir / "model_card.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
 def portable_command(argv) -> str:
     """The command line as a user types it: every argument naming an existing path is shortened to
     its last component, so a model card does not carry the paths of the machine it was trained on."""

@@ -137,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bids_lesionchange {__version__}")
     parser.add_argument(
         "--mode", default=None,
-        choices=["infer", "preprocess", "train", "evaluate"],
+        choices=["infer", "preprocess", "train", "adapt", "evaluate"],
         help="participant: 'infer' (default) or 'preprocess' (stop after preprocessing); "
-        "group: 'train' (default) or 'evaluate' (aggregate per-pair metrics)",
+        "group: 'train' (default), 'adapt' (fine-tune a copy of --model on self-pairs of every "
+        "session of the cohort, no label used; --adapt-steps, default 100) or 'evaluate' "
+        "(aggregate per-pair metrics)",
     )
 
     g = parser.add_argument_group("selecting data")
@@ -368,7 +370,7 @@ def parse_args(argv: list[str] | None = None):
         )
 
     mode = opts.mode or ("infer" if opts.analysis_level == "participant" else "train")
-    allowed = {"participant": ("infer", "preprocess"), "group": ("train", "evaluate")}
+    allowed = {"participant": ("infer", "preprocess"), "group": ("train", "adapt", "evaluate")}
     if mode not in allowed[opts.analysis_level]:
         parser.error(
             f"--mode {mode} does not go with the {opts.analysis_level} level; "
@@ -383,7 +385,7 @@ def parse_args(argv: list[str] | None = None):
             )
 
     model_dir = None
-    if opts.analysis_level == "participant" and mode == "infer" or opts.model is not None:
+    if opts.analysis_level == "participant" and mode == "infer" or mode == "adapt" or opts.model is not None:
         model_dir = (opts.model or DEFAULT_MODEL_DIR).expanduser().resolve()
         if not (opts.analysis_level == "group" and mode == "train"):
             problem = check_model_dir(model_dir)

@@ -172,3 +172,29 @@ def test_participant_adapts_a_copy_of_the_model_to_the_pair(study, tmp_path):
     assert len(adapted) == 1 and not list(out.rglob("*.weights.h5"))  # weights stay out of the derivatives
     assert sha256_of(adapted[0].parent / "detector.weights.h5") != base_digest
     assert "adapted to this pair before inference: 2 fine-tuning steps" in (out / "sub-03.html").read_text()
+
+
+def test_group_adapt_writes_an_adapted_model_with_its_card(study, tmp_path):
+    """group --mode adapt: every session of the cohort, each against itself; the result runs with --model."""
+    from bids_lesionchange.model.io import read_model_spec, sha256_of
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = app(study["bids"], out, "group", "--mode", "adapt", "--model", study["model"], "--participant-label",
+               "01", "03", "--adapt-steps", "2", "-w", work, *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spec = read_model_spec(out / "model-adapted")
+    adaptation = spec["training"]["adaptation"]
+    assert adaptation["steps"] == 2
+    assert adaptation["base_detector_sha256"] == sha256_of(study["model"] / "detector.weights.h5")
+    assert sorted(adaptation["sessions"]) == ["sub-01_ses-01", "sub-01_ses-02", "sub-03_ses-01", "sub-03_ses-02"]
+    card = (out / "model-adapted" / "model_card.md").read_text()
+    assert "sub-03_ses-02" in card and "--mode adapt" in card and str(tmp_path) not in card
+    proc = app(study["bids"], tmp_path / "out2", "participant", "--model", out / "model-adapted",
+               "--participant-label", "03", "-w", work, *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_group_adapt_refuses_a_missing_model(study, tmp_path):
+    proc = app(study["bids"], tmp_path / "out", "group", "--mode", "adapt", "--model", tmp_path / "nothing",
+               *FAST)
+    assert proc.returncode == 2 and "nothing" in proc.stderr
