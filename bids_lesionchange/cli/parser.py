@@ -224,14 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--use-plugin", type=Path, default=None,
                    help="Nipype plugin YAML file (plugin: SLURM, plugin_args: {...})")
     g.add_argument("--plugin", choices=["Linear", "MultiProc", "SLURM", "SLURMGraph", "SGE", "PBS"],
-                   default=None, help="Nipype execution plugin (default: MultiProc)")
+                   default=None,
+                   help="Nipype execution plugin (default: MultiProc with --nprocs above 1, else Linear)")
     g.add_argument("--plugin-args", default=None, help="arguments for the plugin, e.g. sbatch arguments")
     g.add_argument("--allow-tmp-workdir", action="store_true",
                    help="allow a work dir under /tmp with a cluster plugin")
     g.add_argument("--no-resume", dest="resume", action="store_false",
                    help="training: start again instead of resuming from the last checkpoint")
     g.add_argument("-v", "--verbose", dest="verbosity", action="count", default=0,
-                   help="more log output (-vv for debug)")
+                   help="more log output: -v adds the libraries' messages (Nipype interfaces, pybids, "
+                   "TensorFlow), -vv debug")
     return parser
 
 

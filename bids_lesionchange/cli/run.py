@@ -13,7 +13,9 @@ LOGGER = logging.getLogger("bids_lesionchange")
 
 
 def _setup_logging(settings, log_dir: Path, run_uuid: str) -> Path:
-    level = {0: logging.INFO, 1: logging.INFO}.get(settings.verbosity, logging.DEBUG)
+    # 0: INFO from the app, Nipype's node chatter and the libraries at WARNING; -v: the libraries'
+    # INFO too (Nipype interfaces, pybids, TensorFlow); -vv: DEBUG.
+    level = logging.INFO if settings.verbosity < 2 else logging.DEBUG
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"bids_lesionchange-{run_uuid}.log"
     fmt = logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s", "%y%m%d-%H:%M:%S")
@@ -25,7 +27,7 @@ def _setup_logging(settings, log_dir: Path, run_uuid: str) -> Path:
         root.addHandler(handler)
     for noisy in ("nipype.interface", "nipype.utils", "bids", "bidsschematools", "tensorflow", "absl",
                   "h5py"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.WARNING if settings.verbosity == 0 else level)
     return log_file
 
 

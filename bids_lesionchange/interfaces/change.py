@@ -65,17 +65,12 @@ class AdaptModel(SimpleInterface):
     output_spec = _AdaptOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_lesionchange.model._backend import tf
         from bids_lesionchange.model.adapt import adapt_files
 
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(int(self.inputs.num_threads))
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # already initialised in this process
-            pass
         out = adapt_files(self.inputs.model_dir, [self.inputs.baseline, self.inputs.followup],
                           [self.inputs.brain_mask], _out(runtime, "adapted_model"), steps=self.inputs.steps,
-                          seed=self.inputs.seed, description="this pair's two sessions, each against itself")
+                          seed=self.inputs.seed, description="this pair's two sessions, each against itself",
+                          num_threads=self.inputs.num_threads)
         from bids_lesionchange.model.io import read_model_spec
 
         adaptation = dict(read_model_spec(out, verify=False)["training"]["adaptation"])
@@ -187,7 +182,6 @@ class _EvaluateInputSpec(BaseInterfaceInputSpec):
     followup_xfm = File(exists=True, mandatory=True, desc="follow-up native-to-common transform")
     pair = traits.Str(mandatory=True, desc="pair name for the table")
     match = traits.Enum("iou", "overlap", usedefault=True)
-    min_size = traits.Int(1, usedefault=True)
 
 
 class _EvaluateOutputSpec(TraitedSpec):

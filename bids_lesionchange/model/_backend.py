@@ -1,4 +1,4 @@
-"""Import TensorFlow/Keras with the CPU settings this project measured (imported only inside model/ and synth/).
+"""Import TensorFlow/Keras with the CPU settings this project measured (imported only inside model/).
 
 oneDNN makes 3D convolutions 3-7x faster on the target CPU, so it is switched on unless the user
 chose otherwise; TensorFlow's C++ log chatter is silenced at the same time.

@@ -137,9 +137,19 @@ def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarr
 
 
 def adapt_files(model_dir, images: Sequence[str], masks: Sequence[str], out_dir, *, steps: int = DEFAULT_STEPS,
-                seed: int = 0, description: str = "") -> Path:
-    """:func:`adapt_detector` on NIfTI files (one brain mask per image, or one for all)."""
+                seed: int = 0, description: str = "", num_threads: int | None = None) -> Path:
+    """:func:`adapt_detector` on NIfTI files (one brain mask per image, or one for all), with
+    ``num_threads`` TensorFlow intra-op threads (None: TensorFlow's default)."""
     import nibabel as nib
+
+    from bids_lesionchange.model._backend import tf
+
+    if num_threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(num_threads))
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already initialised in this process
+            pass
     from nibabel.filebasedimages import ImageFileError
 
     if len(masks) not in (1, len(images)):

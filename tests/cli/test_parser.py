@@ -166,3 +166,25 @@ def test_max_change_fraction_reaches_the_plausibility_node(tiny_bids, tmp_path):
     assert node.inputs.max_fraction == 0.3 and node.inputs.threshold == 0.2
     sink = next(workflow.get_node(n) for n in names if n.endswith(".ds_change_qc"))
     assert sink.inputs.out_path == "sub-01/ses-02/anat/sub-01_ses-02_space-ses02_desc-change_qc.json"
+
+
+@pytest.mark.parametrize("verbosity, library_level, handler_level", [(0, "WARNING", "INFO"), (1, "INFO", "INFO"),
+                                                                    (2, "DEBUG", "DEBUG")])
+def test_verbosity_changes_what_is_logged(tmp_path, verbosity, library_level, handler_level):
+    import logging
+    from types import SimpleNamespace
+
+    from bids_lesionchange.cli.run import _setup_logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        _setup_logging(SimpleNamespace(verbosity=verbosity), tmp_path, "test")
+        added = [h for h in root.handlers if h not in before]
+        assert {logging.getLevelName(h.level) for h in added} == {handler_level}
+        assert logging.getLevelName(logging.getLogger("nipype.interface").level) == library_level
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+            handler.close()
+        logging.getLogger("nipype.interface").setLevel(logging.WARNING)
