@@ -195,16 +195,17 @@ def change_subjects(bids: Path) -> list[str]:
 
 def pair_files(out: Path, sub: str, bids: Path | None = None) -> dict[str, Path]:
     """Paths of one pair's derivatives (baseline ses-01, follow-up ses-02, common space ses02)."""
-    base = out / f"sub-{sub}" / "ses-01" / "anat" / f"sub-{sub}_ses-01_space-ses02"
-    follow = out / f"sub-{sub}" / "ses-02" / "anat" / f"sub-{sub}_ses-02"
+    from bids_lesionchange.derivatives import pair_outputs
+
+    outputs = pair_outputs(sub=sub, baseline="01", followup="02")
     files = {
-        "baseline": Path(f"{base}_desc-preproc_FLAIR.nii.gz"),
-        "followup": Path(f"{follow}_space-ses02_desc-preproc_FLAIR.nii.gz"),
-        "brain_mask": Path(f"{follow}_space-ses02_desc-brain_mask.nii.gz"),
-        "followup_xfm": Path(f"{follow}_from-orig_to-ses02_mode-image_xfm.txt"),
-        "probability": Path(f"{follow}_space-ses02_label-change_probseg.nii.gz"),
-        "labels": Path(f"{follow}_space-ses02_desc-change_dseg.nii.gz"),
-        "metrics": Path(f"{follow}_desc-evaluation_metrics.tsv"),
+        "baseline": out / outputs.baseline_preproc,
+        "followup": out / outputs.followup_preproc,
+        "brain_mask": out / outputs.brain_mask,
+        "followup_xfm": out / outputs.followup_xfm,
+        "probability": out / outputs.probability,
+        "labels": out / outputs.labels,
+        "metrics": out / outputs.metrics,
     }
     if bids is not None:
         files["reference"] = (bids / "derivatives" / "truth" / f"sub-{sub}" / "ses-02" / "anat"

@@ -154,14 +154,10 @@ def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dic
 
 
 def pair_paths(out: Path, sub: str) -> dict[str, Path]:
-    anat = out / f"sub-{sub}" / "ses-02" / "anat"
-    return {
-        "baseline": out / f"sub-{sub}" / "ses-01" / "anat" / f"sub-{sub}_ses-01_space-ses02_desc-preproc_FLAIR.nii.gz",
-        "followup": anat / f"sub-{sub}_ses-02_space-ses02_desc-preproc_FLAIR.nii.gz",
-        "brain_mask": anat / f"sub-{sub}_ses-02_space-ses02_desc-brain_mask.nii.gz",
-        "probability": anat / f"sub-{sub}_ses-02_space-ses02_label-change_probseg.nii.gz",
-        "xfm": anat / f"sub-{sub}_ses-02_from-orig_to-ses02_mode-image_xfm.txt",
-    }
+    from _common import pair_files
+
+    files = pair_files(out, sub)
+    return {**files, "xfm": files["followup_xfm"]}
 
 
 def difference_stats(base: np.ndarray, follow: np.ndarray, brain: np.ndarray) -> dict:
@@ -227,7 +223,7 @@ def picture(out: Path, sub: str, path: Path, title: str) -> None:
     base = np.asarray(nib.load(str(files["baseline"])).dataobj, dtype=np.float32)
     follow = np.asarray(nib.load(str(files["followup"])).dataobj, dtype=np.float32)
     prob = np.asarray(nib.load(str(files["probability"])).dataobj, dtype=np.float32)
-    labels = np.asarray(nib.load(str(files["probability"]).replace("label-change_probseg", "desc-change_dseg")).dataobj)
+    labels = np.asarray(nib.load(str(files["labels"])).dataobj)
     brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
     xs, ys, zs = (np.flatnonzero(brain.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
     box = (slice(xs[0], xs[-1] + 1), slice(ys[0], ys[-1] + 1))

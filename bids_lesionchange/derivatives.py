@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,72 @@ def derivative_path(*, suffix: str, extension: str, sub: str, ses: str | None = 
     return folder / bids_name(suffix=suffix, extension=extension, sub=sub, ses=ses, **entities)
 
 
+@dataclass(frozen=True)
+class PairOutputs:
+    """Every file a session pair writes, relative to the output directory: the one place they are named.
+
+    The pair's common space is the follow-up's anatomy (``space-ses<followup>``). Built by
+    :func:`pair_outputs`; the workflow's sinks, the CLI (summary, training, adaptation) and the
+    reports read it.
+    """
+
+    baseline_preproc: Path
+    followup_preproc: Path
+    brain_mask: Path
+    baseline_xfm: Path
+    followup_xfm: Path
+    preproc_qc: Path
+    probability: Path
+    mask: Path
+    labels: Path
+    lesions: Path
+    change_qc: Path
+    native_probability: Path
+    native_mask: Path
+    metrics: Path
+    mask_svg: Path
+    registration_svg: Path
+    change_mosaic: Path
+    change_slices: Path
+
+
+def pair_outputs(*, sub: str, baseline: str, followup: str) -> PairOutputs:
+    """The :class:`PairOutputs` of subject ``sub``'s pair ses-``baseline`` -> ses-``followup``."""
+    space = f"ses{followup}"
+    figures = Path(f"sub-{sub}") / "figures"
+    pair = f"sub-{sub}_ses-{baseline}to{followup}"
+
+    def deriv(ses, **entities):
+        return derivative_path(sub=sub, ses=ses, **entities)
+
+    return PairOutputs(
+        baseline_preproc=deriv(baseline, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"),
+        followup_preproc=deriv(followup, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"),
+        brain_mask=deriv(followup, space=space, desc="brain", suffix="mask", extension=".nii.gz"),
+        baseline_xfm=deriv(baseline, from_="orig", to=space, mode="image", suffix="xfm", extension=".txt"),
+        followup_xfm=deriv(followup, from_="orig", to=space, mode="image", suffix="xfm", extension=".txt"),
+        preproc_qc=deriv(followup, desc="preproc", suffix="qc", extension=".json"),
+        probability=deriv(followup, space=space, label="change", suffix="probseg", extension=".nii.gz"),
+        mask=deriv(followup, space=space, desc="change", suffix="mask", extension=".nii.gz"),
+        labels=deriv(followup, space=space, desc="change", suffix="dseg", extension=".nii.gz"),
+        lesions=deriv(followup, space=space, desc="change", suffix="lesions", extension=".tsv"),
+        change_qc=deriv(followup, space=space, desc="change", suffix="qc", extension=".json"),
+        native_probability=deriv(followup, label="change", suffix="probseg", extension=".nii.gz"),
+        native_mask=deriv(followup, desc="change", suffix="mask", extension=".nii.gz"),
+        metrics=deriv(followup, desc="evaluation", suffix="metrics", extension=".tsv"),
+        mask_svg=figures / f"sub-{sub}_ses-{followup}_desc-brain_mask.svg",
+        registration_svg=figures / f"{pair}_desc-registration_FLAIR.svg",
+        change_mosaic=figures / f"{pair}_desc-changemosaic_FLAIR.png",
+        change_slices=figures / f"{pair}_desc-changeslices_FLAIR.png",
+    )
+
+
 def change_qc_path(*, sub: str, ses: str) -> Path:
     """Return the relative path of a pair's change QC JSON (the out-of-domain guard's measures).
 
     ``ses`` is the follow-up session, whose anatomy is the pair's common space ``space-ses<ses>``.
     """
-    return derivative_path(sub=sub, ses=ses, space=f"ses{ses}", desc="change", suffix="qc",
-                           extension=".json")
+    return pair_outputs(sub=sub, baseline="", followup=ses).change_qc
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:

@@ -35,3 +35,25 @@ def test_dataset_description(tmp_path):
     assert data["DatasetType"] == "derivative"
     assert data["GeneratedBy"][0]["Name"] == "bids_lesionchange"
     assert data["SourceDatasets"][0]["URL"].startswith("file://")
+
+
+def test_pair_outputs_are_distinct_and_are_exactly_what_the_workflow_writes(tmp_path):
+    """One place names a pair's files: the workflow's sinks write those paths and no others."""
+    from dataclasses import astuple
+
+    from bids_lesionchange.derivatives import pair_outputs
+    from bids_lesionchange.interfaces.bids import DerivativeSink
+    from bids_lesionchange.discovery import SessionPair
+    from bids_lesionchange.workflows.base import init_pair_wf
+
+    outputs = pair_outputs(sub="01", baseline="01", followup="02")
+    paths = [str(p) for p in astuple(outputs)]
+    assert len(set(paths)) == len(paths)
+    assert str(outputs.change_qc) == "sub-01/ses-02/anat/sub-01_ses-02_space-ses02_desc-change_qc.json"
+    (tmp_path / "ref.nii.gz").write_bytes(b"")  # the evaluation node checks that its reference exists
+    pair = SessionPair("01", "01", "02", tmp_path / "a.nii.gz", tmp_path / "b.nii.gz")
+    workflow = init_pair_wf(pair=pair, output_dir=str(tmp_path), model_dir=str(tmp_path),
+                            reference=str(tmp_path / "ref.nii.gz"), adapt_steps=2)
+    sinks = {workflow.get_node(name).inputs.out_path for name in workflow.list_node_names()
+             if isinstance(workflow.get_node(name).interface, DerivativeSink)}
+    assert sinks == set(paths) - {str(outputs.change_mosaic), str(outputs.change_slices)}  # figures: reports

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bids_lesionchange.derivatives import change_qc_path, derivative_path, write_dataset_description
+from bids_lesionchange.derivatives import PairOutputs, pair_outputs, write_dataset_description
 from bids_lesionchange.discovery import SessionPair, find_pairs, nochange_subjects
 
 LOGGER = logging.getLogger("bids_lesionchange")
@@ -314,7 +314,7 @@ def _finished_in_this_run(workflow, wf_name: str, since: float) -> bool:
 
 def read_change_qc(output_dir: Path, pair: SessionPair) -> dict | None:
     """Return a pair's change QC (the out-of-domain guard's measures), or None when it is absent."""
-    path = output_dir / change_qc_path(sub=pair.subject, ses=pair.followup_session)
+    path = output_dir / outputs_of(pair).change_qc
     if not path.is_file():
         return None
     try:
@@ -408,18 +408,16 @@ def _subject_reports(settings, outcomes: list[PairOutcome], run_uuid: str) -> No
                        type(err).__name__, err)
 
 
+def outputs_of(pair: SessionPair) -> PairOutputs:
+    """The files a pair writes (relative to the output directory)."""
+    return pair_outputs(sub=pair.subject, baseline=pair.baseline_session, followup=pair.followup_session)
+
+
 def preprocessed_paths(output_dir: Path, pair: SessionPair) -> tuple[Path, Path, Path]:
     """Return the (baseline, follow-up, brain mask) derivatives of a pair in its common space."""
-    space = f"ses{pair.followup_session}"
-    sub = pair.subject
-    return (
-        output_dir / derivative_path(sub=sub, ses=pair.baseline_session, space=space, desc="preproc",
-                                     suffix="FLAIR", extension=".nii.gz"),
-        output_dir / derivative_path(sub=sub, ses=pair.followup_session, space=space, desc="preproc",
-                                     suffix="FLAIR", extension=".nii.gz"),
-        output_dir / derivative_path(sub=sub, ses=pair.followup_session, space=space, desc="brain",
-                                     suffix="mask", extension=".nii.gz"),
-    )
+    outputs = outputs_of(pair)
+    return (output_dir / outputs.baseline_preproc, output_dir / outputs.followup_preproc,
+            output_dir / outputs.brain_mask)
 
 
 def run_training(settings, run_uuid: str) -> int:

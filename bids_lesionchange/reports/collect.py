@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_lesionchange import __version__
-from bids_lesionchange.derivatives import change_qc_path, derivative_path
+from bids_lesionchange.derivatives import pair_outputs
 
 LOGGER = logging.getLogger("bids_lesionchange.reports")
 
@@ -42,44 +42,33 @@ def _pair_entry(settings, outcome) -> dict:
 
     pair, out = outcome.pair, settings.output_dir
     sub, ses_b, ses_f = pair.subject, pair.baseline_session, pair.followup_session
-    space = f"ses{ses_f}"
-
-    def deriv(**kw):
-        return out / derivative_path(sub=sub, **kw)
-
-    figures_dir = out / f"sub-{sub}" / "figures"
+    files = pair_outputs(sub=sub, baseline=ses_b, followup=ses_f)
     entry = {
         "name": pair.name, "baseline_session": ses_b, "followup_session": ses_f,
-        "qc": {}, "mask_svg": figures_dir / f"sub-{sub}_ses-{ses_f}_desc-brain_mask.svg",
-        "registration_svg": figures_dir / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-registration_FLAIR.svg",
+        "qc": {}, "mask_svg": out / files.mask_svg, "registration_svg": out / files.registration_svg,
         "figures": [], "lesion_rows": [], "metrics": None, "change_qc": None, "errors": [],
     }
     if outcome.status != "ok":
         entry["errors"].append(f"step '{outcome.step}' failed: {outcome.message} "
                                f"(crash file: {outcome.crash_file})")
-    qc = deriv(ses=ses_f, desc="preproc", suffix="qc", extension=".json")
-    if qc.is_file():
-        entry["qc"] = json.loads(qc.read_text())
-    change_qc = out / change_qc_path(sub=sub, ses=ses_f)
-    if change_qc.is_file():
-        entry["change_qc"] = json.loads(change_qc.read_text())
-    table = deriv(ses=ses_f, space=space, desc="change", suffix="lesions", extension=".tsv")
-    if table.is_file():
-        entry["lesion_rows"] = read_table_tsv(table)
-    metrics = deriv(ses=ses_f, desc="evaluation", suffix="metrics", extension=".tsv")
-    if metrics.is_file():
-        rows = read_table_tsv(metrics)
+    if (out / files.preproc_qc).is_file():
+        entry["qc"] = json.loads((out / files.preproc_qc).read_text())
+    if (out / files.change_qc).is_file():
+        entry["change_qc"] = json.loads((out / files.change_qc).read_text())
+    if (out / files.lesions).is_file():
+        entry["lesion_rows"] = read_table_tsv(out / files.lesions)
+    if (out / files.metrics).is_file():
+        rows = read_table_tsv(out / files.metrics)
         entry["metrics"] = rows[0] if rows else None
-    followup, affine = _load(deriv(ses=ses_f, space=space, desc="preproc", suffix="FLAIR",
-                                   extension=".nii.gz"))
-    baseline, _ = _load(deriv(ses=ses_b, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"))
-    prob, _ = _load(deriv(ses=ses_f, space=space, label="change", suffix="probseg", extension=".nii.gz"))
-    labels, _ = _load(deriv(ses=ses_f, space=space, desc="change", suffix="dseg", extension=".nii.gz"))
+    followup, affine = _load(out / files.followup_preproc)
+    baseline, _ = _load(out / files.baseline_preproc)
+    prob, _ = _load(out / files.probability)
+    labels, _ = _load(out / files.labels)
     if followup is not None and prob is not None and labels is not None:
-        mosaic = figures_dir / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-changemosaic_FLAIR.png"
-        entry["figures"].append(plot_change_mosaic(followup, prob, labels > 0, mosaic, affine=affine))
+        entry["figures"].append(plot_change_mosaic(followup, prob, labels > 0, out / files.change_mosaic,
+                                                   affine=affine))
         if entry["lesion_rows"]:
-            slices = figures_dir / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-changeslices_FLAIR.png"
+            slices = out / files.change_slices
             entry["figures"].append(plot_lesion_slices(followup, labels, entry["lesion_rows"], slices,
                                                        probability=prob, baseline=baseline,
                                                        affine=affine))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
-from bids_lesionchange.derivatives import change_qc_path, derivative_path
+from bids_lesionchange.derivatives import pair_outputs
 from bids_lesionchange.interfaces.bids import DerivativeSink
 from bids_lesionchange.interfaces.change import (
     AdaptModel, ChangeComponents, ChangePlausibility, EvaluateChange, LesionTable, SiameseUNetPredict,
@@ -106,7 +105,6 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
     """
     workflow = Workflow(name=name)
     sub, ses_b, ses_f = pair.subject, pair.baseline_session, pair.followup_session
-    space = f"ses{ses_f}"
 
     inputnode = pe.Node(niu.IdentityInterface(fields=["baseline_flair", "followup_flair"]),
                         name="inputnode")
@@ -130,33 +128,22 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
         workflow.connect(source, field, node, "in_file")
         return node
 
-    reference_image = str(derivative_path(sub=sub, ses=ses_f, space=space, desc="preproc",
-                                          suffix="FLAIR", extension=".nii.gz"))
+    outputs = pair_outputs(sub=sub, baseline=ses_b, followup=ses_f)  # every file this pair writes
+    reference_image = str(outputs.followup_preproc)
     spatial = {"SpatialReference": reference_image}
     preproc_meta = {"Sources": [str(pair.baseline_flair), str(pair.followup_flair)],
                     "SkullStripped": True, **spatial,
                     "Description": f"FLAIR in the common space: the follow-up session ses-{ses_f} "
                     f"at {resolution} mm isotropic (RAS)"}
-    sink("ds_baseline", "outputnode.baseline_preproc", preproc_wf, derivative_path(
-        sub=sub, ses=ses_b, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"),
-        preproc_meta)
-    sink("ds_followup", "outputnode.followup_preproc", preproc_wf, derivative_path(
-        sub=sub, ses=ses_f, space=space, desc="preproc", suffix="FLAIR", extension=".nii.gz"),
-        preproc_meta)
-    sink("ds_brain_mask", "outputnode.brain_mask", preproc_wf, derivative_path(
-        sub=sub, ses=ses_f, space=space, desc="brain", suffix="mask", extension=".nii.gz"),
-        {"Type": "Brain", "Sources": [str(pair.followup_flair)], **spatial})
-    sink("ds_baseline_xfm", "outputnode.baseline_xfm", preproc_wf, derivative_path(
-        sub=sub, ses=ses_b, from_="orig", to=space, mode="image", suffix="xfm", extension=".txt"))
-    sink("ds_followup_xfm", "outputnode.followup_xfm", preproc_wf, derivative_path(
-        sub=sub, ses=ses_f, from_="orig", to=space, mode="image", suffix="xfm", extension=".txt"))
-    sink("ds_qc", "outputnode.qc_json", preproc_wf, derivative_path(
-        sub=sub, ses=ses_f, desc="preproc", suffix="qc", extension=".json"))
-    figures = Path(f"sub-{sub}") / "figures"
-    sink("ds_mask_svg", "outputnode.mask_svg", preproc_wf,
-         figures / f"sub-{sub}_ses-{ses_f}_desc-brain_mask.svg")
-    sink("ds_registration_svg", "outputnode.registration_svg", preproc_wf,
-         figures / f"sub-{sub}_ses-{ses_b}to{ses_f}_desc-registration_FLAIR.svg")
+    sink("ds_baseline", "outputnode.baseline_preproc", preproc_wf, outputs.baseline_preproc, preproc_meta)
+    sink("ds_followup", "outputnode.followup_preproc", preproc_wf, outputs.followup_preproc, preproc_meta)
+    sink("ds_brain_mask", "outputnode.brain_mask", preproc_wf, outputs.brain_mask,
+         {"Type": "Brain", "Sources": [str(pair.followup_flair)], **spatial})
+    sink("ds_baseline_xfm", "outputnode.baseline_xfm", preproc_wf, outputs.baseline_xfm)
+    sink("ds_followup_xfm", "outputnode.followup_xfm", preproc_wf, outputs.followup_xfm)
+    sink("ds_qc", "outputnode.qc_json", preproc_wf, outputs.preproc_qc)
+    sink("ds_mask_svg", "outputnode.mask_svg", preproc_wf, outputs.mask_svg)
+    sink("ds_registration_svg", "outputnode.registration_svg", preproc_wf, outputs.registration_svg)
     if not infer:
         return workflow
 
@@ -205,26 +192,17 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
                    "ChangeDirection": change_direction, "AdaptationSteps": int(adapt_steps),
                    "Model": str(model_dir), "Sources": [str(pair.baseline_flair),
                                                         str(pair.followup_flair)]}
-    sink("ds_probability", "probability", predict, derivative_path(
-        sub=sub, ses=ses_f, space=space, label="change", suffix="probseg", extension=".nii.gz"),
-        {**change_meta, **spatial})
-    sink("ds_mask", "mask", components, derivative_path(
-        sub=sub, ses=ses_f, space=space, desc="change", suffix="mask", extension=".nii.gz"),
-        {**change_meta, **spatial})
-    sink("ds_labels", "labels", components, derivative_path(
-        sub=sub, ses=ses_f, space=space, desc="change", suffix="dseg", extension=".nii.gz"),
-        {**change_meta, **spatial})
-    ds_table = sink("ds_table", "table", lesion_table, derivative_path(
-        sub=sub, ses=ses_f, space=space, desc="change", suffix="lesions", extension=".tsv"))
+    sink("ds_probability", "probability", predict, outputs.probability, {**change_meta, **spatial})
+    sink("ds_mask", "mask", components, outputs.mask, {**change_meta, **spatial})
+    sink("ds_labels", "labels", components, outputs.labels, {**change_meta, **spatial})
+    ds_table = sink("ds_table", "table", lesion_table, outputs.lesions)
     workflow.connect(lesion_table, "sidecar", ds_table, "meta_dict")
-    sink("ds_change_qc", "qc_json", plausibility, change_qc_path(sub=sub, ses=ses_f))
+    sink("ds_change_qc", "qc_json", plausibility, outputs.change_qc)
 
     if write_native:
         for field, order, ds_name, path in (
-            ("probability", 1, "ds_native_probability", derivative_path(
-                sub=sub, ses=ses_f, label="change", suffix="probseg", extension=".nii.gz")),
-            ("mask", 0, "ds_native_mask", derivative_path(
-                sub=sub, ses=ses_f, desc="change", suffix="mask", extension=".nii.gz")),
+            ("probability", 1, "ds_native_probability", outputs.native_probability),
+            ("mask", 0, "ds_native_mask", outputs.native_mask),
         ):
             # native_ref is connected, not set: setting a File trait stats the file while the graph
             # is built, and a missing FLAIR would then stop every subject (issue 16).
@@ -240,7 +218,6 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
                            name="evaluate")
         workflow.connect([(components, evaluate, [("labels", "labels")]),
                           (preproc_wf, evaluate, [("outputnode.followup_xfm", "followup_xfm")])])
-        ds_metrics = sink("ds_metrics", "metrics", evaluate, derivative_path(
-            sub=sub, ses=ses_f, desc="evaluation", suffix="metrics", extension=".tsv"))
+        ds_metrics = sink("ds_metrics", "metrics", evaluate, outputs.metrics)
         workflow.connect(evaluate, "sidecar", ds_metrics, "meta_dict")
     return workflow
