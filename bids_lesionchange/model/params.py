@@ -59,6 +59,9 @@ class SuperMixParams:
     # around one of its voxels, so lesions smaller than a superpixel (20-70 voxels) are drawn too
     lesion_radius_min: float = 1.5
     lesion_radius_max: float = 0.0
+    # > 0: a lesion is centred at least this many voxels inside the brain mask (not on the brain's
+    # outer edge, where a brighter rim is registration or skull-strip nuisance, not MS)
+    lesion_min_depth: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,7 @@ RANGES: dict[str, tuple] = {
     "supermix.lesion_enlarging_fraction": _UNIT,
     "supermix.lesion_radius_min": _POSITIVE,
     "supermix.lesion_radius_max": _AT_LEAST_0,
+    "supermix.lesion_min_depth": _AT_LEAST_0,
     "detector.architecture": ("siamese", "unet"),
     "detector.base_filters": _AT_LEAST_1,
     "detector.levels": (2, None, False, False),

@@ -152,6 +152,8 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
     With ``params.lesion_radius_max`` > 0 each chosen superpixel is cut to a ball of radius
     U(``lesion_radius_min``, ``lesion_radius_max``) voxels around one of its voxels (lesions of a
     few tens of voxels, smaller than SLIC's superpixels on its coarse grid).
+    With ``params.lesion_min_depth`` > 0 only superpixels reaching that many voxels inside the
+    brain mask are chosen (and balls are centred there): no lesion on the brain's outer edge.
     With ``params.lesion_enlarging_fraction`` > 0 that share of the chosen superpixels is drawn
     among those touching a hyperintensity already in ``x`` (an enlarging lesion).
 
@@ -182,7 +184,16 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
     sums = np.bincount(segments.ravel(), weights=x.ravel(), minlength=counts.size)
     means = sums / np.maximum(counts, 1)
     ids = np.arange(counts.size)
-    candidates = ids[(ids > 0) & (counts >= 8) & (means >= 0.6 * level) & (means <= 1.6 * level)]
+    keep = (ids > 0) & (counts >= 8) & (means >= 0.6 * level) & (means <= 1.6 * level)
+    deep = None
+    if params.lesion_min_depth > 0:
+        # Only superpixels reaching at least lesion_min_depth voxels inside the brain (the crop's
+        # own border is not the brain's edge), and later only centres there.
+        depth = ndimage.distance_transform_edt(np.pad(brain, 1, mode="edge"))[1:-1, 1:-1, 1:-1]
+        deep = depth >= params.lesion_min_depth
+        reach = np.bincount(segments.ravel(), weights=deep.ravel(), minlength=counts.size)
+        keep &= reach > 0
+    candidates = ids[keep]
     if candidates.size == 0:
         return (*empty, (segments, np.zeros(0, dtype=np.int32))) if return_segments else empty
     k = int(rng.integers(1, max(int(params.max_lesions), 1) + 1))
@@ -205,13 +216,15 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
         grid = np.indices(x.shape, dtype=np.float32)
         cut = np.zeros(x.shape, dtype=bool)
         for segment in chosen:
-            voxels = np.argwhere(segments == segment)
+            voxels = np.argwhere((segments == segment) & (deep if deep is not None else True))
             centre = voxels[rng.integers(len(voxels))]
             radius = float(rng.uniform(params.lesion_radius_min, max(params.lesion_radius_max,
                                                                      params.lesion_radius_min)))
             ball = ((grid - centre[:, None, None, None].astype(np.float32)) ** 2).sum(0) <= radius ** 2
             cut |= ball & (segments == segment)
         core = cut
+    if deep is not None:
+        core &= depth >= min(2.0, params.lesion_min_depth)  # never up to the brain's edge
     contrast = float(rng.uniform(params.lesion_contrast_min, params.lesion_contrast_max))
     texture = x_recon / max(float(x_recon[core].mean()), 1e-6)
     lesion = contrast * level * np.clip(texture, 0.85, 1.15)

@@ -280,3 +280,23 @@ def test_lesions_cut_to_a_ball_stay_within_its_radius():
         # a ball of radius 2 spans 5 voxels per axis; the soft edge (alpha >= 0.5 where the
         # Gaussian-smoothed core, sigma <= 1.5, is >= 0.25) adds at most 2 voxels on each side
         assert (extent <= 8).all()
+
+
+def test_lesions_stay_off_the_brain_edge_with_a_minimum_depth():
+    from scipy import ndimage
+
+    from bids_lesionchange.synth.supermix import lesion_supermix
+
+    x, mask = _scan()
+    params = _lesion_params(lesion_min_depth=5.0, lesion_radius_min=1.5, lesion_radius_max=3.0, max_lesions=4)
+    depth = ndimage.distance_transform_edt(mask)
+    found = 0
+    for seed in range(6):
+        _, label = lesion_supermix(x, x.copy(), mask, np.random.default_rng(seed), params)
+        found += int(label.any())
+        components, n = ndimage.label(label)
+        # every lesion is centred >= 5 voxels inside the brain; none touches its outer layer
+        for index in range(1, n + 1):
+            assert depth[components == index].max() >= 3
+        assert not label[depth < 1.5].any()
+    assert found >= 4
