@@ -428,6 +428,10 @@ def parse_args(argv: list[str] | None = None):
     work_dir = (opts.work_dir or output_dir.parent / "work-bids_lesionchange").expanduser().resolve()
     if _is_relative_to(work_dir, bids_dir) and not _is_relative_to(work_dir, bids_dir / "derivatives"):
         parser.error(f"the work directory {work_dir} is inside the BIDS dataset; choose another place")
+    if _is_relative_to(work_dir, output_dir):
+        parser.error(f"the work directory {work_dir} is inside the output directory {output_dir}: Nipype's "
+                     "intermediate files (hundreds of MB per pair) would land among the derivatives; "
+                     "pass -w with a folder outside it")
 
     use_plugin = None
     if opts.use_plugin is not None:

@@ -188,3 +188,17 @@ def test_verbosity_changes_what_is_logged(tmp_path, verbosity, library_level, ha
             root.removeHandler(handler)
             handler.close()
         logging.getLogger("nipype.interface").setLevel(logging.WARNING)
+
+
+@pytest.mark.parametrize("inside", ["", "work"])
+def test_work_dir_inside_the_output_dir_is_refused(tmp_path, capsys, inside):
+    from bids_lesionchange.cli.parser import parse_args
+
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([str(bids), str(out), "group", "--mode", "evaluate", "-w", str(out / inside)])
+    assert exit_info.value.code == 2
+    assert "inside the output directory" in capsys.readouterr().err
