@@ -218,3 +218,23 @@ def test_skullstrip_auto_uses_the_support_of_a_brain_extracted_followup(syntheti
     mask = np.asanyarray(nib.load(str(out)).dataobj) > 0
     assert 2 * (mask & brain).sum() / (mask.sum() + brain.sum()) > 0.95
     assert "already brain-extracted" in caplog.text
+
+
+def test_hdbet_process_flushes_denormals():
+    """The HD-BET process flushes denormal floats (28x slower convolutions on AVX-512 otherwise)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    code = ("import torch\n"
+            "from bids_lesionchange.image.hdbet_cli import configure_torch\n"
+            "tiny = torch.tensor([1e-39], dtype=torch.float32)\n"
+            "assert float(tiny * 1.0) != 0.0, 'denormals already flushed before the call'\n"
+            "supported = configure_torch(1)\n"
+            "print(supported, float(tiny * 1.0), torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    supported, value, threads = out.stdout.split()
+    if supported == "True":
+        assert float(value) == 0.0
+    assert threads == "1"
