@@ -300,6 +300,7 @@ def main() -> None:
     if not DATA.is_dir():
         parser.error(f"{DATA} is missing: this benchmark needs the shared real FLAIRs (see their READMEs)")
     model = checked_model(parser, opts.model)
+    opts.picture = opts.picture.resolve()
     root = opts.root.resolve()
     bids = root / "bids"
     bids.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Train the v3 candidate model from scratch, as it was made: synthetic subjects plus self-pairs of
-# real FLAIRs (docs/benchmarks.md, section 0). It makes no false change on real NoChange pairs but
-# detects no lesion either, so it is NOT the shipped model (bids_lesionchange/data/default_model, v2).
+# Train the shipped model (bids_lesionchange/data/default_model, v6) from scratch: synthetic subjects
+# plus self-pairs of real FLAIRs (docs/benchmarks.md, section 0), with lesion-like SuperMix.
 #
 #   bash scripts/default_model/train.sh [WORK_ROOT]      # needs ../shared/data; ~1.5 h on 2 cores
 #
@@ -13,6 +12,8 @@
 #     tcga-fg-6692 (TCIA, CC BY 3.0).
 #   Held out of training on purpose: niivue-demo (a real FLAIR texture never seen, for the
 #   benchmarks) and the NonCommercial NIH pair (test-only by its license).
+# The shipped weights were made by this command's training stage on the preprocessed pairs and the
+# VAE of an earlier run of it (same hyper-parameters and seed; see the model card's provenance).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 DATA="$REPO/../shared/data"
