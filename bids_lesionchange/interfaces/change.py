@@ -20,6 +20,10 @@ class _PredictInputSpec(BaseInterfaceInputSpec):
     followup = File(exists=True, mandatory=True, desc="preprocessed follow-up in the common space")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask in the common space")
     model_dir = traits.Directory(exists=True, mandatory=True, desc="trained model directory")
+    model_sha256 = traits.Str("", usedefault=True,
+                              desc="SHA-256 of the detector weights: part of the node's hash, so new weights "
+                              "at the same path (an adapted copy, a retrained model) are never served from "
+                              "the cache")
     num_threads = traits.Int(1, usedefault=True, desc="TensorFlow threads")
 
 
@@ -56,6 +60,7 @@ class _AdaptInputSpec(BaseInterfaceInputSpec):
 class _AdaptOutputSpec(TraitedSpec):
     model_dir = traits.Directory(desc="the adapted copy of the model (in the work directory)")
     adaptation = traits.Dict(desc="what was done: steps, seed, sessions, seconds, base model digest")
+    model_sha256 = traits.Str(desc="SHA-256 of the adapted detector weights")
 
 
 class AdaptModel(SimpleInterface):
@@ -73,9 +78,11 @@ class AdaptModel(SimpleInterface):
                           num_threads=self.inputs.num_threads)
         from bids_lesionchange.model.io import read_model_spec
 
-        adaptation = dict(read_model_spec(out, verify=False)["training"]["adaptation"])
+        spec = read_model_spec(out, verify=False)
+        adaptation = dict(spec["training"]["adaptation"])
         adaptation["base_model"] = str(self.inputs.model_dir)
-        self._results.update(model_dir=str(out), adaptation=adaptation)
+        self._results.update(model_dir=str(out), adaptation=adaptation,
+                             model_sha256=spec["sha256"][spec["weights"]])
         return runtime
 
 

@@ -33,6 +33,19 @@ def pair_workflow_name(pair) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", pair.name.replace("-", "_")) + "_wf"
 
 
+def _detector_digest(model_dir) -> str:
+    """The SHA-256 of a model's detector weights as model.json records it ("" when unknown)."""
+    if not model_dir:
+        return ""
+    from bids_lesionchange.model.io import read_model_spec
+
+    try:
+        spec = read_model_spec(model_dir, verify=False)
+        return str(spec["sha256"][spec["weights"]])
+    except Exception:  # noqa: BLE001 - a bad model is refused with its message by the parser and predict
+        return ""
+
+
 def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesionchange_wf"):
     """Build the participant-level graph from Settings and the discovered pairs.
 
@@ -147,7 +160,8 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
     if not infer:
         return workflow
 
-    predict = pe.Node(SiameseUNetPredict(model_dir=model_dir, num_threads=omp_nthreads),
+    predict = pe.Node(SiameseUNetPredict(model_dir=model_dir, model_sha256=_detector_digest(model_dir),
+                                         num_threads=omp_nthreads),
                       name="predict", n_procs=omp_nthreads, mem_gb=3.0)
     components = pe.Node(ChangeComponents(threshold=threshold, min_size=min_blob_size,
                                           direction=change_direction), name="components")
@@ -183,7 +197,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
             (preproc_wf, adapt, [("outputnode.baseline_preproc", "baseline"),
                                  ("outputnode.followup_preproc", "followup"),
                                  ("outputnode.brain_mask", "brain_mask")]),
-            (adapt, predict, [("model_dir", "model_dir")]),
+            (adapt, predict, [("model_dir", "model_dir"), ("model_sha256", "model_sha256")]),
             (adapt, plausibility, [("adaptation", "adaptation")]),
         ])
 

@@ -173,6 +173,18 @@ def test_participant_adapts_a_copy_of_the_model_to_the_pair(study, tmp_path):
     assert sha256_of(adapted[0].parent / "detector.weights.h5") != base_digest
     assert "adapted to this pair before inference: 2 fine-tuning steps" in (out / "sub-03.html").read_text()
 
+    # the same work dir with other steps: the adapted copy is rewritten in place, and inference must
+    # not be served from the cache of the first run (its model path is the same)
+    probseg = anat / "sub-03_ses-02_space-ses02_label-change_probseg.nii.gz"
+    result = next(work.rglob("predict/result_predict.pklz"))
+    stamp = result.stat().st_mtime_ns
+    proc = app(study["bids"], out, "participant", "--model", study["model"], "--participant-label", "03",
+               "--adapt-steps", "3", "--seed", "5", "-w", work, *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((anat / "sub-03_ses-02_space-ses02_desc-change_qc.json").read_text())["adaptation"]["steps"] == 3
+    assert result.stat().st_mtime_ns != stamp  # predict ran again with the new weights
+    assert probseg.is_file()
+
 
 def test_group_adapt_writes_an_adapted_model_with_its_card(study, tmp_path):
     """group --mode adapt: every session of the cohort, each against itself; the result runs with --model."""
