@@ -370,28 +370,38 @@ def _discover(settings, participant_label=None) -> tuple[list[SessionPair], list
     return pairs, skipped
 
 
-def run_participant(settings, run_uuid: str) -> int:
-    """Preprocess every pair and, in ``infer`` mode, detect and describe change; write reports."""
-    pairs, skipped = _discover(settings)
+def _run_pairs(settings, graph_settings, pairs: list[SessionPair], skipped: list, run_uuid: str, *,
+               not_used: str, references: dict | None = None,
+               name: str = "bids_lesionchange_wf") -> list[PairOutcome]:
+    """Check the pairs' files, run the graph of the readable ones with ``graph_settings`` and return
+    every pair's outcome in discovery order. An unreadable pair is logged as ``<pair> <not_used>``.
+    On SIGTERM/SIGINT the summary so far is written before the interruption goes on to main()."""
     from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
 
-    write_dataset_description(settings.output_dir, settings.bids_dir, model_dir=settings.model_dir)
     order = [p.name for p in pairs]
-    pairs, unreadable = check_pair_files(pairs)
-    for o in unreadable:
-        LOGGER.error("%s is not processed: %s", o.pair.name, o.message)
-    outcomes = list(unreadable)
+    pairs, outcomes = check_pair_files(pairs)
+    for o in outcomes:
+        LOGGER.error("%s %s: %s", o.pair.name, not_used, o.message)
     if pairs:
-        references = find_references(settings.reference_dir, pairs) if settings.mode == "infer" else {}
-        workflow = init_bids_lesionchange_wf(settings, pairs, references)
+        workflow = init_bids_lesionchange_wf(graph_settings, pairs, references, name=name)
         try:
-            outcomes += run_graph(workflow, settings, pairs, run_uuid)
+            outcomes += run_graph(workflow, graph_settings, pairs, run_uuid)
         except RunInterrupted as stop:  # write the summary so far, then let main() say how to resume
             outcomes += stop.outcomes
             outcomes.sort(key=lambda o: order.index(o.pair.name))
             _summarise(outcomes, settings, run_uuid, skipped)
             raise stop.error from None
     outcomes.sort(key=lambda o: order.index(o.pair.name))
+    return outcomes
+
+
+def run_participant(settings, run_uuid: str) -> int:
+    """Preprocess every pair and, in ``infer`` mode, detect and describe change; write reports."""
+    pairs, skipped = _discover(settings)
+    write_dataset_description(settings.output_dir, settings.bids_dir, model_dir=settings.model_dir)
+    references = find_references(settings.reference_dir, pairs) if settings.mode == "infer" else {}
+    outcomes = _run_pairs(settings, settings, pairs, skipped, run_uuid, not_used="is not processed",
+                          references=references)
     if settings.reports:
         _subject_reports(settings, outcomes, run_uuid)
     return _summarise(outcomes, settings, run_uuid, skipped)
@@ -438,26 +448,12 @@ def run_training(settings, run_uuid: str) -> int:
     else:
         pairs, skipped = _discover(settings, participant_label=subjects)
 
-    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
-
     write_dataset_description(settings.output_dir, settings.bids_dir)
     # Preprocess with the normalisation the new model will be trained (and later run) with.
     prep_settings = replace(settings, mode="preprocess",
                             intensity_norm=settings.hyperparams.training.intensity_normalisation)
-    order = [p.name for p in pairs]
-    pairs, outcomes = check_pair_files(pairs)
-    for o in outcomes:
-        LOGGER.error("%s is not used for training: %s", o.pair.name, o.message)
-    if pairs:
-        workflow = init_bids_lesionchange_wf(prep_settings, pairs, name="training_preproc_wf")
-        try:
-            outcomes += run_graph(workflow, prep_settings, pairs, run_uuid)
-        except RunInterrupted as stop:
-            outcomes += stop.outcomes
-            outcomes.sort(key=lambda o: order.index(o.pair.name))
-            _summarise(outcomes, settings, run_uuid, skipped)
-            raise stop.error from None
-    outcomes.sort(key=lambda o: order.index(o.pair.name))
+    outcomes = _run_pairs(settings, prep_settings, pairs, skipped, run_uuid, not_used="is not used for training",
+                          name="training_preproc_wf")
     status = _summarise(outcomes, settings, run_uuid, skipped)
     ready = [o.pair for o in outcomes if o.status == "ok"]
     if len(ready) < 2:
@@ -494,24 +490,14 @@ def run_adaptation(settings, run_uuid: str) -> int:
     import numpy as np
 
     from bids_lesionchange.model.adapt import adapt_detector
-    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf, model_intensity_norm
+    from bids_lesionchange.workflows.base import model_intensity_norm
 
     pairs, skipped = _discover(settings)
     write_dataset_description(settings.output_dir, settings.bids_dir, model_dir=settings.model_dir)
     prep_settings = replace(settings, mode="preprocess",
                             intensity_norm=settings.intensity_norm or model_intensity_norm(settings.model_dir))
-    order = [p.name for p in pairs]
-    pairs, outcomes = check_pair_files(pairs)
-    if pairs:
-        workflow = init_bids_lesionchange_wf(prep_settings, pairs, name="adaptation_preproc_wf")
-        try:
-            outcomes += run_graph(workflow, prep_settings, pairs, run_uuid)
-        except RunInterrupted as stop:
-            outcomes += stop.outcomes
-            outcomes.sort(key=lambda o: order.index(o.pair.name))
-            _summarise(outcomes, settings, run_uuid, skipped)
-            raise stop.error from None
-    outcomes.sort(key=lambda o: order.index(o.pair.name))
+    outcomes = _run_pairs(settings, prep_settings, pairs, skipped, run_uuid, not_used="is not used for adaptation",
+                          name="adaptation_preproc_wf")
     status = _summarise(outcomes, settings, run_uuid, skipped)
     ready = [o.pair for o in outcomes if o.status == "ok"]
     if not ready:
