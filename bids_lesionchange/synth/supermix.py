@@ -177,9 +177,13 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
     n_seg = float(np.exp(rng.uniform(low, high)))
     segments = superpixels(x, brain, max(n_seg * segment_scale, 1.0), params)
     level = tissue_level(x, brain)
-    empty = (x.copy(), np.zeros(x.shape, dtype=bool))
-    if level <= 0 or segments.max() == 0:
+
+    def unchanged():
+        empty = (x.copy(), np.zeros(x.shape, dtype=bool))
         return (*empty, (segments, np.zeros(0, dtype=np.int32))) if return_segments else empty
+
+    if level <= 0 or segments.max() == 0:
+        return unchanged()
     counts = np.bincount(segments.ravel(), minlength=int(segments.max()) + 1).astype(np.float64)
     sums = np.bincount(segments.ravel(), weights=x.ravel(), minlength=counts.size)
     means = sums / np.maximum(counts, 1)
@@ -195,7 +199,7 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
         keep &= reach > 0
     candidates = ids[keep]
     if candidates.size == 0:
-        return (*empty, (segments, np.zeros(0, dtype=np.int32))) if return_segments else empty
+        return unchanged()
     k = int(rng.integers(1, max(int(params.max_lesions), 1) + 1))
     chosen = rng.choice(candidates, size=min(k, candidates.size), replace=False)
     if params.lesion_enlarging_fraction > 0:
@@ -213,15 +217,17 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
     core = np.isin(segments, chosen)
     if params.lesion_radius_max > 0:
         # Cut each chosen superpixel to a ball around one of its voxels: small lesions too.
-        grid = np.indices(x.shape, dtype=np.float32)
+        axes = [np.arange(n, dtype=np.float32) for n in x.shape]
         cut = np.zeros(x.shape, dtype=bool)
         for segment in chosen:
-            voxels = np.argwhere((segments == segment) & (deep if deep is not None else True))
+            inside = segments == segment
+            voxels = np.argwhere(inside & (deep if deep is not None else True))
             centre = voxels[rng.integers(len(voxels))]
             radius = float(rng.uniform(params.lesion_radius_min, max(params.lesion_radius_max,
                                                                      params.lesion_radius_min)))
-            ball = ((grid - centre[:, None, None, None].astype(np.float32)) ** 2).sum(0) <= radius ** 2
-            cut |= ball & (segments == segment)
+            d0, d1, d2 = ((axis - c) ** 2 for axis, c in zip(axes, centre))
+            ball = d0[:, None, None] + d1[None, :, None] + d2[None, None, :] <= radius ** 2
+            cut |= ball & inside
         core = cut
     if deep is not None:
         core &= depth >= min(2.0, params.lesion_min_depth)  # never up to the brain's edge
