@@ -15,6 +15,7 @@ Stages (each resumable from ``work_dir``):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -85,16 +86,15 @@ def split_pairs(n_pairs: int, fraction: float, rng: np.random.Generator) -> tupl
 
 
 # ------------------------------------------------------------------------------ checkpointing
+def _save_npz_atomic(path: Path, arrays, prefix: str) -> None:
+    """Save ``arrays`` as ``<prefix><i>`` entries of ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **{f"{prefix}{i}": np.asarray(a) for i, a in enumerate(arrays)})
+    tmp.replace(path)
+
+
 def _save_optimizer(optimizer, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, *[np.asarray(v) for v in optimizer.variables])
-    tmp.replace(path)
-
-
-def _save_arrays_atomic(path: Path, arrays) -> None:
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **{f"w{i}": np.asarray(a) for i, a in enumerate(arrays)})
-    tmp.replace(path)
+    _save_npz_atomic(path, optimizer.variables, "arr_")
 
 
 def _load_optimizer(optimizer, variables, path: Path) -> None:
@@ -230,24 +230,31 @@ class DetectorTrainer:
             mean *= d
             mean += (1.0 - d) * variable.numpy()
 
+    def save_average(self, path: Path) -> None:
+        """Write the moving average (no-op without ``weight_averaging``)."""
+        if self.average is not None:
+            _save_npz_atomic(path, self.average, "w")
+
+    def load_average(self, path: Path) -> None:
+        """Read the moving average written by :meth:`save_average`, if averaging and the file exists."""
+        if self.average is not None and path.is_file():
+            with np.load(path) as saved:
+                self.average = [np.array(saved[f"w{i}"]) for i in range(len(self.average))]
+
+    @contextlib.contextmanager
     def averaged(self):
         """Context manager: the model holds the averaged weights inside, its own weights after."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def swap():
-            if self.average is None:
-                yield
-                return
-            current = [np.array(v.numpy()) for v in self.model.trainable_variables]
-            for mean, variable in zip(self.average, self.model.trainable_variables):
-                variable.assign(mean)
-            try:
-                yield
-            finally:
-                for value, variable in zip(current, self.model.trainable_variables):
-                    variable.assign(value)
-        return swap()
+        if self.average is None:
+            yield
+            return
+        current = [np.array(v.numpy()) for v in self.model.trainable_variables]
+        for mean, variable in zip(self.average, self.model.trainable_variables):
+            variable.assign(mean)
+        try:
+            yield
+        finally:
+            for value, variable in zip(current, self.model.trainable_variables):
+                variable.assign(value)
 
     def _step_eager(self, inputs, label):
         with tf.GradientTape() as tape:
@@ -376,9 +383,7 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
     if start:
         trainer.model.load_weights(str(det_dir / DETECTOR_WEIGHTS))
         _load_optimizer(trainer.optimizer, trainer.model.trainable_variables, det_dir / "optimizer.npz")
-        if trainer.average is not None and (det_dir / "average.npz").is_file():
-            with np.load(det_dir / "average.npz") as saved:
-                trainer.average = [np.array(saved[f"w{i}"]) for i in range(len(trainer.average))]
+        trainer.load_average(det_dir / "average.npz")
         LOGGER.info("resuming detector training at iteration %d of %d", start, training.iterations)
     steps = max(training.pairs_per_iteration // training.batch_size, 1)
     from tqdm import tqdm
@@ -418,15 +423,12 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
                     mean["loss"], metrics["val_ftl"], metrics["val_dice"], metrics["val_ltpr"], metrics["val_ppv"])
         _save_weights_atomic(trainer.model.save_weights, det_dir / DETECTOR_WEIGHTS)
         _save_optimizer(trainer.optimizer, det_dir / "optimizer.npz")
-        if trainer.average is not None:
-            _save_arrays_atomic(det_dir / "average.npz", trainer.average)
+        trainer.save_average(det_dir / "average.npz")
         write_json_atomic(det_dir / "state.json", {"iteration": iteration + 1, "metrics": metrics})
     bar.close()
     if start >= training.iterations and training.iterations > 0:
         trainer.model.load_weights(str(det_dir / DETECTOR_WEIGHTS))
-        if trainer.average is not None and (det_dir / "average.npz").is_file():
-            with np.load(det_dir / "average.npz") as saved:
-                trainer.average = [np.array(saved[f"w{i}"]) for i in range(len(trainer.average))]
+        trainer.load_average(det_dir / "average.npz")
     if not metrics:
         with trainer.averaged():
             metrics = validate(trainer, val_samples, hyperparams)
