@@ -71,17 +71,14 @@ class AdaptModel(SimpleInterface):
 
     def _run_interface(self, runtime):
         from bids_lesionchange.model.adapt import adapt_files
+        from bids_lesionchange.model.io import read_model_spec
 
         out = adapt_files(self.inputs.model_dir, [self.inputs.baseline, self.inputs.followup],
                           [self.inputs.brain_mask], _out(runtime, "adapted_model"), steps=self.inputs.steps,
                           seed=self.inputs.seed, description="this pair's two sessions, each against itself",
                           num_threads=self.inputs.num_threads)
-        from bids_lesionchange.model.io import read_model_spec
-
-        spec = read_model_spec(out, verify=False)
-        adaptation = dict(spec["training"]["adaptation"])
-        adaptation["base_model"] = str(self.inputs.model_dir)
-        self._results.update(model_dir=str(out), adaptation=adaptation,
+        spec = read_model_spec(out, verify=False)  # adapt_detector records base model, steps, seed, time
+        self._results.update(model_dir=str(out), adaptation=dict(spec["training"]["adaptation"]),
                              model_sha256=spec["sha256"][spec["weights"]])
         return runtime
 

@@ -65,11 +65,13 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
     )
     references = references or {}
     intensity_norm = settings.intensity_norm or model_intensity_norm(settings.model_dir)
+    model_sha256 = _detector_digest(settings.model_dir)  # read once, not per pair
     for pair in pairs:
         pair_wf = init_pair_wf(
             pair=pair,
             output_dir=str(settings.output_dir),
             model_dir=str(settings.model_dir) if settings.model_dir else None,
+            model_sha256=model_sha256,
             reference=str(references[pair.name]) if pair.name in references else None,
             infer=settings.mode == "infer",
             skull_strip=settings.skull_strip,
@@ -92,13 +94,15 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
     return workflow
 
 
-def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, skull_strip="auto",
-                 hdbet_mode="fast", device="cpu", resolution=1.0, intensity_norm="percentile",
+def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=None, infer=True,
+                 skull_strip="auto", hdbet_mode="fast", device="cpu", resolution=1.0, intensity_norm="percentile",
                  threshold=0.1, min_blob_size=20, max_change_fraction=MAX_PLAUSIBLE_FRACTION,
                  adapt_steps=0, seed=0, change_direction="increase", match="iou", write_native=True,
                  omp_nthreads=1, name="pair_wf"):
     """Preprocess one session pair, detect change, describe it, evaluate it and write derivatives.
 
+    ``model_sha256`` (the detector weights' digest, read from ``model_dir`` when None) is part of
+    the predict node's hash, so new weights at the same path are never served from the cache.
     With ``adapt_steps`` > 0 a copy of the model is first fine-tuned on self-pairs of the two
     preprocessed sessions (:mod:`bids_lesionchange.model.adapt`, node ``adapt``, seeded by
     ``seed``); the copy stays in the work directory and the change QC JSON records the adaptation.
@@ -160,7 +164,9 @@ def init_pair_wf(*, pair, output_dir, model_dir, reference=None, infer=True, sku
     if not infer:
         return workflow
 
-    predict = pe.Node(SiameseUNetPredict(model_dir=model_dir, model_sha256=_detector_digest(model_dir),
+    if model_sha256 is None:
+        model_sha256 = _detector_digest(model_dir)
+    predict = pe.Node(SiameseUNetPredict(model_dir=model_dir, model_sha256=model_sha256,
                                          num_threads=omp_nthreads),
                       name="predict", n_procs=omp_nthreads, mem_gb=3.0)
     components = pe.Node(ChangeComponents(threshold=threshold, min_size=min_blob_size,
