@@ -95,14 +95,6 @@ def pair_outputs(*, sub: str, baseline: str, followup: str) -> PairOutputs:
     )
 
 
-def change_qc_path(*, sub: str, ses: str) -> Path:
-    """Return the relative path of a pair's change QC JSON (the out-of-domain guard's measures).
-
-    ``ses`` is the follow-up session, whose anatomy is the pair's common space ``space-ses<ses>``.
-    """
-    return pair_outputs(sub=sub, baseline="", followup=ses).change_qc
-
-
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it.
 

@@ -11,7 +11,7 @@ import pytest
 from bids_lesionchange.analysis.files import plausibility_files
 from bids_lesionchange.cli.levels import PairOutcome, _summarise
 from bids_lesionchange.config import Settings
-from bids_lesionchange.derivatives import change_qc_path
+from bids_lesionchange.derivatives import pair_outputs
 from bids_lesionchange.discovery import SessionPair, SkippedSubject
 
 SHAPE = (10, 10, 10)
@@ -28,7 +28,8 @@ def _write_change_qc(out: Path, pair: SessionPair, above: int, n_changes: int, t
     prob.ravel()[:above] = 0.9
     nib.save(nib.Nifti1Image(prob, np.eye(4)), str(tmp / f"{pair.subject}_p.nii.gz"))
     nib.save(nib.Nifti1Image(np.ones(SHAPE, np.uint8), np.eye(4)), str(tmp / f"{pair.subject}_m.nii.gz"))
-    path = out / change_qc_path(sub=pair.subject, ses=pair.followup_session)
+    path = out / pair_outputs(sub=pair.subject, baseline=pair.baseline_session,
+                              followup=pair.followup_session).change_qc
     path.parent.mkdir(parents=True)
     plausibility_files(str(tmp / f"{pair.subject}_p.nii.gz"), str(tmp / f"{pair.subject}_m.nii.gz"),
                        n_changes, str(path), 0.1)

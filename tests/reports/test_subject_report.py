@@ -159,13 +159,13 @@ def test_collect_reads_the_change_qc_derivative(tmp_path):
     from types import SimpleNamespace
 
     from bids_lesionchange.cli.levels import PairOutcome
-    from bids_lesionchange.derivatives import change_qc_path
+    from bids_lesionchange.derivatives import pair_outputs
     from bids_lesionchange.discovery import SessionPair
     from bids_lesionchange.reports.collect import _pair_entry
 
     pair = SessionPair("01", "1", "2", tmp_path / "b.nii.gz", tmp_path / "f.nii.gz")
     qc = {"fraction_above_threshold": 0.5, "n_changes": 40, "out_of_domain": True, "message": "m"}
-    path = tmp_path / change_qc_path(sub="01", ses="2")
+    path = tmp_path / pair_outputs(sub="01", baseline="1", followup="2").change_qc
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(qc))
     entry = _pair_entry(SimpleNamespace(output_dir=tmp_path), PairOutcome(pair))
