@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_MODEL, command_line, fmt, machine, markdown_table, setup_logging, write_results  # noqa: E402
-from _common import checked_model  # noqa: E402
+from _common import (DEFAULT_MODEL, checked_model, command_line, fmt, machine, markdown_table,  # noqa: E402
+                     setup_logging, write_results)
 import real_flair  # noqa: E402
 
 LOGGER = logging.getLogger("benchmarks.adaptation")
@@ -54,7 +54,7 @@ def main() -> None:
     subjects = {**real_flair.write_nochange(bids, root / "self_pairs", 2, opts.seed),
                 **real_flair.write_nih(bids), **real_flair.write_phantoms(bids, root / "phantoms", [1, 2])}
     subjects = {s: i for s, i in subjects.items() if s in opts.subjects}
-    labels = [s for s in subjects]
+    labels = list(subjects)
     methods = {"model": ("model", real_flair.KAPPA, "increase", 0.0),
                "subtraction d > 0.1": ("subtraction", 0.1, "increase", 0.0)}
     runs = {}
