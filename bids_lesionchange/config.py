@@ -29,7 +29,7 @@ class Settings:
     nochange_value: str = "NoChange"
     model_dir: Path | None = None
     reference_dir: Path | None = None
-    match: str = "iou"  # lesion matching: "iou" (IoU >= 0.01) or "overlap" (any voxel)
+    match: str = "iou"  # lesion matching: "iou" (IoU >= 0.01), "overlap" (any voxel) or "msseg2" (Anima)
     nprocs: int = 1
     omp_nthreads: int = 1
     mem_gb: float | None = None

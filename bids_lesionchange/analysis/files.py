@@ -6,6 +6,7 @@ results (atomically); none holds an algorithm of its own.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -102,14 +103,35 @@ def evaluate_files(labels: str, reference: str, followup_xfm: str, metrics_out: 
     ref = resample_to_grid((np.asarray(ref_img.dataobj) > 0).astype(np.uint8), ref_img.affine,
                            labels_img.shape[:3], labels_img.affine,
                            world_transform=np.linalg.inv(read_xfm(followup_xfm)), order=0)
-    row = {"pair": pair, **lesion_metrics(np.asarray(labels_img.dataobj), ref > 0, match=match)}
+    row = {"pair": pair, **lesion_metrics(np.asarray(labels_img.dataobj), ref > 0, match=match,
+                                          zooms=labels_img.header.get_zooms()[:3])}
     write_table_tsv([row], metrics_out)
     return metrics_out, {"pair": {"Description": "session pair (subject, baseline to follow-up)"},
-                         **metrics_sidecar(), "Match": match}
+                         **metrics_sidecar(match), "Match": match}
+
+
+def _recorded_match(files: list[Path]) -> str:
+    """The ``Match`` rule the per-pair sidecars record; one rule for all pairs, ``iou`` if none says."""
+    recorded = {}
+    for f in files:
+        sidecar = Path(f).with_suffix(".json")
+        if sidecar.is_file():
+            match = json.loads(sidecar.read_text()).get("Match")
+            if match:
+                recorded.setdefault(match, []).append(Path(f).name)
+    if len(recorded) > 1:
+        listing = "; ".join(f"{m}: {', '.join(names)}" for m, names in sorted(recorded.items()))
+        raise ValueError(f"the pairs were evaluated with different --match rules ({listing}); rerun "
+                         "the participant level of those pairs with one --match before aggregating")
+    return next(iter(recorded), "iou")
 
 
 def aggregate_metric_files(files: list[Path], out: Path) -> Path:
-    """Concatenate per-pair metric tables and append the ``mean`` and ``pooled`` rows."""
+    """Concatenate per-pair metric tables and append the ``mean`` and ``pooled`` rows.
+
+    All pairs must have been evaluated with one matching rule (the ``Match`` of their sidecars).
+    """
+    match = _recorded_match(files)
     rows = [row for f in files for row in read_table_tsv(f)]
     mean_row, pooled_row = aggregate_metrics(rows)
     table = rows + [{**mean_row, "pair": "mean"}, {**pooled_row, "pair": "pooled"}]
@@ -117,5 +139,5 @@ def aggregate_metric_files(files: list[Path], out: Path) -> Path:
     write_table_tsv(table, out, columns=columns)
     write_json_atomic({"pair": {"Description": "session pair; 'mean' averages the pairs (as the "
                                 "paper's Table 1), 'pooled' recomputes rates from summed counts"},
-                       **metrics_sidecar()}, Path(out).with_suffix(".json"))
+                       **metrics_sidecar(match), "Match": match}, Path(out).with_suffix(".json"))
     return Path(out)

@@ -8,7 +8,12 @@ Definitions (supplement D)::
 
 A predicted blob and a reference lesion *match* when the intersection over union of the two
 connected components is >= 0.01 (the paper's conservative rule), or, with ``match="overlap"``,
-when they share at least one voxel.
+when they share at least one voxel. With ``match="msseg2"`` lesions are not matched in pairs:
+:mod:`.msseg2` decides which reference lesions and which predicted lesions are detected, with
+the rules of the MSSEG-2 challenge's scorer (Anima's ``animaSegPerfAnalyzer``: 6-connectivity,
+lesions of <= 3 mm^3 dropped, 10 % coverage and the 65 % / 70 % outside test); the counts and
+rates below are then computed from those detections in the same way. Dice stays voxel-wise on
+the full masks in every mode (Anima computes it before dropping small lesions).
 
 The paper writes one LTP in all three formulas. Because one blob can match several lesions and
 one lesion several blobs, we count it on the side each rate is about:
@@ -29,11 +34,12 @@ ignore NaN.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from bids_lesionchange.analysis.components import label_connected_components
+from bids_lesionchange.analysis.msseg2 import msseg2_detection, voxel_volume_mm3
 
 #: Keys returned by :func:`lesion_metrics`, in the order tables write them.
 METRIC_COLUMNS = (
@@ -51,6 +57,7 @@ METRIC_COLUMNS = (
     "ref_voxels",
     "pred_voxels",
     "overlap_voxels",
+    "LFP_volume_mm3",
 )
 
 #: Count columns summed by the pooled aggregate.
@@ -66,10 +73,16 @@ COUNT_COLUMNS = (
     "overlap_voxels",
 )
 
+#: Volume columns (mm^3) summed by the pooled aggregate.
+VOLUME_COLUMNS = ("LFP_volume_mm3",)
+
 #: Rate columns, averaged over pairs by the mean aggregate.
 RATE_COLUMNS = ("LTPR", "LFPR", "PPV", "lesion_F1", "dice")
 
-MATCH_MODES = ("iou", "overlap")
+#: Rules that match predicted blobs with reference lesions pair by pair (:func:`match_matrix`).
+PAIRWISE_MATCH_MODES = ("iou", "overlap")
+#: Every evaluation rule: the pairwise ones and the MSSEG-2 (Anima) detection rule.
+MATCH_MODES = PAIRWISE_MATCH_MODES + ("msseg2",)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -147,8 +160,9 @@ def match_matrix(
     ndarray of bool, shape (n_pred + 1, n_ref + 1)
         ``matches[p, r]`` for labels p >= 1, r >= 1 (row and column 0 are background, False).
     """
-    if match not in MATCH_MODES:
-        raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
+    if match not in PAIRWISE_MATCH_MODES:
+        raise ValueError(f"match_matrix matches pairwise with one of {PAIRWISE_MATCH_MODES}, got "
+                         f"{match!r}; the msseg2 rule decides per lesion, use lesion_metrics")
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     pred = np.asarray(pred_labels).ravel().astype(np.int64)
@@ -177,7 +191,8 @@ def lesion_metrics(
     ref_mask: np.ndarray,
     match: str = "iou",
     iou_threshold: float = 0.01,
-    connectivity: int = 26,
+    connectivity: int | None = None,
+    zooms: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Compare a predicted change mask with a reference change mask lesion by lesion.
 
@@ -190,7 +205,9 @@ def lesion_metrics(
     * LFPR = LFP / (LTP_pred + LFP), lower is better;
     * PPV = LTP_pred / (LTP_pred + LFP), higher is better;
     * lesion_F1 = 2 * PPV * LTPR / (PPV + LTPR), higher is better;
-    * dice = 2 |P and R| / (|P| + |R|) over voxels, higher is better.
+    * dice = 2 |P and R| / (|P| + |R|) over voxels, higher is better;
+    * LFP_volume_mm3 = total volume of the false positive blobs, lower is better (with an empty
+      reference: the volume of the false detections, as MSSEG-2 scores such pairs).
 
     Parameters
     ----------
@@ -198,18 +215,24 @@ def lesion_metrics(
         3D predicted change mask or label image.
     ref_mask : ndarray
         3D reference change mask (or label image) on the same grid.
-    match : {"iou", "overlap"}
-        Matching rule: IoU >= ``iou_threshold`` (paper) or any shared voxel.
+    match : {"iou", "overlap", "msseg2"}
+        Matching rule: IoU >= ``iou_threshold`` (paper), any shared voxel, or the MSSEG-2
+        detection rule of :mod:`.msseg2` (needs ``zooms``).
     iou_threshold : float
         0.01 in the paper.
-    connectivity : {6, 18, 26}
-        Neighbourhood of the connected components.
+    connectivity : {6, 18, 26}, optional
+        Neighbourhood of the connected components: 26 by default; msseg2 always uses 6.
+    zooms : sequence of float, optional
+        Voxel sizes in mm. Required by ``"msseg2"`` (lesions of <= 3 mm^3 are dropped); without
+        them ``LFP_volume_mm3`` is NaN.
 
     Returns
     -------
     dict
-        Keys of ``METRIC_COLUMNS``: counts as int, rates as float (NaN when undefined).
+        Keys of ``METRIC_COLUMNS``: counts as int, rates and volumes as float (NaN when undefined).
     """
+    if match not in MATCH_MODES:
+        raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
     pred = np.asarray(pred_labels_or_mask)
     ref = np.asarray(ref_mask)
     if pred.shape != ref.shape:
@@ -217,18 +240,36 @@ def lesion_metrics(
             f"the predicted mask {pred.shape} and the reference mask {ref.shape} are on different "
             "grids; resample the reference onto the prediction's grid first"
         )
-    pred_labels, n_pred = label_connected_components(pred > 0, connectivity=connectivity)
-    ref_labels, n_ref = label_connected_components(ref > 0, connectivity=connectivity)
-    matches = match_matrix(pred_labels, ref_labels, match=match, iou_threshold=iou_threshold)
-    ltp_ref = int(np.count_nonzero(matches[:, 1:].any(axis=0)))
-    ltp_pred = int(np.count_nonzero(matches[1:, :].any(axis=1)))
+    if match == "msseg2":
+        if connectivity not in (None, 6):
+            raise ValueError(f"the msseg2 rule uses 6-connectivity (as Anima), got {connectivity}")
+        if zooms is None:
+            raise ValueError("the msseg2 rule needs the voxel sizes (zooms) to drop lesions of <= 3 mm^3")
+        detection = msseg2_detection(pred, ref, zooms)
+        pred_labels = detection.pred_labels
+        ref_found, pred_found = detection.ref_detected, detection.pred_detected
+    else:
+        connectivity = 26 if connectivity is None else connectivity
+        pred_labels, _ = label_connected_components(pred > 0, connectivity=connectivity)
+        ref_labels, _ = label_connected_components(ref > 0, connectivity=connectivity)
+        matches = match_matrix(pred_labels, ref_labels, match=match, iou_threshold=iou_threshold)
+        ref_found = matches[1:, 1:].any(axis=0)
+        pred_found = matches[1:, 1:].any(axis=1)
+    n_ref, n_pred = int(ref_found.size), int(pred_found.size)
+    ltp_ref = int(np.count_nonzero(ref_found))
+    ltp_pred = int(np.count_nonzero(pred_found))
     lfn = n_ref - ltp_ref
     lfp = n_pred - ltp_pred
     ltpr = lesion_true_positive_rate(ltp_ref, lfn)
     ppv = positive_predictive_value(ltp_pred, lfp)
-    pred_voxels = int(np.count_nonzero(pred_labels))
-    ref_voxels = int(np.count_nonzero(ref_labels))
-    overlap_voxels = int(np.count_nonzero((pred_labels > 0) & (ref_labels > 0)))
+    pred_voxels = int(np.count_nonzero(pred))
+    ref_voxels = int(np.count_nonzero(ref))
+    overlap_voxels = int(np.count_nonzero((pred > 0) & (ref > 0)))
+    lfp_volume = math.nan
+    if zooms is not None:
+        false_blob = np.zeros(n_pred + 1, dtype=bool)
+        false_blob[1:] = ~pred_found
+        lfp_volume = int(np.count_nonzero(false_blob[pred_labels])) * voxel_volume_mm3(zooms)
     return {
         "n_ref": n_ref,
         "n_pred": n_pred,
@@ -244,6 +285,7 @@ def lesion_metrics(
         "ref_voxels": ref_voxels,
         "pred_voxels": pred_voxels,
         "overlap_voxels": overlap_voxels,
+        "LFP_volume_mm3": lfp_volume,
     }
 
 
@@ -254,7 +296,8 @@ def aggregate_metrics(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any]
       Table 1 averages LTPR, LFPR and PPV across Change pairs). NaN if no pair defines it.
     * ``pooled_row``: counts summed over pairs, then the rates recomputed from the sums
       (LTPR = sum LTP_ref / (sum LTP_ref + sum LFN), ..., Dice = 2 sum overlap / (sum pred + sum
-      ref)), which weighs every lesion equally instead of every pair.
+      ref)), which weighs every lesion equally instead of every pair; volumes are summed (NaN
+      if no pair gives one).
 
     Values may be numbers or strings as read from a TSV (``n/a`` is NaN); keys other than
     the metric columns are ignored.
@@ -277,6 +320,9 @@ def aggregate_metrics(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any]
         values = np.array([_as_float(row.get(column)) for row in rows], dtype=np.float64)
         sums[column] = int(np.nansum(values))
         pooled_row[column] = sums[column]
+    for column in VOLUME_COLUMNS:
+        values = np.array([_as_float(row.get(column)) for row in rows], dtype=np.float64)
+        pooled_row[column] = float(np.nansum(values)) if np.isfinite(values).any() else math.nan
     ltpr = lesion_true_positive_rate(sums["LTP_ref"], sums["LFN"])
     ppv = positive_predictive_value(sums["LTP_pred"], sums["LFP"])
     pooled_row["LTPR"] = ltpr
@@ -288,27 +334,43 @@ def aggregate_metrics(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any]
     return mean_row, pooled_row
 
 
-def metrics_sidecar() -> dict[str, dict[str, Any]]:
-    """Return a BIDS JSON sidecar describing every column of a metrics table."""
+_MATCH_DESCRIPTIONS = {
+    "iou": "a predicted blob and a reference lesion (26-connected components) match when their "
+    "IoU is >= 0.01 (To et al. 2021, supplement D)",
+    "overlap": "a predicted blob and a reference lesion (26-connected components) match when they "
+    "share at least one voxel",
+    "msseg2": "MSSEG-2 rule of Anima's animaSegPerfAnalyzer: 6-connected components, those of <= 3 "
+    "mm^3 dropped from both masks; a lesion is detected when more than 10 % of its voxels are covered "
+    "by the other mask's lesions and, taking the covering lesions largest overlap first until 65 % of "
+    "the cover, none has more than 70 % of its voxels outside the tested mask's lesions",
+}
+
+
+def metrics_sidecar(match: str = "iou") -> dict[str, dict[str, Any]]:
+    """Return a BIDS JSON sidecar describing every column of a metrics table evaluated with ``match``."""
+    if match not in MATCH_MODES:
+        raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
+    rule = _MATCH_DESCRIPTIONS[match]
     return {
         "aggregate": {
             "Description": "Only in group tables: 'mean' (average over pairs, NaN ignored) or "
             "'pooled' (counts summed over pairs, rates recomputed).",
         },
         "n_pairs": {"Description": "Only in group tables: number of pairs aggregated."},
-        "n_ref": {"Description": "Number of reference change lesions (connected components).",
-                  "Units": "lesion"},
-        "n_pred": {"Description": "Number of predicted change blobs (connected components).",
-                   "Units": "lesion"},
+        "n_ref": {"Description": "Number of reference change lesions (connected components; "
+                  "with msseg2, those above 3 mm^3).", "Units": "lesion"},
+        "n_pred": {"Description": "Number of predicted change blobs (connected components; with "
+                   "msseg2, those above 3 mm^3).", "Units": "lesion"},
         "LTP_ref": {"Description": "Lesion-wise true positives counted on the reference: reference "
-                    "lesions matched by at least one predicted blob (IoU >= 0.01, or any shared "
-                    "voxel in overlap mode).", "Units": "lesion"},
+                    f"lesions found by the prediction ({rule}).", "Units": "lesion"},
         "LTP_pred": {"Description": "Lesion-wise true positives counted on the prediction: "
-                     "predicted blobs matching at least one reference lesion.", "Units": "lesion"},
-        "LFN": {"Description": "Lesion-wise false negatives: reference lesions matched by no "
-                "predicted blob.", "Units": "lesion"},
-        "LFP": {"Description": "Lesion-wise false positives: predicted blobs matching no reference "
-                "lesion.", "Units": "lesion"},
+                     "predicted blobs found in the reference (same rule, roles swapped).",
+                     "Units": "lesion"},
+        "LFN": {"Description": "Lesion-wise false negatives: reference lesions not found "
+                "(n_ref - LTP_ref).", "Units": "lesion"},
+        "LFP": {"Description": "Lesion-wise false positives: predicted blobs not found in the "
+                "reference (n_pred - LTP_pred); with an empty reference, the number of false "
+                "detections.", "Units": "lesion"},
         "LTPR": {"Description": "Lesion-wise true positive rate LTP_ref / (LTP_ref + LFN); higher "
                  "is better; n/a without reference lesions."},
         "LFPR": {"Description": "Lesion-wise false positive rate LFP / (LTP_pred + LFP) (= 1 - "
@@ -321,6 +383,9 @@ def metrics_sidecar() -> dict[str, dict[str, Any]]:
         "ref_voxels": {"Description": "Voxels in the reference change mask.", "Units": "voxel"},
         "pred_voxels": {"Description": "Voxels in the predicted change mask.", "Units": "voxel"},
         "overlap_voxels": {"Description": "Voxels in both masks.", "Units": "voxel"},
+        "LFP_volume_mm3": {"Description": "Total volume of the false positive blobs (LFP); with an "
+                           "empty reference, the volume of the false detections. Lower is better.",
+                           "Units": "mm^3"},
     }
 
 

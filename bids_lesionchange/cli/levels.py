@@ -596,7 +596,10 @@ def run_group_evaluation(settings, run_uuid: str) -> int:
             f"no *_desc-evaluation_metrics.tsv in {settings.output_dir}; run the participant level "
             "with --reference-dir first"
         )
-    out = aggregate_metric_files(files, settings.output_dir / "group_desc-evaluation_metrics.tsv")
+    try:
+        out = aggregate_metric_files(files, settings.output_dir / "group_desc-evaluation_metrics.tsv")
+    except ValueError as err:  # pairs scored with different --match rules
+        raise UsageProblem(str(err)) from err
     with out.open() as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     for row in rows:

@@ -194,8 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="increase (default): a change must be brighter on the follow-up than at baseline, "
                    "outside CSF and hyperintense (above the brain's median), as new and enlarging lesions "
                    "are on FLAIR; any: every change the network finds (the paper)")
-    g.add_argument("--match", choices=["iou", "overlap"], default="iou",
-                   help="lesion matching for evaluation: IoU >= 0.01 (default, the paper) or any overlap")
+    g.add_argument("--match", choices=["iou", "overlap", "msseg2"], default="iou",
+                   help="lesion matching for evaluation: IoU >= 0.01 (default, the paper), any overlap, "
+                   "or msseg2: the MSSEG-2 challenge's detection rule (Anima's animaSegPerfAnalyzer: "
+                   "6-connected lesions above 3 mm^3, > 10 %% covered; docs/method.md)")
     g.add_argument("--skull-strip", choices=["auto", "hdbet", "threshold", "none"], default="auto",
                    help="auto: HD-BET if its weights are installed, else the offline threshold method; "
                    "none: the inputs are already brain-extracted")

@@ -185,7 +185,8 @@ class _EvaluateInputSpec(BaseInterfaceInputSpec):
     reference = File(exists=True, mandatory=True, desc="reference change mask (follow-up native grid)")
     followup_xfm = File(exists=True, mandatory=True, desc="follow-up native-to-common transform")
     pair = traits.Str(mandatory=True, desc="pair name for the table")
-    match = traits.Enum("iou", "overlap", usedefault=True)
+    match = traits.Enum("iou", "overlap", "msseg2", usedefault=True,
+                        desc="lesion matching rule (analysis.metrics.MATCH_MODES)")
 
 
 class _EvaluateOutputSpec(TraitedSpec):

@@ -32,6 +32,17 @@ def test_one_found_one_missed_one_false_blob():
     assert m["dice"] == pytest.approx(2 * overlap / (125 + 27 + 125 + 64))
 
 
+def test_false_positive_volume_uses_the_voxel_size():
+    ref = _box((2, 2, 2), (5, 5, 5))
+    pred = _box((3, 3, 3), (5, 5, 5)) | _box((2, 20, 2), (3, 3, 3))  # the 27-voxel blob is false
+    assert lesion_metrics(pred, ref, zooms=(1.0, 1.0, 3.0))["LFP_volume_mm3"] == pytest.approx(81.0)
+    assert math.isnan(lesion_metrics(pred, ref)["LFP_volume_mm3"])  # no voxel size, no volume
+    rows = [{"LFP_volume_mm3": 81.0}, {"LFP_volume_mm3": "n/a"}, {"LFP_volume_mm3": 9.5}]
+    mean, pooled = aggregate_metrics(rows)
+    assert pooled["LFP_volume_mm3"] == pytest.approx(90.5)
+    assert mean["LFP_volume_mm3"] == pytest.approx(45.25)
+
+
 def test_lfpr_is_one_minus_ppv_when_one_blob_covers_two_lesions():
     ref = _box((2, 2, 2), (3, 3, 3)) | _box((2, 8, 2), (3, 3, 3))
     pred = _box((2, 2, 2), (3, 9, 3))  # one blob over both lesions

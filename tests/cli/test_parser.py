@@ -128,6 +128,29 @@ def test_change_direction_reaches_the_components_node(tiny_bids, tmp_path):
     assert node.inputs.direction == "any"
 
 
+def test_match_msseg2_is_accepted_and_reaches_the_evaluate_node(tiny_bids, tmp_path, capsys):
+    from bids_lesionchange.analysis.metrics import MATCH_MODES
+    from bids_lesionchange.discovery import find_pairs
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
+
+    model = _fake_model(tmp_path / "m")
+    argv = [str(tiny_bids), str(tmp_path / "out"), "participant", "--model", str(model),
+            "--skip-bids-validation"]
+    assert parse_args(argv).match == "iou"  # the paper's rule stays the default
+    s = parse_args(argv + ["--match", "msseg2"])
+    assert s.match == "msseg2"
+    pairs, _ = find_pairs(s.bids_dir)
+    reference = tmp_path / "reference_mask.nii.gz"
+    reference.write_bytes(b"")  # only its existence is checked while the graph is built
+    workflow = init_bids_lesionchange_wf(s, pairs[:1], references={pairs[0].name: reference})
+    node = next(workflow.get_node(name) for name in workflow.list_node_names() if name.endswith(".evaluate"))
+    assert node.inputs.match == "msseg2"
+    for mode in MATCH_MODES:  # the parser (stdlib only) offers every rule the scorer has
+        assert parse_args(argv + ["--match", mode]).match == mode
+    err = _error(capsys, argv + ["--match", "anima"])
+    assert "--match" in err and "msseg2" in err
+
+
 def test_help_and_version_do_not_import_tf_or_nipype():
     code = (
         "import sys\n"

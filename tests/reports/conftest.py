@@ -92,7 +92,7 @@ def build_demo_inputs(folder: Path, with_reference: bool = True) -> dict:
         "registration_svg": registration_svg,
         "figures": [mosaic, slices],
         "lesion_rows": rows,
-        "metrics": {"pair": "ses-1 to ses-2", **lesion_metrics(labels, reference)} if with_reference else None,
+        "metrics": {"pair": "ses-1 to ses-2", **lesion_metrics(labels, reference, zooms=(1, 1, 1))} if with_reference else None,
         "errors": [],
     }
     provenance = {

@@ -8,8 +8,8 @@ from bids_lesionchange.reports.group import GROUP_SECTIONS, build_group_report
 
 def _metric_rows(demo_inputs):
     labels, reference = demo_inputs["labels"], demo_inputs["reference"]
-    first = {"subject": "01", "pair": "ses-1to2", **lesion_metrics(labels, reference)}
-    second = {"subject": "02", "pair": "ses-1to2", **lesion_metrics(labels, labels > 0)}
+    first = {"subject": "01", "pair": "ses-1to2", **lesion_metrics(labels, reference, zooms=(1, 1, 1))}
+    second = {"subject": "02", "pair": "ses-1to2", **lesion_metrics(labels, labels > 0, zooms=(1, 1, 1))}
     return [first, second]
 
 def test_group_report_with_every_part(demo_inputs, tmp_path):
