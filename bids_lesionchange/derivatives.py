@@ -53,6 +53,7 @@ class PairOutputs:
     probability: Path
     mask: Path
     labels: Path
+    labels_lookup: Path
     lesions: Path
     change_qc: Path
     native_probability: Path
@@ -83,6 +84,7 @@ def pair_outputs(*, sub: str, baseline: str, followup: str) -> PairOutputs:
         probability=deriv(followup, space=space, label="change", suffix="probseg", extension=".nii.gz"),
         mask=deriv(followup, space=space, desc="change", suffix="mask", extension=".nii.gz"),
         labels=deriv(followup, space=space, desc="change", suffix="dseg", extension=".nii.gz"),
+        labels_lookup=deriv(followup, space=space, desc="change", suffix="dseg", extension=".tsv"),
         lesions=deriv(followup, space=space, desc="change", suffix="lesions", extension=".tsv"),
         change_qc=deriv(followup, space=space, desc="change", suffix="qc", extension=".json"),
         native_probability=deriv(followup, label="change", suffix="probseg", extension=".nii.gz"),

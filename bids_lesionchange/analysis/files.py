@@ -14,7 +14,8 @@ import numpy as np
 
 from bids_lesionchange.analysis.components import change_labels
 from bids_lesionchange.analysis.lesions import (
-    baseline_hyperintensities, lesion_table, lesion_table_sidecar,
+    DSEG_LOOKUP_COLUMNS, baseline_hyperintensities, change_dseg_lookup, lesion_table,
+    lesion_table_sidecar,
 )
 from bids_lesionchange.analysis.metrics import aggregate_metrics, lesion_metrics, metrics_sidecar
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION, change_plausibility
@@ -72,8 +73,11 @@ def plausibility_files(probability: str, brain_mask: str, n_changes: int, qc_out
 
 
 def lesion_table_files(labels: str, probability: str, baseline: str, followup: str, brain_mask: str,
-                       table_out: str) -> tuple[str, dict]:
-    """Write the lesion table of labelled changes; return its path and JSON sidecar."""
+                       table_out: str, lookup_out: str) -> tuple[str, dict, str]:
+    """Write the lesion table of labelled changes and the labels' BIDS lookup table (dseg.tsv).
+
+    Returns the table's path, its JSON sidecar and the lookup table's path.
+    """
     labels_img = nib.load(labels)
     lab = np.asarray(labels_img.dataobj).astype(np.int32)
     base = np.asarray(nib.load(baseline).dataobj, dtype=np.float32)
@@ -85,7 +89,8 @@ def lesion_table_files(labels: str, probability: str, baseline: str, followup: s
         baseline_hyperintensity=baseline_hyperintensities(base, brain),
     )
     write_table_tsv(rows, table_out, columns=LESION_COLUMNS)
-    return table_out, lesion_table_sidecar()
+    write_table_tsv(change_dseg_lookup(rows), lookup_out, columns=DSEG_LOOKUP_COLUMNS)
+    return table_out, lesion_table_sidecar(), lookup_out
 
 
 def evaluate_files(labels: str, reference: str, followup_xfm: str, metrics_out: str, *, pair: str,

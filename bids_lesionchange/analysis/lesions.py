@@ -35,6 +35,13 @@ LESION_TABLE_COLUMNS = (
 #: Multiplier making the median absolute deviation a consistent estimate of a normal's SD.
 MAD_TO_SD = 1.4826
 
+#: Columns of the BIDS segmentation lookup table (``*_dseg.tsv``) of the change labels.
+DSEG_LOOKUP_COLUMNS = ("index", "name", "abbreviation", "color", "mapping")
+#: How each change ``type`` of the lesion table appears in the lookup table: abbreviation, colour.
+CHANGE_TYPE_LOOKUP = {"new": ("NEW", "#e41a1c"), "enlarging": ("ENL", "#ff7f00")}
+#: BIDS common image-derived label every change maps to: 7, "Lesion".
+BIDS_LESION_INDEX = 7
+
 
 def baseline_hyperintensities(
     baseline: np.ndarray,
@@ -212,6 +219,36 @@ def lesion_table(
             }
         )
     return rows
+
+
+def change_dseg_lookup(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Build the BIDS ``dseg.tsv`` rows of a change label image from its lesion table rows.
+
+    The change label image holds one label per change (1..n, the lesion table's ``label``), so
+    the lookup table has one row per change: ``index`` = label, ``name`` = "<type> change
+    <label>", ``abbreviation`` and ``color`` of its type (:data:`CHANGE_TYPE_LOOKUP`: new and
+    enlarging changes get one colour each in a viewer), ``mapping`` = 7, the BIDS common label
+    "Lesion".
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Lesion table rows (:func:`lesion_table`), with at least ``label`` and ``type``.
+
+    Returns
+    -------
+    list of dict
+        Keys of :data:`DSEG_LOOKUP_COLUMNS`, in label order; empty when there is no change.
+    """
+    lookup = []
+    for row in sorted(rows, key=lambda r: int(r["label"])):
+        if row["type"] not in CHANGE_TYPE_LOOKUP:
+            raise ValueError(f"change {row['label']} has type {row['type']!r}; the lookup table "
+                             f"knows {sorted(CHANGE_TYPE_LOOKUP)}")
+        abbreviation, color = CHANGE_TYPE_LOOKUP[row["type"]]
+        lookup.append({"index": int(row["label"]), "name": f"{row['type']} change {int(row['label'])}",
+                       "abbreviation": abbreviation, "color": color, "mapping": BIDS_LESION_INDEX})
+    return lookup
 
 
 def lesion_table_sidecar() -> dict[str, dict[str, Any]]:

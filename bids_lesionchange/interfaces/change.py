@@ -162,6 +162,7 @@ class _LesionTableInputSpec(BaseInterfaceInputSpec):
 class _LesionTableOutputSpec(TraitedSpec):
     table = File(desc="TSV, one row per detected change")
     sidecar = traits.Dict(desc="JSON sidecar describing the columns")
+    lookup = File(desc="BIDS dseg.tsv of the change labels: index, name, abbreviation, color, mapping")
 
 
 class LesionTable(SimpleInterface):
@@ -173,10 +174,10 @@ class LesionTable(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_lesionchange.analysis.files import lesion_table_files
 
-        table, sidecar = lesion_table_files(
+        table, sidecar, lookup = lesion_table_files(
             self.inputs.labels, self.inputs.probability, self.inputs.baseline, self.inputs.followup,
-            self.inputs.brain_mask, _out(runtime, "lesions.tsv"))
-        self._results.update(table=table, sidecar=sidecar)
+            self.inputs.brain_mask, _out(runtime, "lesions.tsv"), _out(runtime, "change_dseg.tsv"))
+        self._results.update(table=table, sidecar=sidecar, lookup=lookup)
         return runtime
 
 

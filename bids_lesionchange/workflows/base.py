@@ -214,7 +214,10 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
                                                         str(pair.followup_flair)]}
     sink("ds_probability", "probability", predict, outputs.probability, {**change_meta, **spatial})
     sink("ds_mask", "mask", components, outputs.mask, {**change_meta, **spatial})
-    sink("ds_labels", "labels", components, outputs.labels, {**change_meta, **spatial})
+    sink("ds_labels", "labels", components, outputs.labels,
+         {**change_meta, **spatial, "Description": "Changes labelled 1..n, largest first (label = "
+          "row of the lesion table); the dseg.tsv beside it names each one new or enlarging"})
+    sink("ds_labels_lookup", "lookup", lesion_table, outputs.labels_lookup)
     ds_table = sink("ds_table", "table", lesion_table, outputs.lesions)
     workflow.connect(lesion_table, "sidecar", ds_table, "meta_dict")
     sink("ds_change_qc", "qc_json", plausibility, outputs.change_qc)

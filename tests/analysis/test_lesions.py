@@ -162,3 +162,43 @@ def test_tsv_and_sidecar_describe_the_same_columns(tmp_path):
     assert back[0]["volume_mm3"] == pytest.approx(rows[0]["volume_mm3"])
     assert "n/a" in tsv.read_text().splitlines()[2].split("\t")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub-01_changes.json", "sub-01_changes.tsv"]
+
+
+def test_lesion_table_files_write_a_dseg_lookup_with_one_row_per_change(tmp_path):
+    """Beside the change labels: index = label, its type's abbreviation and colour, mapping 7."""
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.files import lesion_table_files
+    from bids_lesionchange.analysis.lesions import CHANGE_TYPE_LOOKUP, DSEG_LOOKUP_COLUMNS
+
+    probability, baseline, followup = _pair()
+    labels = change_components(probability, min_size=1)
+    paths = {}
+    for name, data in (("labels", labels.astype(np.int16)), ("probability", probability),
+                       ("baseline", baseline), ("followup", followup),
+                       ("brain", np.ones(SHAPE, np.uint8))):
+        paths[name] = str(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(data, _affine()), paths[name])
+    lookup_out = tmp_path / "sub-01_ses-02_space-ses02_desc-change_dseg.tsv"
+    table, _, lookup = lesion_table_files(paths["labels"], paths["probability"], paths["baseline"],
+                                          paths["followup"], paths["brain"],
+                                          str(tmp_path / "lesions.tsv"), str(lookup_out))
+    assert lookup == str(lookup_out)
+    lines = lookup_out.read_text().splitlines()
+    assert lines[0].split("\t") == list(DSEG_LOOKUP_COLUMNS)
+    types = {row["label"]: row["type"] for row in read_table_tsv(table)}
+    assert types == {1: "new", 2: "enlarging"}  # the lesion table decides the type
+    assert lines[1:] == [
+        "1\tnew change 1\tNEW\t" + CHANGE_TYPE_LOOKUP["new"][1] + "\t7",
+        "2\tenlarging change 2\tENL\t" + CHANGE_TYPE_LOOKUP["enlarging"][1] + "\t7",
+    ]
+
+
+def test_dseg_lookup_of_no_change_is_header_only_and_unknown_types_are_refused(tmp_path):
+    from bids_lesionchange.analysis.lesions import DSEG_LOOKUP_COLUMNS, change_dseg_lookup
+
+    assert change_dseg_lookup([]) == []
+    path = write_table_tsv([], tmp_path / "x_dseg.tsv", DSEG_LOOKUP_COLUMNS)
+    assert path.read_text().splitlines() == ["\t".join(DSEG_LOOKUP_COLUMNS)]
+    with pytest.raises(ValueError, match="type 'shrinking'"):
+        change_dseg_lookup([{"label": 1, "type": "shrinking"}])

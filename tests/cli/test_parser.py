@@ -151,6 +151,22 @@ def test_match_msseg2_is_accepted_and_reaches_the_evaluate_node(tiny_bids, tmp_p
     assert "--match" in err and "msseg2" in err
 
 
+def test_the_change_labels_lookup_table_is_sunk_beside_the_labels(tiny_bids, tmp_path):
+    from bids_lesionchange.discovery import find_pairs
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
+
+    model = _fake_model(tmp_path / "m")
+    s = parse_args([str(tiny_bids), str(tmp_path / "out"), "participant", "--model", str(model),
+                    "--skip-bids-validation"])
+    pairs, _ = find_pairs(s.bids_dir)
+    workflow = init_bids_lesionchange_wf(s, pairs[:1])
+    nodes = {name.rsplit(".", 1)[-1]: workflow.get_node(name) for name in workflow.list_node_names()}
+    labels, lookup = nodes["ds_labels"].inputs.out_path, nodes["ds_labels_lookup"].inputs.out_path
+    assert labels.endswith("_desc-change_dseg.nii.gz")
+    assert lookup == labels[: -len(".nii.gz")] + ".tsv"  # same entities, BIDS per-file lookup
+    assert not nodes["ds_labels_lookup"].inputs.meta_dict  # no JSON: the NIfTI's sidecar is shared
+
+
 def test_help_and_version_do_not_import_tf_or_nipype():
     code = (
         "import sys\n"

@@ -85,6 +85,7 @@ def test_participant_infer_evaluate_resume_and_isolate_a_failure(study, tmp_path
     for path in (mask, table, native, metrics, out / "sub-03.html", out / "sub-04.html",
                  out / "dataset_description.json",
                  anat / "sub-03_ses-02_space-ses02_desc-change_dseg.nii.gz",
+                 anat / "sub-03_ses-02_space-ses02_desc-change_dseg.tsv",
                  anat / "sub-03_ses-02_space-ses02_label-change_probseg.nii.gz",
                  out / "sub-03" / "ses-01" / "anat" / "sub-03_ses-01_space-ses02_desc-preproc_FLAIR.nii.gz"):
         assert path.is_file(), path
