@@ -21,7 +21,7 @@ LOGGER = logging.getLogger("bids_lesionchange")
 #: The out-of-domain guard's measures in the summary (``n/a`` for failed and preprocess-only pairs).
 GUARD_COLUMNS = ("fraction_above_threshold", "n_changes", "out_of_domain")
 #: Columns of ``logs/summary-<run>.tsv``: each pair's status, then the guard's measures.
-SUMMARY_COLUMNS = ("pair", "status", "step", "message", "crash_file", *GUARD_COLUMNS)
+SUMMARY_COLUMNS = ("pair", "status", "step", "message", "crash_file", *GUARD_COLUMNS, "input_flags")
 
 
 class UsageProblem(RuntimeError):
@@ -312,9 +312,19 @@ def _finished_in_this_run(workflow, wf_name: str, since: float) -> bool:
     return True
 
 
+def read_input_flags(output_dir: Path, pair: SessionPair) -> list[str]:
+    """Return the plausibility flags of a pair's inputs (not a FLAIR, maybe not the same person) from
+    its preprocessing QC (:mod:`bids_lesionchange.image.plausibility`); [] when there is none."""
+    qc = _read_qc(output_dir / outputs_of(pair).preproc_qc, pair) or {}
+    return [str(flag) for flag in (qc.get("plausibility") or {}).get("flags") or []]
+
+
 def read_change_qc(output_dir: Path, pair: SessionPair) -> dict | None:
     """Return a pair's change QC (the out-of-domain guard's measures), or None when it is absent."""
-    path = output_dir / outputs_of(pair).change_qc
+    return _read_qc(output_dir / outputs_of(pair).change_qc, pair)
+
+
+def _read_qc(path: Path, pair: SessionPair) -> dict | None:
     if not path.is_file():
         return None
     try:
@@ -338,6 +348,9 @@ def _summarise(outcomes: list[PairOutcome], settings, run_uuid: str, skipped) ->
             row.update({key: qc.get(key) for key in GUARD_COLUMNS})
             if qc.get("out_of_domain"):
                 flagged.append((o.pair.name, qc.get("message", "")))
+        inputs = read_input_flags(settings.output_dir, o.pair) if o.status == "ok" else []
+        row["input_flags"] = " | ".join(inputs)
+        flagged += [(o.pair.name, flag) for flag in inputs]
         rows.append(row)
     rows += [{"pair": f"sub-{s.subject}", "status": "skipped", "step": "discovery", "message": s.reason}
              for s in skipped]
@@ -345,9 +358,10 @@ def _summarise(outcomes: list[PairOutcome], settings, run_uuid: str, skipped) ->
                               columns=SUMMARY_COLUMNS)
     failed = [o for o in outcomes if o.status == "failed"]
     stopped = [o for o in outcomes if o.status == "interrupted"]
-    LOGGER.info("summary: %d pair(s) done, %d failed, %s%d out of domain, %d subject(s) skipped (%s)",
-                len(outcomes) - len(failed) - len(stopped), len(failed),
-                f"{len(stopped)} interrupted, " if stopped else "", len(flagged), len(skipped), summary)
+    LOGGER.info("summary: %d pair(s) done, %d failed, %s%d flagged (out of domain or implausible inputs), "
+                "%d subject(s) skipped (%s)", len(outcomes) - len(failed) - len(stopped), len(failed),
+                f"{len(stopped)} interrupted, " if stopped else "", len({name for name, _ in flagged}),
+                len(skipped), summary)
     for name, message in flagged:
         LOGGER.warning("%s: %s", name, message)
     for o in failed:

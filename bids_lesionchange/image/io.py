@@ -16,8 +16,11 @@ from bids_lesionchange.errors import InputError
 
 LOGGER = logging.getLogger("bids_lesionchange.image.io")
 
+#: Voxel sizes outside this range are a header in other units (metres, micrometres), not a scan.
+#: A real but too coarse scan (slices of 7-30 mm) is refused later with its own reason
+#: (:func:`bids_lesionchange.image.plausibility.check_voxel_size`).
 MIN_ZOOM_MM = 0.1
-MAX_ZOOM_MM = 10.0
+MAX_ZOOM_MM = 30.0
 MIN_VOXELS_PER_AXIS = 8
 
 #: What a damaged image file raises while its data are read (truncated gzip: EOFError; gzip data
@@ -144,7 +147,7 @@ def load_flair(path: str | os.PathLike, *, step: str = "load") -> nib.Nifti1Imag
     ------
     bids_lesionchange.errors.InputError
         When the file cannot be read, is not 3D, is all zero or constant, holds NaN or infinite
-        values, or has voxel sizes outside [0.1, 10] mm.
+        values, or has voxel sizes outside [0.1, 30] mm.
     """
     path = Path(path)
     if not path.exists():

@@ -37,12 +37,13 @@ import numpy as np
 from scipy import ndimage
 
 from bids_lesionchange.errors import InputError
+from bids_lesionchange.image import plausibility
 from bids_lesionchange.image import register as reg
 from bids_lesionchange.image.grid import common_grid, resample_to_grid
 from bids_lesionchange.image.intensity import n4_bias_correct, normalise, parenchyma_mask
 from bids_lesionchange.image.io import load_flair, save_image
-from bids_lesionchange.image.skullstrip import (brain_extracted_support, check_brain_mask, nonzero_brain_mask,
-                                                resolve_skull_strip_method, run_hdbet,
+from bids_lesionchange.image.skullstrip import (brain_extracted_support, check_brain_mask, foreground_mask,
+                                                nonzero_brain_mask, resolve_skull_strip_method, run_hdbet,
                                                 threshold_brain_mask)
 from bids_lesionchange.image.transforms import read_xfm, to_native, write_xfm
 
@@ -59,13 +60,30 @@ def _load_mask(path) -> np.ndarray:
     return np.asanyarray(nib.load(str(path)).dataobj) > 0
 
 
-def check_pair(baseline, followup) -> None:
-    """Load both FLAIRs and raise InputError (step ``load``) for the first bad one."""
-    for path in (baseline, followup):
-        load_flair(path, step="load")
+def check_pair(baseline, followup) -> dict:
+    """Load both FLAIRs and raise InputError for the first bad one; return their coverage.
+
+    Step ``load``: a file that is not a readable 3D image (:func:`.io.load_flair`); step
+    ``check_inputs``: slices thicker than :data:`.plausibility.MAX_VOXEL_MM` or a field of view
+    that does not hold the whole head (:func:`.plausibility.check_coverage`), or the same file
+    twice.
+
+    Returns
+    -------
+    dict
+        ``{"baseline": ..., "followup": ...}``: each session's field-of-view measures.
+    """
+    coverage = {}
+    for key, path in (("baseline", baseline), ("followup", followup)):
+        img = load_flair(path, step="load")
+        zooms = _zooms(img)
+        plausibility.check_voxel_size(zooms, path)
+        head = foreground_mask(np.asanyarray(img.dataobj), zooms)
+        coverage[key] = plausibility.check_coverage(head, zooms, path)
     if Path(baseline).resolve() == Path(followup).resolve():
         raise InputError(baseline, "load", "the baseline and follow-up are the same file; "
                          "give the FLAIRs of two different sessions")
+    return coverage
 
 
 def followup_to_common(in_file, out_file, out_xfm, *, resolution: float = 1.0):
@@ -306,14 +324,18 @@ def parenchyma_volume_ml(data: np.ndarray, mask: np.ndarray, zooms) -> float:
 
 
 def quality_file(baseline_file, followup_file, mask_file, registration_json, out_json,
-                 *, skull_strip: str = "", resolution_json=None) -> dict:
+                 *, skull_strip: str = "", resolution_json=None, baseline_source=None,
+                 followup_source=None) -> dict:
     """Write the QC measures of a preprocessed pair as JSON and return them.
 
     Keys: ``brain_mask_volume_ml``, ``brain_volume_ml`` ({baseline, followup}: parenchyma,
     see :func:`parenchyma_volume_ml`), ``ncc_brain`` and ``mutual_information_bits`` of the
     normalised images inside the brain, the registration measures (``registration`` block,
     on bias-corrected images), ``registration_failed`` and the rule that sets it, and the
-    resolution matching (``resolution_matching`` block) when ``resolution_json`` is given.
+    resolution matching (``resolution_matching`` block) when ``resolution_json`` is given, and
+    the ``plausibility`` block (:mod:`bids_lesionchange.image.plausibility`): each session's
+    FLAIR-likeness, the same-person measures and ``flags``, one sentence per failed check naming
+    ``baseline_source`` or ``followup_source`` (the user's files; default: the files given).
     """
     baseline = nib.load(str(baseline_file))
     followup = nib.load(str(followup_file))
@@ -323,12 +345,21 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     f = np.asanyarray(followup.dataobj, dtype=np.float32)
     registration = json.loads(Path(registration_json).read_text())
     mi, nmi = reg.mutual_information(b, f, mask)
+    volumes = {"baseline": parenchyma_volume_ml(b, mask, zooms), "followup": parenchyma_volume_ml(f, mask, zooms)}
+    contrast = {"baseline": plausibility.contrast_profile(b, mask, zooms),
+                "followup": plausibility.contrast_profile(f, mask, zooms)}
+    same_person = plausibility.same_person_measures(registration["ncc_brain"], volumes["baseline"],
+                                                    volumes["followup"])
+    flags = plausibility.input_flags(contrast["baseline"], contrast["followup"], same_person,
+                                     baseline_file=baseline_source or baseline_file,
+                                     followup_file=followup_source or followup_file)
+    for flag in flags:
+        LOGGER.warning("%s", flag)
     measures = {
         "skull_strip": skull_strip,
         "resolution_mm": float(zooms[0]),
         "brain_mask_volume_ml": float(mask.sum() * np.prod(zooms) / 1000.0),
-        "brain_volume_ml": {"baseline": parenchyma_volume_ml(b, mask, zooms),
-                            "followup": parenchyma_volume_ml(f, mask, zooms)},
+        "brain_volume_ml": volumes,
         "ncc_brain": reg.normalised_cross_correlation(b, f, mask),
         "mutual_information_bits": mi,
         "normalised_mutual_information": nmi,
@@ -336,6 +367,8 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
         "registration_failed": bool(registration["registration_failed"]),
         "registration_failed_rule": f"brain NCC after alignment (bias-corrected images) < "
                                     f"{registration['min_ncc']}",
+        "plausibility": {"baseline_contrast": contrast["baseline"], "followup_contrast": contrast["followup"],
+                         "same_person": same_person, "flags": flags},
     }
     if resolution_json:
         measures["resolution_matching"] = json.loads(Path(resolution_json).read_text())

@@ -23,7 +23,7 @@ class _CheckInputsOutputSpec(TraitedSpec):
 
 
 class CheckInputs(SimpleInterface):
-    """Refuse bad FLAIRs (2D, 4D, all zero, NaN, absurd voxel sizes) before any work."""
+    """Refuse bad FLAIRs (2D, 4D, all zero, NaN, slices over 7 mm, a slab) before any work."""
 
     input_spec = _CheckInputsInputSpec
     output_spec = _CheckInputsOutputSpec
@@ -278,6 +278,8 @@ class _QCInputSpec(BaseInterfaceInputSpec):
     registration_json = File(exists=True, mandatory=True)
     skull_strip = traits.Str("", usedefault=True, desc="the skull-strip method that ran")
     resolution_json = File(exists=True, desc="the resolution-matching report")
+    baseline_source = File(desc="the user's baseline FLAIR, named in the flags")
+    followup_source = File(desc="the user's follow-up FLAIR, named in the flags")
 
 
 class _QCOutputSpec(TraitedSpec):
@@ -285,7 +287,7 @@ class _QCOutputSpec(TraitedSpec):
 
 
 class PreprocQC(SimpleInterface):
-    """Write qc.json: brain volumes, similarity in the brain, registration_failed."""
+    """Write qc.json: brain volumes, similarity in the brain, registration_failed, plausibility flags."""
 
     input_spec = _QCInputSpec
     output_spec = _QCOutputSpec
@@ -296,7 +298,9 @@ class PreprocQC(SimpleInterface):
         out = _out(runtime, "qc.json")
         quality_file(self.inputs.baseline_file, self.inputs.followup_file, self.inputs.mask_file,
                      self.inputs.registration_json, out, skull_strip=self.inputs.skull_strip,
-                     resolution_json=self.inputs.resolution_json or None)
+                     resolution_json=self.inputs.resolution_json or None,
+                     baseline_source=self.inputs.baseline_source or None,
+                     followup_source=self.inputs.followup_source or None)
         self._results["out_json"] = out
         return runtime
 

@@ -71,7 +71,8 @@ def build_subject_report(
         ``metrics`` (dict or None), ``change_qc`` (the out-of-domain guard's dict, see
         :func:`bids_lesionchange.analysis.plausibility.change_plausibility`, or None) and
         ``errors`` (list of str). Any key may be missing or None: the report then says "not
-        available". A pair whose ``change_qc`` is ``out_of_domain`` gets a warning box.
+        available". A pair whose ``change_qc`` is ``out_of_domain``, or whose ``qc`` holds
+        plausibility ``flags``, gets a warning box.
     provenance : mapping
         Shown in the Provenance section: any keys (e.g. version, command line, settings, model
         card); long texts and containers go into collapsible blocks.
@@ -85,6 +86,7 @@ def build_subject_report(
     errors = [(pair["heading"], message) for pair in prepared for message in pair["errors"]]
     warnings = [(pair["heading"], pair["guard"]["message"]) for pair in prepared
                 if pair["guard"] and pair["guard"]["out_of_domain"]]
+    warnings += [(pair["heading"], flag) for pair in prepared for flag in pair["input_flags"]]
     context = {
         "title": f"bids_lesionchange: sub-{subject}",
         "sections": SUBJECT_SECTIONS,
@@ -134,6 +136,7 @@ def _prepare_pair(pair: Mapping[str, Any], position: int) -> dict[str, Any]:
         "metrics": _metrics_table(metrics) if metrics else None,
         "errors": errors,
         "guard": guard,
+        "input_flags": _input_flags(pair.get("qc")),
         "summary": _summary_cells(name, baseline, followup, rows, known, errors, guard),
     }
 
@@ -154,6 +157,13 @@ def _guard(change_qc: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "message": _text(change_qc.get("message")),
         "adaptation": _adaptation(change_qc.get("adaptation")),
     }
+
+
+def _input_flags(qc: Any) -> list[str]:
+    """The plausibility flags of a pair's inputs (not a FLAIR, maybe not the same person), from its QC."""
+    block = qc.get("plausibility") if isinstance(qc, Mapping) else None
+    flags = block.get("flags") if isinstance(block, Mapping) else None
+    return [str(flag) for flag in flags] if isinstance(flags, list) else []
 
 
 def _adaptation(adaptation: Any) -> str:

@@ -63,7 +63,8 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
         Native-world-to-common-world 4x4 matrices (text, see
         :mod:`bids_lesionchange.image.transforms`).
     qc_json
-        QC measures (brain volumes, similarity in the brain, ``registration_failed``).
+        QC measures (brain volumes, similarity in the brain, ``registration_failed``, and the
+        ``plausibility`` flags: not a FLAIR, maybe not the same person).
     mask_svg, registration_svg
         SVG reportlets.
 
@@ -138,6 +139,7 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
         (check_inputs, normalise_baseline, [("baseline_flair", "source_file")]),
         (match_resolution, normalise_followup, [("followup_file", "in_file")]),
         (match_resolution, qc, [("out_report", "resolution_json")]),
+        (check_inputs, qc, [("baseline_flair", "baseline_source"), ("followup_flair", "followup_source")]),
         (rigid_reg, normalise_followup, [("out_mask", "mask_file")]),
         (check_inputs, normalise_followup, [("followup_flair", "source_file")]),
         (normalise_baseline, qc, [("out_file", "baseline_file")]),

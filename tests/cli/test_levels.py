@@ -67,7 +67,8 @@ def test_summary_has_the_guard_columns_and_warns_by_pair(run, caplog):
         code = _summarise(outcomes, settings, "abc", skipped)
     rows = _read(settings.output_dir)
     assert list(next(iter(rows.values()))) == ["pair", "status", "step", "message", "crash_file",
-                                               "fraction_above_threshold", "n_changes", "out_of_domain"]
+                                               "fraction_above_threshold", "n_changes", "out_of_domain",
+                                               "input_flags"]
     flooded = rows["sub-01_ses-01to02"]
     assert (float(flooded["fraction_above_threshold"]), flooded["n_changes"], flooded["out_of_domain"]) \
         == (0.97, "96", "true")

@@ -70,7 +70,8 @@ def chain(tmp_path_factory):
                                             out_name="followup_preproc.nii.gz"))
     run("qc", ifaces.PreprocQC(baseline_file=norm_b.out_file, followup_file=norm_f.out_file,
                                mask_file=rigid.out_mask, registration_json=rigid.out_report,
-                               skull_strip="threshold"))
+                               skull_strip="threshold", baseline_source=files["baseline"],
+                               followup_source=files["followup"]))
     run("mask_report", ifaces.MaskReport(in_file=n4f.out_file, mask_file=rigid.out_mask))
     run("registration_report", ifaces.RegistrationReport(
         followup_file=n4f.out_file, baseline_native=files["baseline"],
@@ -91,6 +92,22 @@ def test_check_inputs_passes_good_files_and_refuses_bad_ones(chain, tmp_path, mo
     with pytest.raises(InputError) as info:
         ifaces.CheckInputs(baseline_flair=str(bad), followup_flair=chain["files"]["followup"]).run()
     assert info.value.step == "load" and info.value.path == bad
+
+
+def test_check_inputs_refuses_a_slab_and_a_10_mm_scan(chain, tmp_path, monkeypatch):
+    """Issue 16 item 2: 10 slices through the middle of the head, or slices of 10 mm."""
+    monkeypatch.chdir(tmp_path)
+    slab = head_phantom((40, 40, 10), VOXEL, head_radius_mm=RADIUS, seed=1)
+    path = _save(tmp_path / "sub-01_ses-02_FLAIR.nii.gz", slab)
+    with pytest.raises(InputError) as info:
+        ifaces.CheckInputs(baseline_flair=chain["files"]["baseline"], followup_flair=path).run()
+    assert info.value.step == "check_inputs" and str(info.value.path) == path
+    assert "is a slab; the scan must cover the whole brain" in info.value.message
+    thick = nib.Nifti1Image(_data(chain["files"]["followup"])[:, :, ::5], np.diag([VOXEL, VOXEL, 5 * VOXEL, 1.0]))
+    nib.save(thick, str(tmp_path / "thick_FLAIR.nii.gz"))
+    with pytest.raises(InputError, match=r"has a dimension of 10 mm, above the limit of 7 mm"):
+        ifaces.CheckInputs(baseline_flair=chain["files"]["baseline"],
+                           followup_flair=str(tmp_path / "thick_FLAIR.nii.gz")).run()
 
 
 def test_common_grid_writes_the_followup_and_an_identity_xfm(chain):
@@ -159,6 +176,10 @@ def test_qc_and_reportlets(chain):
     qc = json.loads(open(chain["results"]["qc"].out_json).read())
     assert qc["skull_strip"] == "threshold" and qc["registration_failed"] is False
     assert set(qc["brain_volume_ml"]) == {"baseline", "followup"}
+    # two sessions of one FLAIR-like phantom: no plausibility flag, and the measures say why
+    block = qc["plausibility"]
+    assert block["flags"] == [] and block["same_person"]["same_person"] is True
+    assert block["baseline_contrast"]["flair_like"] is True and block["followup_contrast"]["flair_like"] is True
     for name in ("mask_report", "registration_report"):
         text = open(chain["results"][name].out_report).read()
         assert "<svg" in text and "<image" in text

@@ -1,0 +1,265 @@
+"""Are two inputs a usable FLAIR pair of one person? Checks before detection, on arrays.
+
+A pair that is not what the detector expects does not crash it: it returns a plausible-looking
+wrong answer (issue 16: another subject's scan, or a T1w named FLAIR, gave one "new lesion" of
+about a litre; a 10 mm scan gave 47). The checks here catch such pairs, each with a limit
+measured on real scans (docs/method.md, "Input checks", gives the values and the data):
+
+- **Refusals** (:class:`~bids_lesionchange.errors.InputError`, the pair is not processed) where
+  the image itself makes the answer meaningless and no real FLAIR pair comes near the limit:
+  :func:`check_voxel_size` (slices thicker than :data:`MAX_VOXEL_MM`) and :func:`check_coverage`
+  (a slab: the field of view cuts through the head on both sides of an axis, or spans less than
+  :data:`MIN_HEAD_EXTENT_MM` of head).
+- **Flags** (the pair is processed; the QC JSON, the summary TSV and the report say why the
+  result is doubtful) where the evidence is statistical: :func:`contrast_profile` (is each
+  session a FLAIR?) and :func:`same_person_measures` (do the two sessions show the same brain?), turned into
+  sentences by :func:`input_flags`.
+
+Pure numpy/scipy: no file is read here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from bids_lesionchange.errors import InputError
+
+CHECK_STEP = "check_inputs"
+
+#: Largest voxel dimension (mm) of a usable FLAIR. 2D FLAIR with 3-6 mm slices (plus a gap) is
+#: common and passes; at larger spacing new lesions of 3-10 mm fall between slices or vanish in
+#: partial volume, and the detector reads the interpolation between slices as change (a 10 mm
+#: synthetic scan gave 47 "new lesions", 353 ml).
+MAX_VOXEL_MM = 7.0
+
+#: A field of view that cuts the head on both sides of an axis, over at least this fraction of
+#: the head's largest cross-section on each side, is a slab. Whole-brain real scans reach 0.42
+#: (2D FLAIR whose first slice is in the neck and last below the vertex); slabs of 10 slices from
+#: real scans 0.87 or more, of 20 slices 0.53 or more.
+MAX_CUT_FRACTION = 0.6
+
+#: The head (foreground) must span at least this along every axis of the field of view (no
+#: brain, adult or child, is smaller; the tests' smallest brain-extracted phantom spans 52 mm).
+MIN_HEAD_EXTENT_MM = 40.0
+
+COVERAGE_FIX = ("the scan must cover the whole brain: give a FLAIR whose field of view holds the "
+                "head from the vertex to the cerebellum")
+
+
+def check_voxel_size(zooms, path, *, step: str = CHECK_STEP) -> None:
+    """Refuse an image whose largest voxel dimension exceeds :data:`MAX_VOXEL_MM`.
+
+    Raises
+    ------
+    bids_lesionchange.errors.InputError
+        Naming ``path``, the voxel size and the limit.
+    """
+    zooms = np.asarray(zooms, dtype=float)[:3]
+    largest = float(zooms.max())
+    if largest > MAX_VOXEL_MM:
+        raise InputError(path, step, f"the voxel size {tuple(round(float(z), 2) for z in zooms)} mm has a dimension of "
+                         f"{largest:g} mm, above the limit of {MAX_VOXEL_MM:g} mm: new lesions of 3-10 mm "
+                         "are lost between such slices; give a FLAIR with slices of at most "
+                         f"{MAX_VOXEL_MM:g} mm (3D, or 2D with 3-6 mm slices)")
+
+
+def field_of_view_cut(foreground: np.ndarray) -> np.ndarray:
+    """Return how much of the head each face of the field of view cuts through.
+
+    ``cut[axis, side] = area(foreground in the first (side 0) or last (side 1) slice across axis)
+    / largest area of the foreground in any slice across that axis``; 0 where the head lies inside
+    the field of view, near 1 where the face cuts through the widest part of the head.
+
+    Returns
+    -------
+    ndarray of shape (3, 2)
+        All zeros for an empty foreground.
+    """
+    foreground = np.asarray(foreground, dtype=bool)
+    cut = np.zeros((3, 2))
+    for axis in range(3):
+        others = tuple(i for i in range(3) if i != axis)
+        area = foreground.sum(axis=others)
+        largest = area.max()
+        if largest:
+            cut[axis] = area[0] / largest, area[-1] / largest
+    return cut
+
+
+def head_extent_mm(foreground: np.ndarray, zooms) -> np.ndarray:
+    """Return the extent (mm) of the foreground along each voxel axis (0 for an empty foreground)."""
+    foreground = np.asarray(foreground, dtype=bool)
+    extent = np.zeros(3)
+    for axis in range(3):
+        others = tuple(i for i in range(3) if i != axis)
+        where = np.flatnonzero(foreground.any(axis=others))
+        if where.size:
+            extent[axis] = (where[-1] - where[0] + 1) * float(zooms[axis])
+    return extent
+
+
+def check_coverage(foreground: np.ndarray, zooms, path, *, step: str = CHECK_STEP) -> dict:
+    """Refuse an image whose field of view does not hold the whole head (a slab).
+
+    Refused when, along some axis, both faces of the field of view cut through more than
+    :data:`MAX_CUT_FRACTION` of the head's largest cross-section (see :func:`field_of_view_cut`),
+    or the head spans less than :data:`MIN_HEAD_EXTENT_MM`.
+
+    Parameters
+    ----------
+    foreground : ndarray of bool
+        The head (or, for a brain-extracted image, the brain) on the image's voxel grid.
+    zooms : sequence of float
+        Voxel size (mm).
+    path
+        The file named in the error.
+
+    Returns
+    -------
+    dict
+        ``fov_cut`` (3x2 list) and ``head_extent_mm`` (3 floats), when the image passes.
+    """
+    names = ("first", "second", "third")
+    cut = field_of_view_cut(foreground)
+    extent = head_extent_mm(foreground, zooms)
+    n_slices = np.asarray(foreground).shape
+    for axis in range(3):
+        if cut[axis].min() > MAX_CUT_FRACTION:
+            raise InputError(path, step, f"the field of view cuts through the head at both ends of its "
+                             f"{names[axis]} axis ({n_slices[axis]} slices of {round(float(zooms[axis]), 2):g} mm; "
+                             f"{100 * cut[axis, 0]:.0f} % and {100 * cut[axis, 1]:.0f} % of the head's "
+                             f"largest cross-section lie on its first and last slice), so it is a slab; "
+                             f"{COVERAGE_FIX}")
+        if 0 < extent[axis] < MIN_HEAD_EXTENT_MM:
+            raise InputError(path, step, f"the head spans only {extent[axis]:.0f} mm along the "
+                             f"{names[axis]} axis of the field of view ({n_slices[axis]} slices of "
+                             f"{round(float(zooms[axis]), 2):g} mm), less than any brain; {COVERAGE_FIX}")
+    return {"fov_cut": np.round(cut, 3).tolist(), "head_extent_mm": np.round(extent, 1).tolist()}
+
+
+# --------------------------------------------------------------------------- flags (statistical)
+#: Parenchyma within these depths (mm from the brain mask's edge) enter the contrast statistic:
+#: from just inside the cortex to the deep white matter.
+CONTRAST_DEPTH_MM = (1.0, 30.0)
+
+#: Above this depth-intensity correlation a session does not look like a FLAIR (see
+#: :func:`contrast_profile`). Real FLAIRs: -0.145 to +0.006 (seven scans of five scanners, 3D and
+#: 2D, skull on and off, and simulated rescans of four of them); the real T1w of an MS patient
+#: (Lesjak et al. 2018, patient 26): +0.263, a simulated rescan of it +0.189.
+MAX_FLAIR_DEPTH_CORRELATION = 0.10
+
+#: Below this brain NCC after rigid alignment (bias-corrected images; see
+#: :func:`bids_lesionchange.image.register.normalised_cross_correlation`) a pair is flagged: the
+#: two sessions may be two people or two contrasts. Real same-person FLAIR pairs: 0.771 (the NIH
+#: 2D pair, skull on) to 0.936 (simulated rescans of four real FLAIRs onto other grids, 2D and
+#: 3D); the same person's T1w against its FLAIR: 0.50-0.55; two people: 0.00-0.23, which the
+#: registration check (:data:`bids_lesionchange.image.register.MIN_BRAIN_NCC`, 0.5) already refuses.
+MIN_SAME_PERSON_NCC = 0.70
+
+#: Above this ratio of the two sessions' parenchyma volumes inside the shared brain mask
+#: (:func:`bids_lesionchange.image.preprocess.parenchyma_volume_ml`) a pair is flagged. Real
+#: same-person FLAIR pairs: 1.004-1.033; T1w against FLAIR of one person: 1.18-1.24; two people:
+#: 1.005-1.26 (rigid alignment puts another brain into the mask, so the ratio alone does not tell).
+MAX_BRAIN_VOLUME_RATIO = 1.10
+
+def contrast_profile(data: np.ndarray, brain_mask: np.ndarray, zooms, *, max_voxels: int = 200_000) -> dict:
+    """Measure whether an image has a FLAIR's contrast: cortex brighter than deep white matter.
+
+    In FLAIR the grey matter of the cortex is brighter than the white matter beneath it (and CSF
+    is dark); in T1w the white matter is the brightest tissue. So among the parenchyma voxels
+    (brain mask voxels above the Otsu threshold of the brain's intensities, which drops dark CSF)
+    at a depth of :data:`CONTRAST_DEPTH_MM` from the mask's edge, the Spearman correlation
+    ``rho`` between intensity and depth is about zero or negative in FLAIR (bright lesions deep in
+    the white matter pull it up a little) and positive in T1w. Rank-based: any monotone change of
+    intensities (scanner scaling, gamma, normalisation) leaves it unchanged. A session is
+    ``flair_like`` when ``rho <= MAX_FLAIR_DEPTH_CORRELATION``.
+
+    Not told apart: T2w (CSF bright, cortex brighter than white matter as in FLAIR), for which no
+    real scan was at hand to calibrate a rule.
+
+    Parameters
+    ----------
+    data : ndarray
+        The session's intensities.
+    brain_mask : ndarray
+        Its brain mask (voxels > 0), same shape.
+    zooms : sequence of float
+        Voxel size (mm).
+    max_voxels : int
+        At most this many voxels (a regular subsample) enter the correlation.
+
+    Returns
+    -------
+    dict
+        ``depth_intensity_correlation`` (float, or None when too few voxels: then
+        ``flair_like`` is None), ``max_correlation`` and ``flair_like``.
+    """
+    from scipy.stats import spearmanr
+    from skimage.filters import threshold_otsu
+
+    data = np.asarray(data, dtype=np.float32)
+    mask = np.asarray(brain_mask) > 0
+    result = {"depth_intensity_correlation": None, "max_correlation": MAX_FLAIR_DEPTH_CORRELATION,
+              "flair_like": None}
+    values = data[mask]
+    if values.size < 100 or values.min() == values.max():
+        return result
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=np.asarray(zooms, dtype=float)[:3])
+    depth = depth[1:-1, 1:-1, 1:-1]
+    low, high = CONTRAST_DEPTH_MM
+    chosen = mask & (data > threshold_otsu(values)) & (depth >= low) & (depth <= high)
+    n = int(chosen.sum())
+    if n < 100:
+        return result
+    step = max(1, n // max_voxels)
+    rho = float(spearmanr(data[chosen][::step], depth[chosen][::step]).statistic)
+    if not math.isfinite(rho):
+        return result
+    result.update(depth_intensity_correlation=round(rho, 4), flair_like=rho <= MAX_FLAIR_DEPTH_CORRELATION)
+    return result
+
+
+def same_person_measures(ncc_brain: float, parenchyma_ml_baseline: float, parenchyma_ml_followup: float) -> dict:
+    """Measure whether two aligned sessions show the same brain.
+
+    ``ncc_brain``: normalised cross-correlation of the two bias-corrected sessions inside the brain
+    after rigid alignment (higher is more alike); ``parenchyma_volume_ratio``: the larger over the
+    smaller parenchyma volume inside the shared brain mask (1 is identical; another person's brain,
+    aligned rigidly, fills the follow-up's mask with more or less tissue). ``same_person`` is False
+    when ``ncc_brain < MIN_SAME_PERSON_NCC`` or the ratio exceeds ``MAX_BRAIN_VOLUME_RATIO``.
+    """
+    small, large = sorted((float(parenchyma_ml_baseline), float(parenchyma_ml_followup)))
+    ratio = large / small if small > 0 else math.inf
+    ncc = float(ncc_brain)
+    alike = math.isfinite(ncc) and ncc >= MIN_SAME_PERSON_NCC and ratio <= MAX_BRAIN_VOLUME_RATIO
+    return {"ncc_brain": round(ncc, 4), "min_ncc": MIN_SAME_PERSON_NCC,
+            "parenchyma_volume_ratio": round(ratio, 4) if math.isfinite(ratio) else None,
+            "max_volume_ratio": MAX_BRAIN_VOLUME_RATIO, "same_person": bool(alike)}
+
+
+def input_flags(baseline_contrast: dict, followup_contrast: dict, same_person: dict, *,
+                baseline_file, followup_file) -> list[str]:
+    """Return one sentence per failed plausibility check of a pair (empty when all pass).
+
+    Each names the file concerned, what was measured against which limit, and what to check.
+    """
+    flags = []
+    for contrast, path in ((baseline_contrast, baseline_file), (followup_contrast, followup_file)):
+        if contrast.get("flair_like") is False:
+            flags.append(f"{Path(path).name} does not look like a FLAIR: its white matter is as bright as "
+                         f"or brighter than its cortex, as in a T1w image (depth-intensity correlation "
+                         f"{contrast['depth_intensity_correlation']:+.2f} > {contrast['max_correlation']:+.2f}, "
+                         "real FLAIRs <= +0.01); "
+                         "check that this file is the FLAIR of that session")
+    if not same_person.get("same_person", True):
+        ratio = same_person.get("parenchyma_volume_ratio")
+        flags.append(f"{Path(baseline_file).name} and {Path(followup_file).name} may not be the same person "
+                     f"or the same contrast: their brains differ after alignment (brain correlation "
+                     f"{same_person['ncc_brain']:.2f}, limit {same_person['min_ncc']:.2f}; parenchyma volume "
+                     f"ratio {'n/a' if ratio is None else f'{ratio:.2f}'}, limit {same_person['max_volume_ratio']:.2f}); "
+                     "check that both files are this subject's FLAIRs")
+    return flags

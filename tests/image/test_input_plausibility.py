@@ -1,0 +1,176 @@
+"""Input plausibility (issue 16 items 1 and 2): voxel size, coverage, FLAIR contrast, same person."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_lesionchange.errors import InputError
+from bids_lesionchange.image import plausibility as pl
+from bids_lesionchange.image.preprocess import check_pair
+from bids_lesionchange.image.skullstrip import foreground_mask
+
+
+def _head(shape, zooms, radii_mm, centre_mm=None) -> np.ndarray:
+    """A solid ellipsoid 'head' (bool) on a grid of ``shape`` voxels of ``zooms`` mm."""
+    zooms = np.asarray(zooms, dtype=float)
+    centre = (np.asarray(shape) - 1) / 2.0 * zooms if centre_mm is None else np.asarray(centre_mm, dtype=float)
+    grids = np.meshgrid(*[np.arange(n) * z for n, z in zip(shape, zooms)], indexing="ij")
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii_mm)) <= 1.0
+
+
+RADII = (70.0, 85.0, 65.0)  # an adult head, mm
+
+
+# ----------------------------------------------------------------------------------- voxel size
+@pytest.mark.parametrize("zooms", [(1, 1, 1), (0.45, 0.45, 3.0), (0.9, 0.9, 6.0), (1.0, 1.0, 7.0)])
+def test_voxel_sizes_of_3d_and_2d_flair_pass(zooms):
+    pl.check_voxel_size(zooms, "f.nii.gz")
+
+
+@pytest.mark.parametrize("zooms", [(1.0, 1.0, 7.5), (0.9, 10.0, 0.9), (12.0, 12.0, 12.0)])
+def test_slices_thicker_than_7_mm_are_refused_with_the_file_and_the_fix(zooms):
+    with pytest.raises(InputError) as err:
+        pl.check_voxel_size(zooms, "/d/sub-01_ses-02_FLAIR.nii.gz")
+    text = str(err.value)
+    assert text.startswith("check_inputs: /d/sub-01_ses-02_FLAIR.nii.gz: the voxel size")
+    assert f"{max(zooms):g} mm, above the limit of 7 mm" in text and "slices of at most 7 mm" in text
+    assert "\n" not in text
+
+
+# ------------------------------------------------------------------------------------- coverage
+def test_a_whole_head_passes_and_its_faces_do_not_cut_it():
+    zooms = (2.0, 2.0, 2.0)
+    head = _head((80, 95, 75), zooms, RADII)
+    measures = pl.check_coverage(head, zooms, "f.nii.gz")
+    assert np.max(measures["fov_cut"]) == 0.0
+    assert measures["head_extent_mm"] == pytest.approx([140, 170, 130], abs=4)
+
+
+def test_a_2d_scan_from_the_neck_to_below_the_vertex_passes():
+    """As the real 2D FLAIRs: the first slice cuts the widest part (neck and skull base), the last one
+    cuts the top of the head over 42 % of its largest cross-section."""
+    zooms = (1.0, 1.0, 5.0)
+    centre = (70.0, 85.0, 0.0)  # the widest section lies on the first slice
+    top = RADII[2] * np.sqrt(1 - 0.42)  # where the cross-section is 42 % of the largest one
+    head = _head((141, 171, int(top // 5) + 1), zooms, RADII, centre)
+    cut = pl.field_of_view_cut(head)
+    assert cut[2, 0] == pytest.approx(1.0) and 0.3 < cut[2, 1] < pl.MAX_CUT_FRACTION
+    pl.check_coverage(head, zooms, "f.nii.gz")
+
+
+@pytest.mark.parametrize("n_slices, zooms", [(10, (1.0, 1.0, 1.0)), (10, (1.0, 1.0, 3.0)),
+                                             (20, (1.0, 1.0, 3.0)), (14, (1.0, 1.0, 6.0))])
+def test_a_slab_through_the_middle_of_the_head_is_refused(n_slices, zooms):
+    shape = (141, 171, n_slices)
+    centre = (70.0, 85.0, (n_slices - 1) / 2.0 * zooms[2])
+    head = _head(shape, zooms, RADII, centre)
+    with pytest.raises(InputError) as err:
+        pl.check_coverage(head, zooms, "/d/slab_FLAIR.nii.gz")
+    text = str(err.value)
+    assert text.startswith("check_inputs: /d/slab_FLAIR.nii.gz: the field of view cuts through the head "
+                           "at both ends of its third axis")
+    assert f"({n_slices} slices of {zooms[2]:g} mm;" in text and "the scan must cover the whole brain" in text
+
+
+def test_a_slab_at_the_top_of_the_head_is_refused_by_its_extent():
+    """Its last slice cuts little of the head (the vertex), but it spans less than any brain."""
+    zooms = (1.0, 1.0, 3.0)
+    head = _head((141, 171, 10), zooms, RADII, (70.0, 85.0, 27.0 - RADII[2]))
+    assert pl.field_of_view_cut(head)[2, 1] < 0.01
+    with pytest.raises(InputError, match=r"the head spans only \d+ mm along the third axis .* "
+                                         r"the scan must cover the whole brain"):
+        pl.check_coverage(head, zooms, "f.nii.gz")
+
+
+def test_the_tests_phantom_heads_pass_the_coverage_check():
+    from bids_lesionchange.image.phantom import head_phantom
+
+    for skull in (True, False):
+        phantom = head_phantom((40, 40, 40), 2.0, head_radius_mm=36.0, skull=skull, noise=0.0)
+        pl.check_coverage(foreground_mask(phantom.data, (2.0,) * 3), (2.0,) * 3, "phantom.nii.gz")
+
+
+def _save(path, data, zooms):
+    nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.diag([*zooms, 1.0])), str(path))
+    return path
+
+
+def test_check_pair_refuses_a_10_mm_scan_and_a_slab_and_passes_a_whole_head(tmp_path):
+    zooms = (2.0, 2.0, 2.0)
+    good = _save(tmp_path / "good.nii.gz", 100.0 * _head((80, 95, 75), zooms, RADII), zooms)
+    other = _save(tmp_path / "other.nii.gz", 90.0 * _head((80, 95, 75), zooms, RADII), zooms)
+    coverage = check_pair(good, other)
+    assert set(coverage) == {"baseline", "followup"}
+
+    thick = _save(tmp_path / "thick.nii.gz", 100.0 * _head((70, 85, 14), (2.0, 2.0, 10.0), RADII), (2.0, 2.0, 10.0))
+    with pytest.raises(InputError, match=rf"^check_inputs: {thick}: the voxel size \(2.0, 2.0, 10.0\) mm"):
+        check_pair(good, thick)
+    slab_head = _head((70, 85, 10), zooms, RADII, (70.0, 85.0, 9.0))
+    slab = _save(tmp_path / "slab.nii.gz", 100.0 * slab_head, zooms)
+    with pytest.raises(InputError, match=rf"^check_inputs: {slab}: .*the scan must cover the whole brain"):
+        check_pair(slab, good)
+
+
+# ------------------------------------------------------------------------------- FLAIR contrast
+def _brain(cortex: float, white: float, *, seed: int = 0):
+    """A 2 mm sphere brain of radius 60 mm: 3 mm of dark CSF, a 6 mm cortex, white matter, dark
+    ventricles (CSF 18 % of the mask, as in real brain masks), noise."""
+    zooms = (2.0, 2.0, 2.0)
+    shape = (64, 64, 64)
+    centre = np.full(3, 63.0)
+    grids = np.meshgrid(*[np.arange(n) * 2.0 for n in shape], indexing="ij")
+    radius = np.sqrt(sum((g - c) ** 2 for g, c in zip(grids, centre)))
+    mask = radius <= 60.0
+    data = np.where(radius > 51.0, cortex, white)
+    data = np.where((radius < 20.0) | (radius > 57.0), 0.1, data)  # CSF: dark in FLAIR and T1w
+    data = data + np.random.default_rng(seed).normal(0.0, 0.03, shape)
+    return np.where(mask, data, 0.0).astype(np.float32), mask, zooms
+
+
+def test_a_flair_contrast_is_flair_like():
+    data, mask, zooms = _brain(cortex=0.8, white=0.6)
+    profile = pl.contrast_profile(data, mask, zooms)
+    assert profile["flair_like"] is True
+    assert profile["depth_intensity_correlation"] < -0.3  # cortex brighter than white matter
+
+
+def test_a_t1w_contrast_is_not_flair_like_whatever_its_scale():
+    data, mask, zooms = _brain(cortex=0.6, white=0.8)
+    profile = pl.contrast_profile(data, mask, zooms)
+    assert profile["flair_like"] is False and profile["depth_intensity_correlation"] > 0.3
+    # rank-based: a monotone change of intensities (scanner gain, gamma) gives the same value
+    assert pl.contrast_profile(1000.0 * np.sqrt(np.clip(data, 0, None)), mask, zooms) == profile
+
+
+def test_contrast_is_not_judged_without_enough_brain():
+    data, mask, zooms = _brain(0.8, 0.6)
+    empty = pl.contrast_profile(data, np.zeros_like(mask), zooms)
+    assert empty["flair_like"] is None and empty["depth_intensity_correlation"] is None
+
+
+# ---------------------------------------------------------------------------------- same person
+def test_same_person_measures_and_flags():
+    ok = pl.same_person_measures(0.95, 1000.0, 1010.0)
+    assert ok["same_person"] is True and ok["parenchyma_volume_ratio"] == pytest.approx(1.01)
+    other = pl.same_person_measures(pl.MIN_SAME_PERSON_NCC - 0.05, 1000.0, 1010.0)
+    assert other["same_person"] is False
+    contrast = pl.same_person_measures(0.95, 1000.0, 1000.0 * (pl.MAX_BRAIN_VOLUME_RATIO + 0.05))
+    assert contrast["same_person"] is False
+    flair = {"flair_like": True, "depth_intensity_correlation": -0.1, "max_correlation": 0.10}
+    assert pl.input_flags(flair, flair, ok, baseline_file="/d/b.nii.gz", followup_file="/d/f.nii.gz") == []
+    flags = pl.input_flags(flair, flair, other, baseline_file="/d/b.nii.gz", followup_file="/d/f.nii.gz")
+    assert len(flags) == 1 and flags[0].startswith("b.nii.gz and f.nii.gz may not be the same person or the same contrast")
+    assert "check that both files are this subject's FLAIRs" in flags[0]
+
+
+def test_a_t1w_session_is_flagged_by_name():
+    flair = {"flair_like": True, "depth_intensity_correlation": -0.1, "max_correlation": 0.10}
+    t1w = {"flair_like": False, "depth_intensity_correlation": 0.26, "max_correlation": 0.10}
+    same = pl.same_person_measures(0.9, 1000.0, 1000.0)
+    flags = pl.input_flags(flair, t1w, same, baseline_file="/d/b.nii.gz", followup_file="/d/f_FLAIR.nii.gz")
+    assert flags == [flags[0]] and flags[0].startswith("f_FLAIR.nii.gz does not look like a FLAIR")
+    assert "(depth-intensity correlation +0.26 > +0.10," in flags[0]
+    unknown = {"flair_like": None, "depth_intensity_correlation": None, "max_correlation": 0.10}
+    assert pl.input_flags(unknown, unknown, same, baseline_file="b", followup_file="f") == []
