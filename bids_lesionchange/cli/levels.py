@@ -349,7 +349,8 @@ def _summarise(outcomes: list[PairOutcome], settings, run_uuid: str, skipped) ->
             if qc.get("out_of_domain"):
                 flagged.append((o.pair.name, qc.get("message", "")))
         inputs = read_input_flags(settings.output_dir, o.pair) if o.status == "ok" else []
-        row["input_flags"] = " | ".join(inputs)
+        if o.status == "ok":  # "none": checked and passed; n/a: not preprocessed
+            row["input_flags"] = " | ".join(inputs) or "none"
         flagged += [(o.pair.name, flag) for flag in inputs]
         rows.append(row)
     rows += [{"pair": f"sub-{s.subject}", "status": "skipped", "step": "discovery", "message": s.reason}
@@ -416,9 +417,41 @@ def run_participant(settings, run_uuid: str) -> int:
     references = find_references(settings.reference_dir, pairs) if settings.mode == "infer" else {}
     outcomes = _run_pairs(settings, settings, pairs, skipped, run_uuid, not_used="is not processed",
                           references=references)
+    if settings.mode == "infer":
+        track_subjects(settings.output_dir, outcomes)
     if settings.reports:
         _subject_reports(settings, outcomes, run_uuid)
     return _summarise(outcomes, settings, run_uuid, skipped)
+
+
+def track_subjects(output_dir: Path, outcomes: list[PairOutcome]) -> list[Path]:
+    """Write the longitudinal change table of every subject with two pairs or more, all done.
+
+    A subject with a failed pair gets none (a gap breaks the identities), with a warning.
+    """
+    from bids_lesionchange.analysis.files import subject_tracking_files
+
+    by_subject: dict[str, list[PairOutcome]] = {}
+    for o in outcomes:
+        by_subject.setdefault(o.pair.subject, []).append(o)
+    written = []
+    for subject, items in sorted(by_subject.items()):
+        if len(items) < 2:
+            continue
+        bad = [o.pair.name for o in items if o.status != "ok"]
+        if bad:
+            LOGGER.warning("sub-%s: no longitudinal change table: %s not done", subject, ", ".join(bad))
+            continue
+        if any(a.pair.followup_session != b.pair.baseline_session for a, b in zip(items, items[1:])):
+            LOGGER.warning("sub-%s: no longitudinal change table: the pairs are not consecutive", subject)
+            continue
+        sessions = [items[0].pair.baseline_session] + [o.pair.followup_session for o in items]
+        try:
+            written.append(subject_tracking_files(output_dir, subject, sessions))
+            LOGGER.info("sub-%s: changes tracked over %d sessions: %s", subject, len(sessions), written[-1])
+        except (OSError, ValueError) as err:
+            LOGGER.warning("sub-%s: no longitudinal change table (%s)", subject, err)
+    return written
 
 
 def _subject_reports(settings, outcomes: list[PairOutcome], run_uuid: str) -> None:

@@ -146,6 +146,12 @@ def check_coverage(foreground: np.ndarray, zooms, path, *, step: str = CHECK_STE
 #: from just inside the cortex to the deep white matter.
 CONTRAST_DEPTH_MM = (1.0, 30.0)
 
+#: The contrast is judged only where the cortex (2-4 mm thick) is resolved: in at least one plane
+#: (the second-finest axis) the resolution must be this fine or finer. Coarser, the cortex merges
+#: with the dark CSF around it in partial volume, and FLAIRs score like T1w (synthetic FLAIRs of 2.5
+#: mm voxels: up to +0.30; of 1 mm voxels: -0.10 to +0.04).
+MAX_CONTRAST_RESOLUTION_MM = 1.5
+
 #: Above this depth-intensity correlation a session does not look like a FLAIR (see
 #: :func:`contrast_profile`). Real FLAIRs: -0.145 to +0.006 (seven scans of five scanners, 3D and
 #: 2D, skull on and off, and simulated rescans of four of them); the real T1w of an MS patient
@@ -166,7 +172,8 @@ MIN_SAME_PERSON_NCC = 0.70
 #: 1.005-1.26 (rigid alignment puts another brain into the mask, so the ratio alone does not tell).
 MAX_BRAIN_VOLUME_RATIO = 1.10
 
-def contrast_profile(data: np.ndarray, brain_mask: np.ndarray, zooms, *, max_voxels: int = 200_000) -> dict:
+def contrast_profile(data: np.ndarray, brain_mask: np.ndarray, zooms, *, resolution_mm=None,
+                     max_voxels: int = 200_000) -> dict:
     """Measure whether an image has a FLAIR's contrast: cortex brighter than deep white matter.
 
     In FLAIR the grey matter of the cortex is brighter than the white matter beneath it (and CSF
@@ -176,7 +183,9 @@ def contrast_profile(data: np.ndarray, brain_mask: np.ndarray, zooms, *, max_vox
     ``rho`` between intensity and depth is about zero or negative in FLAIR (bright lesions deep in
     the white matter pull it up a little) and positive in T1w. Rank-based: any monotone change of
     intensities (scanner scaling, gamma, normalisation) leaves it unchanged. A session is
-    ``flair_like`` when ``rho <= MAX_FLAIR_DEPTH_CORRELATION``.
+    ``flair_like`` when ``rho <= MAX_FLAIR_DEPTH_CORRELATION``. Not judged (``flair_like`` None)
+    when the second-finest axis of ``resolution_mm`` is coarser than
+    :data:`MAX_CONTRAST_RESOLUTION_MM`: the cortex is then not resolved.
 
     Not told apart: T2w (CSF bright, cortex brighter than white matter as in FLAIR), for which no
     real scan was at hand to calibrate a rule.
@@ -189,26 +198,33 @@ def contrast_profile(data: np.ndarray, brain_mask: np.ndarray, zooms, *, max_vox
         Its brain mask (voxels > 0), same shape.
     zooms : sequence of float
         Voxel size (mm).
+    resolution_mm : sequence of float, optional
+        The image's effective resolution along its axes (FWHM, mm), e.g. that of a thick-slice
+        acquisition resampled onto a finer grid; default ``zooms``.
     max_voxels : int
         At most this many voxels (a regular subsample) enter the correlation.
 
     Returns
     -------
     dict
-        ``depth_intensity_correlation`` (float, or None when too few voxels: then
-        ``flair_like`` is None), ``max_correlation`` and ``flair_like``.
+        ``depth_intensity_correlation`` (float, or None when not judged: too few voxels or too
+        coarse), ``max_correlation``, ``flair_like`` (bool, or None when not judged) and
+        ``resolution_mm`` (the second-finest axis, mm).
     """
     from scipy.stats import spearmanr
     from skimage.filters import threshold_otsu
 
     data = np.asarray(data, dtype=np.float32)
     mask = np.asarray(brain_mask) > 0
+    zooms = np.asarray(zooms, dtype=float)[:3]
+    resolution = np.maximum(zooms, np.asarray(zooms if resolution_mm is None else resolution_mm, dtype=float)[:3])
+    second_finest = float(np.sort(resolution)[1])
     result = {"depth_intensity_correlation": None, "max_correlation": MAX_FLAIR_DEPTH_CORRELATION,
-              "flair_like": None}
+              "flair_like": None, "resolution_mm": round(second_finest, 3)}
     values = data[mask]
-    if values.size < 100 or values.min() == values.max():
+    if second_finest > MAX_CONTRAST_RESOLUTION_MM or values.size < 100 or values.min() == values.max():
         return result
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=np.asarray(zooms, dtype=float)[:3])
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=zooms)
     depth = depth[1:-1, 1:-1, 1:-1]
     low, high = CONTRAST_DEPTH_MM
     chosen = mask & (data > threshold_otsu(values)) & (depth >= low) & (depth <= high)

@@ -346,8 +346,11 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     registration = json.loads(Path(registration_json).read_text())
     mi, nmi = reg.mutual_information(b, f, mask)
     volumes = {"baseline": parenchyma_volume_ml(b, mask, zooms), "followup": parenchyma_volume_ml(f, mask, zooms)}
-    contrast = {"baseline": plausibility.contrast_profile(b, mask, zooms),
-                "followup": plausibility.contrast_profile(f, mask, zooms)}
+    matching = json.loads(Path(resolution_json).read_text()) if resolution_json else {}
+    # after resolution matching both sessions have the coarser one's resolution along each axis
+    fwhm = np.max([matching.get("fwhm_mm", {}).get(key, zooms) for key in ("baseline", "followup")], axis=0)
+    contrast = {key: plausibility.contrast_profile(image, mask, zooms, resolution_mm=fwhm)
+                for key, image in (("baseline", b), ("followup", f))}
     same_person = plausibility.same_person_measures(registration["ncc_brain"], volumes["baseline"],
                                                     volumes["followup"])
     flags = plausibility.input_flags(contrast["baseline"], contrast["followup"], same_person,
@@ -371,7 +374,7 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
                          "same_person": same_person, "flags": flags},
     }
     if resolution_json:
-        measures["resolution_matching"] = json.loads(Path(resolution_json).read_text())
+        measures["resolution_matching"] = matching
     tmp = Path(str(out_json) + ".part")
     tmp.write_text(json.dumps(measures, indent=2) + "\n")
     os.replace(tmp, out_json)

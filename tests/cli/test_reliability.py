@@ -514,3 +514,112 @@ def test_a_signal_stops_the_workers_writes_the_summary_and_says_how_to_resume(tm
         rows = {r["pair"]: r for r in csv.DictReader(fh, delimiter="\t")}
     assert [r["status"] for r in rows.values()] == ["interrupted", "interrupted"]
     assert f"not finished when the run was stopped ({signum})" in rows["sub-01_ses-01to02"]["message"]
+
+
+# ------------------------------------------- items 1 and 2: wrong contrast or person, resolution, coverage
+def test_input_flags_reach_the_summary_and_the_log_and_leave_the_exit_code_0(tmp_path, caplog):
+    """A pair whose preprocessing QC holds plausibility flags is done (exit 0) but flagged by name in
+    the summary TSV and the log; the other pair's row is unflagged."""
+    import csv
+    import logging
+
+    from bids_lesionchange.cli import levels
+    from bids_lesionchange.config import Settings
+    from bids_lesionchange.discovery import find_pairs
+
+    bids = _two_subjects(tmp_path, None)
+    pairs, _ = find_pairs(bids)
+    settings = Settings(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant",
+                        mode="preprocess", work_dir=tmp_path / "work", reports=False)
+    flag = ("sub-01_ses-02_FLAIR.nii.gz does not look like a FLAIR: its white matter is as bright as or "
+            "brighter than its cortex, as in a T1w image (depth-intensity correlation +0.26 > +0.10, real "
+            "FLAIRs <= +0.01); check that this file is the FLAIR of that session")
+    qc = settings.output_dir / levels.outputs_of(pairs[0]).preproc_qc
+    qc.parent.mkdir(parents=True)
+    qc.write_text(json.dumps({"plausibility": {"flags": [flag]}}))
+    with caplog.at_level(logging.WARNING, logger="bids_lesionchange"):
+        code = levels._summarise([levels.PairOutcome(p) for p in pairs], settings, "run1", [])
+    assert code == 0
+    with (settings.output_dir / "logs" / "summary-run1.tsv").open() as fh:
+        rows = {r["pair"]: r for r in csv.DictReader(fh, delimiter="\t")}
+    assert rows["sub-01_ses-01to02"]["input_flags"] == flag and rows["sub-02_ses-01to02"]["input_flags"] == "none"
+    assert f"sub-01_ses-01to02: {flag}" in caplog.text
+
+
+def _t1w_like(session) -> np.ndarray:
+    """The session's head with a T1w contrast in the brain (white matter brightest, CSF dark)."""
+    import numpy as np
+
+    t = session.tissues
+    brain = (t["csf"] + t["gm"] + t["wm"]) > 0.5
+    t1w = 0.25 * t["csf"] + 0.6 * t["gm"] + 1.0 * t["wm"]
+    level = np.percentile(session.image[brain], 75)
+    return np.where(brain, t1w * level, session.image)
+
+
+def _replace_followup(bids: Path, kind: str) -> Path:
+    """Replace sub-01's ses-02 FLAIR by a 10-slice slab of it, a 10 mm version, or a T1w-like image."""
+    import nibabel as nib
+    import numpy as np
+
+    from bids_lesionchange.simulate.cohort import simulate_subject, write_nifti
+
+    path = bids / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_FLAIR.nii.gz"
+    img = nib.load(str(path))
+    data, affine = np.asanyarray(img.dataobj), img.affine.copy()
+    if kind == "slab":
+        start = data.shape[2] // 2 - 5
+        affine[:3, 3] = affine[:3, :3] @ np.array([0, 0, start]) + affine[:3, 3]
+        data = data[:, :, start:start + 10]
+    elif kind == "10mm":  # every n-th slice: slices 10 mm or more apart
+        step = int(np.ceil(10.0 / img.header.get_zooms()[2]))
+        affine[:3, 2] *= step
+        data = data[:, :, ::step]
+    elif kind == "t1w":
+        session = simulate_subject(0, "Change", seed=3, preset="small", label="01", keep_tissues=True).sessions[1]
+        data = np.clip(np.rint(_t1w_like(session)), 0, 32767).astype(np.int16)
+    write_nifti(path, data, affine)
+    return path
+
+
+def _run_two_subjects(tmp_path: Path, kind: str):
+    import csv
+
+    from bids_lesionchange.simulate.cohort import write_cohort
+
+    bids = write_cohort(tmp_path / "bids", n_nochange=0, n_change=2, seed=3, preset="small")
+    bad = _replace_followup(bids, kind)
+    out = tmp_path / "out"
+    done = _app(bids, out, "participant", "--mode", "preprocess", "--skip-bids-validation",
+                "--skull-strip", "threshold", "--output-resolution", "2.5", "--nprocs", "1",
+                "--no-reports", "-w", tmp_path / "work")
+    with sorted((out / "logs").glob("summary-*.tsv"))[-1].open() as fh:
+        rows = {r["pair"]: r for r in csv.DictReader(fh, delimiter="\t")}
+    good = sorted(p.name for p in (out / "sub-02").rglob("*") if p.is_file())
+    assert any(name.endswith("desc-preproc_FLAIR.nii.gz") for name in good)
+    assert rows["sub-02_ses-01to02"]["status"] == "ok" and rows["sub-02_ses-01to02"]["input_flags"] == "none"
+    return done, rows["sub-01_ses-01to02"], bad
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, message", [
+    ("slab", "the field of view cuts through the head at both ends of its third axis (10 slices of"),
+    ("10mm", "above the limit of 7 mm: new lesions of 3-10 mm are lost between such slices"),
+])
+def test_end_to_end_a_slab_or_a_10_mm_scan_is_refused_and_the_other_subject_finishes(tmp_path, kind, message):
+    done, row, bad = _run_two_subjects(tmp_path, kind)
+    assert done.returncode == 1 and "Traceback" not in done.stderr.strip().splitlines()[-1]
+    assert (row["status"], row["step"]) == ("failed", "check_inputs")
+    assert f"check_inputs: {bad}: " in row["message"] and message in row["message"]
+    assert not (tmp_path / "out" / "sub-01").exists()
+
+
+@pytest.mark.slow
+def test_end_to_end_a_t1w_named_flair_is_flagged_and_the_other_subject_is_not(tmp_path):
+    """At the small cohort's 2.5 mm the FLAIR-likeness check does not judge (the cortex is not
+    resolved); the same-person-and-contrast check flags the pair (NCC about 0.6, parenchyma ratio 1.8)."""
+    done, row, bad = _run_two_subjects(tmp_path, "t1w")
+    assert done.returncode == 0, done.stderr[-3000:]
+    sentence = f"sub-01_ses-01_FLAIR.nii.gz and {bad.name} may not be the same person or the same contrast"
+    assert row["status"] == "ok" and row["input_flags"].startswith(sentence)
+    assert f"sub-01_ses-01to02: {sentence}" in done.stderr

@@ -115,12 +115,12 @@ def test_check_pair_refuses_a_10_mm_scan_and_a_slab_and_passes_a_whole_head(tmp_
 
 # ------------------------------------------------------------------------------- FLAIR contrast
 def _brain(cortex: float, white: float, *, seed: int = 0):
-    """A 2 mm sphere brain of radius 60 mm: 3 mm of dark CSF, a 6 mm cortex, white matter, dark
+    """A 1 mm sphere brain of radius 60 mm: 3 mm of dark CSF, a 6 mm cortex, white matter, dark
     ventricles (CSF 18 % of the mask, as in real brain masks), noise."""
-    zooms = (2.0, 2.0, 2.0)
-    shape = (64, 64, 64)
-    centre = np.full(3, 63.0)
-    grids = np.meshgrid(*[np.arange(n) * 2.0 for n in shape], indexing="ij")
+    zooms = (1.0, 1.0, 1.0)
+    shape = (124, 124, 124)
+    centre = np.full(3, 61.5)
+    grids = np.meshgrid(*[np.arange(n) * 1.0 for n in shape], indexing="ij")
     radius = np.sqrt(sum((g - c) ** 2 for g, c in zip(grids, centre)))
     mask = radius <= 60.0
     data = np.where(radius > 51.0, cortex, white)
@@ -144,10 +144,15 @@ def test_a_t1w_contrast_is_not_flair_like_whatever_its_scale():
     assert pl.contrast_profile(1000.0 * np.sqrt(np.clip(data, 0, None)), mask, zooms) == profile
 
 
-def test_contrast_is_not_judged_without_enough_brain():
-    data, mask, zooms = _brain(0.8, 0.6)
+def test_contrast_is_not_judged_without_enough_brain_or_where_the_cortex_is_not_resolved():
+    data, mask, zooms = _brain(0.6, 0.8)
     empty = pl.contrast_profile(data, np.zeros_like(mask), zooms)
     assert empty["flair_like"] is None and empty["depth_intensity_correlation"] is None
+    # 2D with 0.9 mm in-plane and 5.5 mm slices: judged; 2.5 mm voxels, or 2 x 6 x 6 mm: not judged
+    assert pl.contrast_profile(data, mask, zooms, resolution_mm=(0.9, 0.9, 5.5))["flair_like"] is False
+    for resolution in ((2.5, 2.5, 2.5), (2.0, 6.0, 6.0)):
+        coarse = pl.contrast_profile(data, mask, zooms, resolution_mm=resolution)
+        assert coarse["flair_like"] is None and coarse["resolution_mm"] > pl.MAX_CONTRAST_RESOLUTION_MM
 
 
 # ---------------------------------------------------------------------------------- same person
