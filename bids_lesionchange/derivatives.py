@@ -97,6 +97,26 @@ def pair_outputs(*, sub: str, baseline: str, followup: str) -> PairOutputs:
     )
 
 
+@dataclass(frozen=True)
+class SubjectOutputs:
+    """The files a subject writes from all of its pairs together (relative to the output directory).
+
+    ``tracking`` is the longitudinal change table (subjects with two pairs or more, in the space
+    of their last session); ``tracking_figure`` its volume-over-sessions plot in the report.
+    """
+
+    tracking: Path
+    tracking_figure: Path
+
+
+def subject_outputs(*, sub: str) -> SubjectOutputs:
+    """The :class:`SubjectOutputs` of subject ``sub``."""
+    return SubjectOutputs(
+        tracking=derivative_path(sub=sub, desc="changes", suffix="tracking", extension=".tsv"),
+        tracking_figure=Path(f"sub-{sub}") / "figures" / f"sub-{sub}_desc-tracking_volumes.png",
+    )
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it.
 
@@ -145,7 +165,7 @@ def container_info() -> dict[str, str]:
 #: Files that BIDS has no rule for (yet): reports, figures, transforms, QC, tables, logs, models.
 BIDSIGNORE = (
     "*.html", "sub-*/figures", "sub-*/figures/*", "*_xfm.txt", "*_qc.json", "*_lesions.tsv",
-    "*_lesions.json", "*_metrics.tsv", "*_metrics.json", "group_*", "logs", "logs/*", "model",
+    "*_lesions.json", "*_tracking.tsv", "*_tracking.json", "*_metrics.tsv", "*_metrics.json", "group_*", "logs", "logs/*", "model",
     "model/*",
 )
 

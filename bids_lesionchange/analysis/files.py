@@ -20,6 +20,7 @@ from bids_lesionchange.analysis.lesions import (
 from bids_lesionchange.analysis.metrics import aggregate_metrics, lesion_metrics, metrics_sidecar
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION, change_plausibility
 from bids_lesionchange.analysis.tables import read_table_tsv, write_json_atomic, write_table_tsv
+from bids_lesionchange.analysis.tracking import TRACKING_COLUMNS, track_changes, tracking_sidecar
 
 LESION_COLUMNS = ("label", "type", "voxels", "volume_mm3", "centroid_i", "centroid_j", "centroid_k",
                   "centroid_x", "centroid_y", "centroid_z", "prob_max", "prob_mean",
@@ -146,3 +147,65 @@ def aggregate_metric_files(files: list[Path], out: Path) -> Path:
                                 "paper's Table 1), 'pooled' recomputes rates from summed counts"},
                        **metrics_sidecar(match), "Match": match}, Path(out).with_suffix(".json"))
     return Path(out)
+
+
+def tracking_files(labels: list[Path], baseline_xfms: list[Path], lesion_tables: list[Path],
+                   sessions: list[str], table_out: Path, *, spatial_reference: str) -> Path:
+    """Write a subject's longitudinal change table from its consecutive pairs' derivatives.
+
+    Pair k (session k -> k+1) has its change labels on the grid of its common space, the world of
+    session k+1, and its baseline transform maps session k's world to it. Every pair's labels are
+    brought onto the grid of the last pair's labels (world of the last session) through the
+    chain of the later pairs' baseline transforms, nearest neighbour (``spatial_reference``, that
+    grid's file relative to the dataset, goes into the sidecar), then
+    :func:`~bids_lesionchange.analysis.tracking.track_changes` follows them. A change whose mean
+    follow-up intensity (lesion table) is below its mean baseline intensity is a decrease.
+    """
+    from bids_lesionchange.image.grid import resample_to_grid
+    from bids_lesionchange.image.transforms import read_xfm
+
+    if not (len(labels) == len(baseline_xfms) == len(lesion_tables) == len(sessions) - 1):
+        raise ValueError("tracking needs one labels image, baseline transform and lesion table per pair, "
+                         "and one session more than pairs")
+    reference = nib.load(str(labels[-1]))
+    shape, affine = reference.shape[:3], reference.affine
+    to_last = np.eye(4)  # world of session k+1 -> world of the last session, built backwards
+    resampled, decreases, tables = [None] * len(labels), [None] * len(labels), [None] * len(labels)
+    for k in range(len(labels) - 1, -1, -1):
+        image = nib.load(str(labels[k]))
+        data = np.asarray(image.dataobj).astype(np.int32)
+        resampled[k] = resample_to_grid(data, image.affine, shape, affine,
+                                        world_transform=np.linalg.inv(to_last), order=0).astype(np.int32)
+        tables[k] = read_table_tsv(lesion_tables[k])
+        decreases[k] = {int(r["label"]) for r in tables[k] if r["followup_mean"] < r["baseline_mean"]}
+        to_last = to_last @ read_xfm(baseline_xfms[k])
+    rows = track_changes(resampled, sessions, float(np.prod(reference.header.get_zooms()[:3])),
+                         decreases=decreases, affine=affine)
+    types = {(k, int(r["label"])): r["type"] for k, table in enumerate(tables) for r in table}
+    for row in rows:
+        first = sessions.index(row["first_session"]) - 1
+        row["first_type"] = types.get((first, row["first_label"]))
+    write_table_tsv(rows, table_out, columns=TRACKING_COLUMNS)
+    write_json_atomic({**tracking_sidecar(), "SpatialReference": spatial_reference,
+                       "Sessions": [f"ses-{s}" for s in sessions]}, Path(table_out).with_suffix(".json"))
+    return Path(table_out)
+
+
+def subject_tracking_files(output_dir: Path, subject: str, sessions: list[str]) -> Path:
+    """Write ``sub-<subject>``'s longitudinal change table from the derivatives of its consecutive
+    pairs (``sessions[0]`` -> ``sessions[1]`` -> ...) in ``output_dir``; return its path.
+
+    A missing derivative raises FileNotFoundError naming it and how to make it.
+    """
+    from bids_lesionchange.derivatives import pair_outputs, subject_outputs
+
+    output_dir = Path(output_dir)
+    pairs = [pair_outputs(sub=subject, baseline=b, followup=f) for b, f in zip(sessions, sessions[1:])]
+    needed = [[output_dir / p.labels for p in pairs], [output_dir / p.baseline_xfm for p in pairs],
+              [output_dir / p.lesions for p in pairs]]
+    for path in (path for group in needed for path in group):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: rerun the participant level (--mode infer) for "
+                                    f"sub-{subject} to write it")
+    out = output_dir / subject_outputs(sub=subject).tracking
+    return tracking_files(*needed, sessions, out, spatial_reference=str(pairs[-1].labels))

@@ -259,3 +259,51 @@ def _row(track: _Track, s: int, sessions: Sequence[str], state: str, volume: flo
         "centroid_y": centroid[1],
         "centroid_z": centroid[2],
     }
+
+
+def tracking_sidecar() -> dict[str, Any]:
+    """Return the BIDS JSON sidecar of the longitudinal table: a Description (and Units) per column."""
+    margins = (f"more than max({RELATIVE_MARGIN:g} x the previous volume, {ABSOLUTE_MARGIN_MM3:g} mm^3)")
+    return {
+        "Description": "Detected changes followed over consecutive session pairs: one row per change "
+        "(track) and session, from the session it was first detected on. Volumes are those of the "
+        "detected change region (the app detects changes, not whole lesions): the changes assigned to "
+        "the track so far, minus the decreases detected inside it.",
+        "track_id": {"Description": "Identifier of the change, kept over sessions (1, 2, ... in order "
+                     "of appearance)."},
+        "session": {"Description": "Session of this row (without 'ses-')."},
+        "first_session": {"Description": "Session where the change was first detected (the follow-up "
+                          "of its first pair)."},
+        "first_pair": {"Description": "Session pair where the change was first detected, "
+                       "'<baseline>to<follow-up>'."},
+        "first_label": {"Description": "Label of the change in that pair's desc-change_dseg image and "
+                        "lesion table."},
+        "first_type": {"Description": "Type of the change in that pair's lesion table: 'new', or "
+                       "'enlarging' (it touched a hyperintensity already visible at its baseline)."},
+        "state": {"Description": "What happened to the change by this session.", "Levels": {
+            "new": "First detected at this session.",
+            "stable": f"Volume changed by no more than the margin ({margins}) since the previous session.",
+            "enlarging": f"Volume grew by {margins} since the previous session: a detected change "
+            "overlapping or touching (1 voxel, 26-neighbourhood) its region joined it.",
+            "shrinking": f"Volume fell by {margins}: a detected decrease (follow-up darker, only with "
+            "--change-direction any) overlapped it.",
+            "merged": "One detected change overlapped or touched this change and another one: they "
+            "continue as the oldest identifier; an absorbed change names it in merged_into and has "
+            "no later row.",
+            "split": "A detected decrease cut the region into more pieces (26-connected); the pieces "
+            "keep this identifier.",
+            "resolved": "Every voxel of the region was detected as a decrease; no later row.",
+        }},
+        "volume_mm3": {"Description": "Volume of the change's detected change region at this session "
+                       "(0 once merged into another change).", "Units": "mm^3"},
+        "volume_change_mm3": {"Description": "volume_mm3 minus that of the previous session (n/a at "
+                              "the first session).", "Units": "mm^3"},
+        "n_pieces": {"Description": "Number of 26-connected pieces of the region."},
+        "pair_labels": {"Description": "Labels of the changes of the pair ending at this session "
+                        "assigned to this change, ';'-separated (n/a: none)."},
+        "merged_into": {"Description": "track_id this change was merged into (n/a: not merged away)."},
+        "centroid_x": {"Description": "Centroid of the region in the space of the last session "
+                       "(SpatialReference), x.", "Units": "mm"},
+        "centroid_y": {"Description": "Centroid of the region, y (see centroid_x).", "Units": "mm"},
+        "centroid_z": {"Description": "Centroid of the region, z (see centroid_x).", "Units": "mm"},
+    }
