@@ -84,9 +84,9 @@ def build_subject_report(
     """
     prepared = [_prepare_pair(pair, n) for n, pair in enumerate(pairs)]
     errors = [(pair["heading"], message) for pair in prepared for message in pair["errors"]]
-    warnings = [(pair["heading"], pair["guard"]["message"]) for pair in prepared
-                if pair["guard"] and pair["guard"]["out_of_domain"]]
-    warnings += [(pair["heading"], flag) for pair in prepared for flag in pair["input_flags"]]
+    warnings = [("Implausible input", pair["heading"], flag) for pair in prepared for flag in pair["input_flags"]]
+    warnings += [("Out of domain", pair["heading"], pair["guard"]["message"]) for pair in prepared
+                 if pair["guard"] and pair["guard"]["out_of_domain"]]
     context = {
         "title": f"bids_lesionchange: sub-{subject}",
         "sections": SUBJECT_SECTIONS,

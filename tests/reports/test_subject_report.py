@@ -154,6 +154,18 @@ def test_plausible_pair_shows_its_measures_without_a_warning(demo_inputs, tmp_pa
     assert 'class="warning-box"' not in html and "of the brain above κ" not in html
 
 
+def test_input_plausibility_flags_get_a_warning_box(demo_inputs, tmp_path):
+    """Issue 16 item 1: a pair whose preprocessing QC flags its inputs is shown with the sentence."""
+    flag = "f_FLAIR.nii.gz does not look like a FLAIR: its white matter is brighter"
+    pair = dict(demo_inputs["pair"], qc={"plausibility": {"flags": [flag]}})
+    html = build_subject_report(tmp_path / "r.html", subject="01", pairs=[pair], provenance={}).read_text()
+    boxes = re.findall(r'<div class="warning-box" role="alert">(.*?)</div>', html, re.S)
+    assert len(boxes) == 1 and "<strong>Implausible input, " in boxes[0] and flag in boxes[0]
+    pair["qc"] = {"plausibility": {"flags": []}}
+    html = build_subject_report(tmp_path / "r2.html", subject="01", pairs=[pair], provenance={}).read_text()
+    assert 'class="warning-box"' not in html
+
+
 def test_collect_reads_the_change_qc_derivative(tmp_path):
     import json
     from types import SimpleNamespace
