@@ -20,7 +20,7 @@ class Settings:
     bids_dir: Path
     output_dir: Path
     analysis_level: str  # "participant" or "group"
-    mode: str  # participant: "infer" | "preprocess"; group: "train" | "evaluate"
+    mode: str  # participant: "infer" | "preprocess"; group: "train" | "adapt" | "evaluate" | "summarise"
     work_dir: Path
     participant_label: tuple[str, ...] = ()
     session_label: tuple[str, ...] = ()

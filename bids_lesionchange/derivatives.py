@@ -117,6 +117,11 @@ def subject_outputs(*, sub: str) -> SubjectOutputs:
     )
 
 
+#: The cohort tables of ``group --mode summarise`` (relative to the output directory).
+GROUP_CHANGE_TABLE = Path("group_desc-change_lesions.tsv")
+GROUP_PAIR_TABLE = Path("group_desc-change_pairs.tsv")
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it.
 

@@ -12,6 +12,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_lesionchange.analysis.cohort import (
+    CHANGE_COLUMNS, PAIR_COLUMNS, PairRecord, cohort_sidecars, cohort_tables,
+)
 from bids_lesionchange.analysis.components import change_labels
 from bids_lesionchange.analysis.lesions import (
     DSEG_LOOKUP_COLUMNS, baseline_hyperintensities, change_dseg_lookup, lesion_table,
@@ -209,3 +212,82 @@ def subject_tracking_files(output_dir: Path, subject: str, sessions: list[str]) 
                                     f"sub-{subject} to write it")
     out = output_dir / subject_outputs(sub=subject).tracking
     return tracking_files(*needed, sessions, out, spatial_reference=str(pairs[-1].labels))
+
+
+def read_last_runs(logs_dir: Path) -> dict[str, dict]:
+    """Each pair's row of the most recent run summary (``logs/summary-<run>.tsv``) that lists it.
+
+    Run names start with their date and time, so the last file in name order is the newest.
+    """
+    last: dict[str, dict] = {}
+    for summary in sorted(Path(logs_dir).glob("summary-*.tsv")):
+        for row in read_table_tsv(summary):
+            last[str(row.get("pair"))] = row
+    return last
+
+
+def read_pair_record(output_dir: Path, subject: str, baseline: str, followup: str, *,
+                     last_run: dict | None = None) -> PairRecord:
+    """Gather what ``output_dir`` holds about one pair (lesion table, QC JSONs, track ids).
+
+    A JSON or table that cannot be read raises ValueError naming the file and the fix.
+    """
+    from bids_lesionchange.derivatives import pair_outputs, subject_outputs
+
+    output_dir = Path(output_dir)
+    files = pair_outputs(sub=subject, baseline=baseline, followup=followup)
+
+    def load_json(path: Path) -> dict | None:
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); rerun the participant level for "
+                             f"sub-{subject} or delete the file") from None
+
+    preproc_qc = load_json(output_dir / files.preproc_qc)
+    flags = None if preproc_qc is None else [str(f) for f in (preproc_qc.get("plausibility") or {}).get("flags") or []]
+    lesions = output_dir / files.lesions
+    track_ids: dict[int, int] = {}
+    tracking = output_dir / subject_outputs(sub=subject).tracking
+    if tracking.is_file():
+        for row in read_table_tsv(tracking):
+            if str(row["session"]) == followup or _same_label(row["session"], followup):
+                labels = str(row["pair_labels"]).split(";") if isinstance(row["pair_labels"], str) \
+                    else [row["pair_labels"]]
+                for label in labels:
+                    if _finite_number(label):
+                        track_ids[int(float(label))] = int(row["track_id"])
+    return PairRecord(subject=subject, baseline_session=baseline, followup_session=followup,
+                      lesion_rows=read_table_tsv(lesions) if lesions.is_file() else None,
+                      change_qc=load_json(output_dir / files.change_qc), input_flags=flags,
+                      last_run=last_run, track_ids=track_ids)
+
+
+def _same_label(cell, label: str) -> bool:
+    """Whether a parsed TSV cell (``02`` reads as the number 2) is the session label ``label``."""
+    return str(cell) == label or (label.isdigit() and _finite_number(cell) and float(cell) == int(label))
+
+
+def _finite_number(value) -> bool:
+    try:
+        return np.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def cohort_table_files(records: list[PairRecord], output_dir: Path) -> tuple[Path, Path]:
+    """Write the cohort's change table and pairs table with their JSON sidecars; return both paths."""
+    from bids_lesionchange.derivatives import GROUP_CHANGE_TABLE, GROUP_PAIR_TABLE
+
+    changes, pairs = cohort_tables(records)
+    change_sidecar, pair_sidecar = cohort_sidecars()
+    paths = []
+    for rows, columns, sidecar, name in ((changes, CHANGE_COLUMNS, change_sidecar, GROUP_CHANGE_TABLE),
+                                         (pairs, PAIR_COLUMNS, pair_sidecar, GROUP_PAIR_TABLE)):
+        path = Path(output_dir) / name
+        write_table_tsv(rows, path, columns=columns)
+        write_json_atomic(sidecar, path.with_suffix(".json"))
+        paths.append(path)
+    return paths[0], paths[1]

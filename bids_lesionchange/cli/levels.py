@@ -663,3 +663,26 @@ def run_group_evaluation(settings, run_uuid: str) -> int:
         except Exception as err:  # noqa: BLE001
             LOGGER.warning("could not write the group report (%s)", err)
     return 0
+
+
+def run_group_summary(settings, run_uuid: str) -> int:
+    """group --mode summarise: the cohort's change table (a row per detected change of every pair) and
+    pairs table (a row per pair with its status and totals) from the participant derivatives; a
+    pair without outputs, or whose last run failed, is listed with its status."""
+    from bids_lesionchange.analysis.cohort import PairRecord, pair_status
+    from bids_lesionchange.analysis.files import cohort_table_files, read_last_runs, read_pair_record
+
+    pairs, skipped = _discover(settings)
+    last = read_last_runs(settings.output_dir / "logs")
+    try:
+        records = [read_pair_record(settings.output_dir, p.subject, p.baseline_session, p.followup_session,
+                                    last_run=last.get(p.name)) for p in pairs]
+    except ValueError as err:
+        raise UsageProblem(str(err)) from None
+    records += [PairRecord(s.subject, "", "", last_run={"status": "skipped", "step": "discovery",
+                                                       "message": s.reason}) for s in skipped]
+    changes, pair_table = cohort_table_files(records, settings.output_dir)
+    statuses = [pair_status(r) for r in records]
+    LOGGER.info("cohort tables: %s, %s (%s)", changes, pair_table,
+                ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)))
+    return 0

@@ -22,6 +22,7 @@ examples:
   bids_lesionchange /data/bids /data/out participant --participant-label 01 02 --nprocs 2
   bids_lesionchange /data/bids /data/out group --mode train --nochange-label 03 04 05
   bids_lesionchange /data/bids /data/out group --mode evaluate
+  bids_lesionchange /data/bids /data/out group --mode summarise
 
 NoChange subjects (group --mode train) are those with --nochange-label, or else those whose
 column 'group' in participants.tsv equals 'NoChange' (change with --nochange-column/-value).
@@ -137,11 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bids_lesionchange {__version__}")
     parser.add_argument(
         "--mode", default=None,
-        choices=["infer", "preprocess", "train", "adapt", "evaluate"],
+        choices=["infer", "preprocess", "train", "adapt", "evaluate", "summarise"],
         help="participant: 'infer' (default) or 'preprocess' (stop after preprocessing); "
         "group: 'train' (default), 'adapt' (fine-tune a copy of --model on self-pairs of every "
-        "session of the cohort, no label used; --adapt-steps, default 100) or 'evaluate' "
-        "(aggregate per-pair metrics)",
+        "session of the cohort, no label used; --adapt-steps, default 100), 'evaluate' "
+        "(aggregate per-pair metrics) or 'summarise' (one table of every detected change of the "
+        "cohort and one of every pair with its status, from the participant outputs)",
     )
 
     g = parser.add_argument_group("selecting data")
@@ -374,7 +376,7 @@ def parse_args(argv: list[str] | None = None):
         )
 
     mode = opts.mode or ("infer" if opts.analysis_level == "participant" else "train")
-    allowed = {"participant": ("infer", "preprocess"), "group": ("train", "adapt", "evaluate")}
+    allowed = {"participant": ("infer", "preprocess"), "group": ("train", "adapt", "evaluate", "summarise")}
     if mode not in allowed[opts.analysis_level]:
         parser.error(
             f"--mode {mode} does not go with the {opts.analysis_level} level; "

@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             return levels.run_training(settings, run_uuid)
         if settings.mode == "adapt":
             return levels.run_adaptation(settings, run_uuid)
+        if settings.mode == "summarise":
+            return levels.run_group_summary(settings, run_uuid)
         return levels.run_group_evaluation(settings, run_uuid)
     except levels.UsageProblem as err:
         LOGGER.error("%s", err)
