@@ -245,7 +245,7 @@ def register_baseline_file(fixed_file, mask_file, moving_file, init_xfm, out_fil
     if measures["registration_failed"]:
         raise InputError(source_file, "rigid_reg", f"the baseline could not be aligned to the "
                          f"follow-up (brain correlation {ncc:.2f} < {min_ncc}): check that both "
-                         "FLAIRs show the same subject's head and cover the whole brain")
+                         "files are FLAIRs (not T1w or T2w) of the same subject's head and cover the whole brain")
     final_mask = mask & covered
     if final_mask.sum() < 0.5 * mask.sum():
         raise InputError(source_file, "rigid_reg", f"the baseline covers only "
