@@ -75,6 +75,20 @@ def _pair_entry(settings, outcome) -> dict:
     return entry
 
 
+def _tracking_entry(output_dir: Path, subject: str) -> dict | None:
+    """The subject's longitudinal change table and its volume plot, or None when it has none."""
+    from bids_lesionchange.analysis.tables import read_table_tsv
+    from bids_lesionchange.derivatives import subject_outputs
+    from bids_lesionchange.reports.figures import plot_tracked_volumes
+
+    files = subject_outputs(sub=subject)
+    if not (output_dir / files.tracking).is_file():
+        return None
+    rows = read_table_tsv(output_dir / files.tracking)
+    figure = plot_tracked_volumes(rows, output_dir / files.tracking_figure) if rows else None
+    return {"rows": rows, "figure": figure, "table": str(files.tracking)}
+
+
 def write_subject_reports(settings, outcomes, run_uuid: str) -> list[Path]:
     """Write ``OUTPUT_DIR/sub-<label>.html`` for every subject of the run; return their paths."""
     from bids_lesionchange.reports.subject import build_subject_report
@@ -88,7 +102,8 @@ def write_subject_reports(settings, outcomes, run_uuid: str) -> list[Path]:
         try:
             pairs = [_pair_entry(settings, o) for o in items]
             written.append(build_subject_report(settings.output_dir / f"sub-{subject}.html",
-                                                subject=subject, pairs=pairs, provenance=provenance))
+                                                subject=subject, pairs=pairs, provenance=provenance,
+                                                tracking=_tracking_entry(settings.output_dir, subject)))
         except Exception as err:  # noqa: BLE001 - one subject's report never stops the others
             LOGGER.warning("sub-%s: report not written (%s: %s)", subject, type(err).__name__, err)
     return written

@@ -367,6 +367,46 @@ def plot_training_curves(training_log_tsv: str | Path, out_path: str | Path) -> 
     return _save_png(figure, out_path)
 
 
+#: Marker of each tracking state in the volume-over-sessions plot.
+STATE_MARKERS = {"new": "o", "stable": ".", "enlarging": "^", "shrinking": "v", "merged": "D",
+                 "split": "x", "resolved": "s"}
+
+
+def plot_tracked_volumes(rows: Sequence[Mapping[str, Any]], out_path: str | Path) -> Path:
+    """Plot each tracked change's volume over sessions (one line per track, marker = state).
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        Rows of the longitudinal table (``track_id``, ``session``, ``state``, ``volume_mm3``).
+    out_path : str or Path
+        PNG to write.
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+    """
+    sessions = sorted({str(r["session"]) for r in rows}, key=lambda s: (len(s), s))
+    figure = _new_figure(6.5, 3.8)
+    figure.set_facecolor("white")
+    ax = figure.add_subplot(1, 1, 1)
+    for track in sorted({int(r["track_id"]) for r in rows}):
+        points = sorted(((sessions.index(str(r["session"])), _float_or_nan(r["volume_mm3"]), str(r["state"]))
+                         for r in rows if int(r["track_id"]) == track))
+        line = ax.plot([p[0] for p in points], [p[1] for p in points], linewidth=1, label=f"change {track}")
+        for x, y, state in points:
+            ax.plot([x], [y], marker=STATE_MARKERS.get(state, "o"), color=line[0].get_color(), markersize=6)
+    for state, marker in STATE_MARKERS.items():
+        ax.plot([], [], marker=marker, linestyle="none", color="grey", label=state)
+    ax.set_xticks(range(len(sessions)), [f"ses-{s}" for s in sessions])
+    ax.set_ylabel("detected change volume (mm³)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    return _save_png(figure, out_path)
+
+
 def plot_metric_distribution(
     rows: Iterable[Mapping[str, Any]],
     out_path: str | Path,

@@ -19,6 +19,7 @@ SUBJECT_SECTIONS = (
     ("registration", "Registration"),
     ("change-detection", "Change detection"),
     ("lesions", "Lesion table"),
+    ("tracking", "Changes over sessions"),
     ("metrics", "Evaluation metrics"),
     ("errors", "Errors"),
     ("provenance", "Provenance"),
@@ -55,6 +56,7 @@ def build_subject_report(
     subject: str,
     pairs: Sequence[Mapping[str, Any]],
     provenance: Mapping[str, Any] | None,
+    tracking: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the HTML report of one subject (self-contained: images inline, no scripts).
 
@@ -73,6 +75,9 @@ def build_subject_report(
         ``errors`` (list of str). Any key may be missing or None: the report then says "not
         available". A pair whose ``change_qc`` is ``out_of_domain``, or whose ``qc`` holds
         plausibility ``flags``, gets a warning box.
+    tracking : mapping, optional
+        The longitudinal change table of a subject with two pairs or more: ``rows`` (its rows),
+        ``figure`` (the volume plot) and ``table`` (its path); None: the section says why not.
     provenance : mapping
         Shown in the Provenance section: any keys (e.g. version, command line, settings, model
         card); long texts and containers go into collapsible blocks.
@@ -98,6 +103,7 @@ def build_subject_report(
         "errors": errors,
         "warnings": warnings,
         "provenance": provenance_context(provenance),
+        "tracking": _tracking(tracking, len(prepared)),
     }
     path = render_to_file("subject.html.j2", out_html, context)
     LOGGER.info("sub-%s: report written to %s", subject, path)
@@ -139,6 +145,26 @@ def _prepare_pair(pair: Mapping[str, Any], position: int) -> dict[str, Any]:
         "input_flags": _input_flags(pair.get("qc")),
         "summary": _summary_cells(name, baseline, followup, rows, known, errors, guard),
     }
+
+
+#: Longitudinal table columns shown in the report (header text, row key).
+TRACKING_DISPLAY_COLUMNS = (("change", "track_id"), ("session", "session"), ("first seen", "first_session"),
+                            ("first type", "first_type"), ("state", "state"), ("volume (mm³)", "volume_mm3"),
+                            ("merged into", "merged_into"))
+
+
+def _tracking(tracking: Mapping[str, Any] | None, n_pairs: int) -> dict[str, Any]:
+    if not tracking:
+        note = ("needs two consecutive pairs or more" if n_pairs < 2
+                else "not written (a pair failed or was not run in --mode infer)")
+        return {"figure": None, "rows": [], "note": note}
+    rows = tracking.get("rows") or []
+    return {"figure": try_embed(tracking.get("figure"), alt="volume of each tracked change over sessions")
+            if tracking.get("figure") else None,
+            "columns": [header for header, _ in TRACKING_DISPLAY_COLUMNS],
+            "rows": [[cell(row.get(key), badge=(key == "state")) for _, key in TRACKING_DISPLAY_COLUMNS]
+                     for row in rows],
+            "table": tracking.get("table"), "note": "no change detected in any pair"}
 
 
 def _guard(change_qc: Mapping[str, Any] | None) -> dict[str, Any] | None:
