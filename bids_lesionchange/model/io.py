@@ -146,19 +146,26 @@ def load_keras_model_file(path: str | Path):
         raise InputError(path, STEP, f"Keras could not read the model ({text})") from None
 
 
-def load_detector(model_dir: str | Path):
+PRECISIONS = ("float32", "bfloat16")
+
+
+def load_detector(model_dir: str | Path, *, precision: str = "float32"):
     """Rebuild the detector from ``model.json`` and load its verified weights.
 
     Parameters
     ----------
     model_dir : directory written by :func:`save_model_dir` / ``train_change_detector``.
         A ``.keras`` file is opened in safe mode only to explain why it is refused.
+    precision : ``"float32"`` (the app's), or ``"bfloat16"``: Keras' ``mixed_bfloat16`` policy
+        (float32 weights, bfloat16 convolutions, float32 output layer), fast only on CPUs with
+        AVX512_BF16 or AMX; measured against float32 by ``benchmarks/precision.py``.
 
     Returns
     -------
     (model, spec) : keras.Model computing only the final change probability
         (inputs as in ``spec["inputs"]``), and the model.json dictionary.
     """
+    from bids_lesionchange.model._backend import keras
     from bids_lesionchange.model.detector import build_detector, inference_model
 
     model_dir = Path(model_dir)
@@ -171,7 +178,17 @@ def load_detector(model_dir: str | Path):
         hyperparams = hyperparams_from_dict(spec["hyperparams"])
     except (KeyError, ValueError, TypeError) as err:
         raise InputError(model_dir / MODEL_SPEC, STEP, f"bad hyperparams ({err}); re-train the model") from None
-    model = build_detector(hyperparams.detector)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bfloat16":
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            model = build_detector(hyperparams.detector)
+        finally:
+            keras.config.set_dtype_policy(previous)
+    else:
+        model = build_detector(hyperparams.detector)
     try:
         model.load_weights(str(model_dir / spec["weights"]))
     except (ValueError, OSError) as err:

@@ -39,6 +39,28 @@ def test_save_then_load_gives_identical_predictions(saved_model, make_brain):
     assert np.all(before[~mask] == 0) and before[mask].max() > 0
 
 
+def test_bfloat16_loading_keeps_the_weights_and_the_global_policy(saved_model, make_brain):
+    import keras
+
+    model_dir, _ = saved_model
+    fp32, spec = load_detector(model_dir)
+    bf16, _ = load_detector(model_dir, precision="bfloat16")
+    assert keras.config.dtype_policy().name == "float32"  # the policy is set only while building
+    convs = [layer for layer in bf16.layers if isinstance(layer, keras.layers.Conv3D) and layer.name != "change"]
+    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
+    assert bf16.get_layer("change").compute_dtype == "float32"  # the probability stays float32
+    for a, b in zip(fp32.weights, bf16.weights):  # weights are stored in float32, unchanged
+        assert b.dtype == "float32"
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    baseline, followup, mask = make_brain((24, 28, 20))
+    p32 = predict_change(fp32, spec, baseline, followup, mask)
+    p16 = predict_change(bf16, spec, baseline, followup, mask)
+    assert p16.dtype == np.float32 and np.all(p16[~mask] == 0)
+    assert np.abs(p32 - p16).max() < 0.1  # bfloat16 keeps 8 bits of mantissa: close, not equal
+    with pytest.raises(ValueError, match="precision"):
+        load_detector(model_dir, precision="float16")
+
+
 def test_a_modified_weights_file_is_refused(saved_model, tmp_path):
     import shutil
 

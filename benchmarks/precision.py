@@ -1,0 +1,119 @@
+"""bfloat16 against float32 inference of a model on real preprocessed pairs: speed and masks.
+
+Usage: python benchmarks/precision.py [--model DIR] [--outputs DIR] [--subjects nih01 phantom1 ...]
+
+Reads the preprocessed pairs that ``benchmarks/real_flair.py`` wrote (its ``out-<model>``
+directory: real NoChange self-pairs, the real NIH pair, bidsgate phantoms) and predicts each
+pair twice in this process, once with the model loaded in float32 (the app's) and once under
+Keras' ``mixed_bfloat16`` policy (``load_detector(..., precision="bfloat16")``). Per pair: the
+seconds of one full-brain pass (after a warm-up pass), GFLOP/s against this CPU's FP32 peak,
+the largest probability difference, the number of changes and the Dice of the two change masks
+(same rule as real_flair.py: kappa 0.1, follow-up brighter, blobs >= 20 voxels). bfloat16 is
+fast only where the CPU has AVX512_BF16 or AMX (recorded in the results' CPU description).
+Writes benchmarks/results/precision.json and .md; skips (exit 0, a message) when the real pairs
+are absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from _common import (DEFAULT_MODEL, checked_model, command_line, machine, markdown_table, pair_files,
+                     setup_logging, write_results)
+
+KAPPA, BLOB = 0.1, 20
+SUBJECTS = ["nih01", "phantom1", "phantom2", "nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "tcga1"]
+
+
+def predict_timed(model, spec, baseline, followup, brain):
+    """Return (probability, seconds of the second of two identical passes)."""
+    from bids_lesionchange.model.inference import predict_change
+
+    predict_change(model, spec, baseline, followup, brain)  # warm-up: graph tracing, oneDNN primitives
+    began = time.perf_counter()
+    probability = predict_change(model, spec, baseline, followup, brain)
+    return probability, time.perf_counter() - began
+
+
+def main() -> None:
+    setup_logging()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--outputs", type=Path, default=None,
+                        help="real_flair.py's output directory (default: its out-<model name> under "
+                             "/tmp/bids_lesionchange_bench/real_flair)")
+    parser.add_argument("--subjects", nargs="+", default=SUBJECTS)
+    parser.add_argument("--name", default="precision")
+    args = parser.parse_args()
+    model_dir = checked_model(parser, args.model)
+    outputs = args.outputs or Path("/tmp/bids_lesionchange_bench/real_flair") / f"out-{model_dir.name}"
+    subjects = [s for s in args.subjects if pair_files(outputs, s)["brain_mask"].is_file()]
+    if not subjects:
+        print(f"no preprocessed real pairs in {outputs}: run benchmarks/real_flair.py --model {args.model} first")
+        return
+
+    import nibabel as nib
+    import numpy as np
+
+    from bids_lesionchange.analysis.components import change_labels
+    from bids_lesionchange.model.detector import forward_flops
+    from bids_lesionchange.model.inference import brain_bounding_box
+    from bids_lesionchange.model.io import hyperparams_from_dict, load_detector
+
+    models = {p: load_detector(model_dir, precision=p) for p in ("float32", "bfloat16")}
+    spec = models["float32"][1]
+    detector = hyperparams_from_dict(spec["hyperparams"]).detector
+    multiple = int(spec["input_multiple"])
+    cpu = machine()
+    peak = cpu["cpu"]["fp32_peak_gflops"]
+    rows, records = [], []
+    for sub in subjects:
+        files = pair_files(outputs, sub)
+        base = nib.load(files["baseline"]).get_fdata(dtype=np.float32)
+        follow = nib.load(files["followup"]).get_fdata(dtype=np.float32)
+        brain = np.asarray(nib.load(files["brain_mask"]).dataobj) > 0
+        box = brain_bounding_box(brain)
+        shape = tuple(int(np.ceil((s.stop - s.start) / multiple) * multiple) for s in box)
+        gflop = forward_flops(detector, shape, final_only=True) / 1e9
+        result = {}
+        for precision, (model, _) in models.items():
+            probability, seconds = predict_timed(model, spec, base, follow, brain)
+            labels = change_labels(probability, brain, KAPPA, BLOB, direction="increase", baseline=base,
+                                   followup=follow)
+            result[precision] = {"seconds": round(seconds, 3), "gflops_per_s": round(gflop / seconds, 1),
+                                 "fraction_of_fp32_peak": round(gflop / seconds / peak, 3),
+                                 "changes": int(labels.max()), "mask": labels > 0, "probability": probability}
+        a, b = result["float32"], result["bfloat16"]
+        both = int(np.count_nonzero(a["mask"] & b["mask"]))
+        total = int(np.count_nonzero(a["mask"]) + np.count_nonzero(b["mask"]))
+        record = {"subject": sub, "network_input": list(shape), "gflop": round(gflop, 1),
+                  "max_abs_probability_difference": round(float(np.abs(a["probability"] - b["probability"]).max()), 4),
+                  "mask_dice": round(2 * both / total, 4) if total else 1.0,
+                  "mask_voxels": [int(np.count_nonzero(a["mask"])), int(np.count_nonzero(b["mask"]))],
+                  "speedup": round(a["seconds"] / b["seconds"], 2),
+                  **{p: {k: v for k, v in r.items() if k not in ("mask", "probability")} for p, r in result.items()}}
+        records.append(record)
+        rows.append([sub, " x ".join(map(str, shape)), a["seconds"], b["seconds"], record["speedup"],
+                     a["fraction_of_fp32_peak"], a["changes"], b["changes"], record["mask_dice"],
+                     record["max_abs_probability_difference"]])
+    speedups = [r["speedup"] for r in records]
+    same = sum(r["float32"]["changes"] == r["bfloat16"]["changes"] for r in records)
+    md = ["# Inference precision: bfloat16 against float32 on real pairs\n",
+          f"Command: `{command_line()}`\n",
+          f"Model: `{model_dir.name}`; pairs preprocessed by `benchmarks/real_flair.py` ({outputs}).\n",
+          f"CPU: {cpu['cpu']['model']}, {cpu['cpu']['cores']} cores, {', '.join(cpu['cpu']['extensions'])}; "
+          f"FP32 peak {peak} GFLOP/s ({cpu['cpu']['clock_ghz']} GHz x {cpu['cpu']['fp32_flop_per_cycle']} "
+          f"FLOP/cycle x cores). Load average at start {cpu['load_average_1min']}.\n",
+          markdown_table(["pair", "network input", "float32 s", "bfloat16 s", "speed-up", "float32: fraction of FP32 peak",
+                          "changes float32", "changes bfloat16", "mask Dice", "max |dp|"], rows),
+          f"\nMedian speed-up {float(np.median(speedups)):.2f}x; same number of changes on {same} of "
+          f"{len(records)} pairs; lowest mask Dice {min(r['mask_dice'] for r in records):.3f}.\n"]
+    write_results(args.name, {"command": command_line(), "machine": cpu, "model": str(model_dir),
+                              "kappa": KAPPA, "min_blob_voxels": BLOB, "pairs": records}, "\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
