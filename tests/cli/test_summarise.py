@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
+
+import pytest
 
 from bids_lesionchange.analysis.tables import read_table_tsv, write_table_tsv
 from bids_lesionchange.analysis.tracking import TRACKING_COLUMNS
@@ -14,6 +17,19 @@ from tests.conftest import make_bids
 
 LESION_COLUMNS = ("label", "type", "voxels", "volume_mm3", "centroid_x", "centroid_y", "centroid_z",
                   "prob_max", "prob_mean", "baseline_mean", "followup_mean")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """main() adds its handlers to the root logger (stderr of this test, a log file): remove them after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
 
 
 def write_pair(out: Path, sub: str, baseline: str, followup: str, lesions, *, out_of_domain=False,
