@@ -80,7 +80,7 @@ class SimulatedSession:
     Attributes
     ----------
     label : str
-        "01" or "02".
+        "01", "02", ...
     image : ndarray of float32
         The FLAIR in scanner units (written rounded to int16).
     affine : ndarray
@@ -95,6 +95,8 @@ class SimulatedSession:
         True brain (intracranial) mask and lesions at this session.
     tissues : dict of ndarray, optional
         "csf", "gm", "wm" fractions on this grid (only with ``keep_tissues=True``).
+    lesion_ids : ndarray of uint16, optional
+        Each lesion's voxels labelled by its id (subjects of three or more sessions only).
     """
 
     label: str
@@ -106,6 +108,7 @@ class SimulatedSession:
     brain_mask: np.ndarray
     lesion_mask: np.ndarray
     tissues: dict[str, np.ndarray] | None = None
+    lesion_ids: np.ndarray | None = None
 
 
 @dataclass
@@ -347,6 +350,35 @@ Command: {command}
 """
 
 
+_README_TWO_SESSIONS = """\
+Every subject has two sessions (ses-01 baseline, ses-02 follow-up) of a simulated FLAIR with
+skull and scalp."""
+_README_SESSIONS = """\
+Every subject has {n} sessions (ses-01 baseline, then follow-ups, each a rescan with its own head
+pose, grid, bias, gain and noise) of a simulated FLAIR with skull and scalp. A Change subject's
+lesions are new or enlarge at later sessions; its true history (every lesion at every session) is
+derivatives/truth/sub-X/anat/sub-X_desc-lesions_history.tsv, each session's lesion ids are in its
+desc-lesions_dseg, and each consecutive pair's change is on its later session's grid."""
+
+
+def _participants_sidecar(n_sessions: int) -> dict:
+    if n_sessions == 2:
+        return {"participant_id": {"Description": "Participant label"},
+                "group": {"Description": "Whether lesions changed between ses-01 and ses-02",
+                          "Levels": {"NoChange": "same lesions at both sessions",
+                                     "Change": "new and/or enlarging lesions at ses-02"}},
+                "n_new": {"Description": "Number of new lesions at ses-02"},
+                "n_enlarging": {"Description": "Number of enlarging lesions at ses-02"}}
+    last = f"ses-{n_sessions:02d}"
+    return {"participant_id": {"Description": "Participant label"},
+            "group": {"Description": f"Whether lesions changed between ses-01 and {last}",
+                      "Levels": {"NoChange": "same lesions at every session",
+                                 "Change": f"new and/or enlarging lesions at ses-02 to {last}"}},
+            "n_new": {"Description": f"Number of lesions new at ses-02 to {last}"},
+            "n_enlarging": {"Description": f"Number of enlargements at ses-02 to {last} (a lesion that "
+                                           "enlarges at two sessions counts twice)"}}
+
+
 def _check_counts(out_dir: Path, n_nochange: int, n_change: int) -> None:
     if n_nochange < 0 or n_change < 0 or n_nochange + n_change < 1:
         raise InputError(out_dir, "synth", f"asked for {n_nochange} NoChange and {n_change} Change subjects: "
@@ -354,7 +386,7 @@ def _check_counts(out_dir: Path, n_nochange: int, n_change: int) -> None:
 
 
 def write_cohort(out_dir: str | Path, n_nochange: int, n_change: int, seed: int = 0, preset: str = "small",
-                 effects: RescanEffects | None = None, command: str | None = None) -> Path:
+                 effects: RescanEffects | None = None, command: str | None = None, n_sessions: int = 2) -> Path:
     """Simulate a cohort and write it as a BIDS dataset with ground truth in derivatives/truth.
 
     Parameters
@@ -371,6 +403,12 @@ def write_cohort(out_dir: str | Path, n_nochange: int, n_change: int, seed: int 
         Rescan effects (default: all on, no thick slices).
     command : str, optional
         Command line recorded in the README.
+    n_sessions : int
+        Sessions per subject. 2 (default): ses-01 and ses-02 as above. 3 or more
+        (:mod:`.longitudinal`): ses-01 .. ses-N, a Change subject's lesions new or enlarging at
+        later sessions, the truth of every consecutive pair on its later session's grid, each
+        session's lesion ids (``desc-lesions_dseg``) and the subject's
+        ``anat/sub-X_desc-lesions_history.tsv``.
 
     Returns
     -------
@@ -381,32 +419,33 @@ def write_cohort(out_dir: str | Path, n_nochange: int, n_change: int, seed: int 
     _check_counts(out_dir, n_nochange, n_change)
     if preset not in PRESETS:
         raise InputError(None, "synth", f"unknown preset '{preset}': choose one of {', '.join(sorted(PRESETS))}")
+    if isinstance(n_sessions, bool) or not isinstance(n_sessions, (int, np.integer)) or n_sessions < 2:
+        raise InputError(None, "synth", f"asked for {n_sessions!r} sessions: give a whole number of 2 or more")
     if (out_dir / "dataset_description.json").exists():
         raise InputError(out_dir, "synth", "already holds a dataset: choose a new or empty directory")
     effects = effects or RescanEffects()
+    many = n_sessions > 2
     truth_dir = out_dir / "derivatives" / "truth"
     n_total = n_nochange + n_change
     width = max(2, len(str(n_total)))
     groups = ["NoChange"] * n_nochange + ["Change"] * n_change
     generated_by = [{"Name": "bids_lesionchange-synth", "Version": __version__,
-                     "Description": f"preset={preset} seed={seed} effects={effects}"}]
+                     "Description": f"preset={preset} seed={seed} effects={effects}"
+                                    + (f" sessions={n_sessions}" if many else "")}]
 
     _write_json(out_dir / "dataset_description.json", {
         "Name": "bids_lesionchange synthetic longitudinal FLAIR cohort", "BIDSVersion": BIDS_VERSION,
         "DatasetType": "raw", "License": "CC0", "Authors": ["bids_lesionchange developers"],
         "GeneratedBy": generated_by,
         "HowToAcknowledge": "Anatomy from the MNI152 ICBM 2009a template (Fonov et al. 2011) as shipped in nilearn."})
-    _write_text(out_dir / "README", README_TEXT.format(version=__version__, command=command or
-                                                      f"write_cohort(n_nochange={n_nochange}, n_change={n_change}, "
-                                                      f"seed={seed}, preset={preset!r})"))
+    command = command or (f"write_cohort(n_nochange={n_nochange}, n_change={n_change}, seed={seed}, "
+                          f"preset={preset!r}" + (f", n_sessions={n_sessions})" if many else ")"))
+    readme = README_TEXT.format(version=__version__, command=command)
+    if many:
+        readme = readme.replace(_README_TWO_SESSIONS, _README_SESSIONS.format(n=n_sessions))
+    _write_text(out_dir / "README", readme)
     _write_text(out_dir / "CHANGES", f"1.0.0 synthetic\n  - Generated by bids_lesionchange-synth {__version__}.\n")
-    _write_json(out_dir / "participants.json", {
-        "participant_id": {"Description": "Participant label"},
-        "group": {"Description": "Whether lesions changed between ses-01 and ses-02",
-                  "Levels": {"NoChange": "same lesions at both sessions",
-                             "Change": "new and/or enlarging lesions at ses-02"}},
-        "n_new": {"Description": "Number of new lesions at ses-02"},
-        "n_enlarging": {"Description": "Number of enlarging lesions at ses-02"}})
+    _write_json(out_dir / "participants.json", _participants_sidecar(n_sessions))
     _write_json(truth_dir / "dataset_description.json", {
         "Name": "Ground truth of the synthetic cohort", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
         "GeneratedBy": generated_by, "SourceDatasets": [{"URL": "../.."}]})
@@ -415,8 +454,16 @@ def write_cohort(out_dir: str | Path, n_nochange: int, n_change: int, seed: int 
     rows = []
     for index, group in enumerate(groups):
         label = f"{index + 1:0{width}d}"
-        subject = simulate_subject(index, group, seed=seed, preset=preset, effects=effects, label=label)
-        _write_subject(out_dir, truth_dir, subject)
+        if many:
+            from bids_lesionchange.simulate.longitudinal import (simulate_longitudinal_subject,
+                                                                 write_longitudinal_subject)
+
+            subject = simulate_longitudinal_subject(index, group, n_sessions, seed=seed, preset=preset,
+                                                    effects=effects, label=label)
+            write_longitudinal_subject(out_dir, truth_dir, subject)
+        else:
+            subject = simulate_subject(index, group, seed=seed, preset=preset, effects=effects, label=label)
+            _write_subject(out_dir, truth_dir, subject)
         rows.append([f"sub-{label}", group, subject.n_new, subject.n_enlarging])
         LOGGER.info("sub-%s (%s): %d new, %d enlarging lesions", label, group, subject.n_new, subject.n_enlarging)
     _write_tsv(out_dir / "participants.tsv", ["participant_id", "group", "n_new", "n_enlarging"], rows)
@@ -426,57 +473,88 @@ def write_cohort(out_dir: str | Path, n_nochange: int, n_change: int, seed: int 
 def _write_subject(out_dir: Path, truth_dir: Path, subject: SimulatedSubject) -> None:
     sub = f"sub-{subject.label}"
     for session in subject.sessions:
-        ses = f"ses-{session.label}"
-        stem = f"{sub}_{ses}"
-        anat = out_dir / sub / ses / "anat"
-        scanner = np.clip(np.rint(session.image), 0, np.iinfo(np.int16).max).astype(np.int16)
-        slice_axis = 2 if session.protocol.acquisition == "2D" else None
-        write_nifti(anat / f"{stem}_FLAIR.nii.gz", scanner, session.affine, slice_axis)
-        _write_json(anat / f"{stem}_FLAIR.json", _flair_sidecar(session.protocol))
-        source = [f"bids::{sub}/{ses}/anat/{stem}_FLAIR.nii.gz"]
-        truth_anat = truth_dir / sub / ses / "anat"
-        write_nifti(truth_anat / f"{stem}_desc-brain_mask.nii.gz", session.brain_mask.astype(np.uint8),
-                    session.affine)
-        _write_json(truth_anat / f"{stem}_desc-brain_mask.json",
-                    {"Type": "Brain", "Sources": source,
-                     "Description": "True intracranial brain mask on this session's native grid"})
-        write_nifti(truth_anat / f"{stem}_desc-lesions_mask.nii.gz", session.lesion_mask.astype(np.uint8),
-                    session.affine)
-        _write_json(truth_anat / f"{stem}_desc-lesions_mask.json",
-                    {"Type": "Lesion", "Sources": source,
-                     "Description": "All lesions present at this session, on its native grid"})
+        write_session_files(out_dir, truth_dir, sub, session)
+    baseline, follow = subject.sessions
     if subject.group == "Change":
-        follow = subject.sessions[1]
-        stem = f"{sub}_ses-{follow.label}"
-        truth_anat = truth_dir / sub / f"ses-{follow.label}" / "anat"
-        source = [f"bids::{sub}/ses-{follow.label}/anat/{stem}_FLAIR.nii.gz"]
-        write_nifti(truth_anat / f"{stem}_desc-change_mask.nii.gz", subject.change_mask.astype(np.uint8),
-                    follow.affine)
-        _write_json(truth_anat / f"{stem}_desc-change_mask.json",
-                    {"Type": "Lesion", "Sources": source,
-                     "Description": "New or enlarged lesion voxels at ses-02 (union), ses-02 native grid"})
-        write_nifti(truth_anat / f"{stem}_desc-change_dseg.nii.gz", subject.change_dseg, follow.affine)
-        _write_json(truth_anat / f"{stem}_desc-change_dseg.json",
-                    {"Sources": source, "Description": "1 = new lesion, 2 = enlarging lesion (enlarged part)"})
-        _write_tsv(truth_anat / f"{stem}_desc-change_dseg.tsv", ["index", "name"], [[1, "new"], [2, "enlarging"]])
-    xfm = subject.ses01_to_ses02
-    xfm_stem = truth_dir / sub / "anat" / f"{sub}_from-ses01_to-ses02_mode-image_xfm"
-    _write_text(xfm_stem.with_suffix(".txt"), "\n".join(" ".join(f"{v:.10f}" for v in row) for row in xfm) + "\n")
-    protocols = [s.protocol for s in subject.sessions]
+        write_change_truth(truth_dir, sub, follow, subject.change_dseg)
+    write_transform_truth(truth_dir, sub, baseline, follow, subject.ses01_to_ses02, subject.history.events)
+
+
+def write_session_files(out_dir: Path, truth_dir: Path, sub: str, session: SimulatedSession) -> None:
+    """Write one session's FLAIR and sidecar, and its true brain and lesion masks (and lesion ids)."""
+    ses = f"ses-{session.label}"
+    stem = f"{sub}_{ses}"
+    anat = out_dir / sub / ses / "anat"
+    scanner = np.clip(np.rint(session.image), 0, np.iinfo(np.int16).max).astype(np.int16)
+    slice_axis = 2 if session.protocol.acquisition == "2D" else None
+    write_nifti(anat / f"{stem}_FLAIR.nii.gz", scanner, session.affine, slice_axis)
+    _write_json(anat / f"{stem}_FLAIR.json", _flair_sidecar(session.protocol))
+    source = [f"bids::{sub}/{ses}/anat/{stem}_FLAIR.nii.gz"]
+    truth_anat = truth_dir / sub / ses / "anat"
+    write_nifti(truth_anat / f"{stem}_desc-brain_mask.nii.gz", session.brain_mask.astype(np.uint8),
+                session.affine)
+    _write_json(truth_anat / f"{stem}_desc-brain_mask.json",
+                {"Type": "Brain", "Sources": source,
+                 "Description": "True intracranial brain mask on this session's native grid"})
+    write_nifti(truth_anat / f"{stem}_desc-lesions_mask.nii.gz", session.lesion_mask.astype(np.uint8),
+                session.affine)
+    _write_json(truth_anat / f"{stem}_desc-lesions_mask.json",
+                {"Type": "Lesion", "Sources": source,
+                 "Description": "All lesions present at this session, on its native grid"})
+    if session.lesion_ids is not None:
+        write_nifti(truth_anat / f"{stem}_desc-lesions_dseg.nii.gz", session.lesion_ids, session.affine)
+        _write_json(truth_anat / f"{stem}_desc-lesions_dseg.json",
+                    {"Sources": source,
+                     "Description": "Each lesion present at this session labelled by its lesion_id in the "
+                                    "subject's desc-lesions_history.tsv (0 = no lesion), on its native grid"})
+        ids = sorted(int(v) for v in np.unique(session.lesion_ids) if v > 0)
+        _write_tsv(truth_anat / f"{stem}_desc-lesions_dseg.tsv", ["index", "name"],
+                   [[i, f"lesion-{i}"] for i in ids])
+
+
+def write_change_truth(truth_dir: Path, sub: str, follow: SimulatedSession, change_dseg: np.ndarray,
+                       since: str | None = None) -> None:
+    """Write a pair's true change mask and new/enlarging labels on its follow-up's grid.
+
+    ``since`` (the baseline label) is named in the descriptions when given (sessions beyond two).
+    """
+    stem = f"{sub}_ses-{follow.label}"
+    truth_anat = truth_dir / sub / f"ses-{follow.label}" / "anat"
+    source = [f"bids::{sub}/ses-{follow.label}/anat/{stem}_FLAIR.nii.gz"]
+    after = f" since ses-{since}" if since else ""
+    write_nifti(truth_anat / f"{stem}_desc-change_mask.nii.gz", (change_dseg > 0).astype(np.uint8),
+                follow.affine)
+    _write_json(truth_anat / f"{stem}_desc-change_mask.json",
+                {"Type": "Lesion", "Sources": source,
+                 "Description": f"New or enlarged lesion voxels at ses-{follow.label}{after} (union), "
+                                f"ses-{follow.label} native grid"})
+    write_nifti(truth_anat / f"{stem}_desc-change_dseg.nii.gz", change_dseg, follow.affine)
+    _write_json(truth_anat / f"{stem}_desc-change_dseg.json",
+                {"Sources": source, "Description": f"1 = new lesion, 2 = enlarging lesion (enlarged part){after}"})
+    _write_tsv(truth_anat / f"{stem}_desc-change_dseg.tsv", ["index", "name"], [[1, "new"], [2, "enlarging"]])
+
+
+def write_transform_truth(truth_dir: Path, sub: str, first: SimulatedSession, second: SimulatedSession,
+                          matrix: np.ndarray, lesions: list[dict]) -> None:
+    """Write the true rigid transform from one session's scanner world to another's, with the sidecar
+    that records both sessions' simulated effects and the pair's lesion events."""
+    a, b = first.label, second.label
+    xfm_stem = truth_dir / sub / "anat" / f"{sub}_from-ses{a}_to-ses{b}_mode-image_xfm"
+    _write_text(xfm_stem.with_suffix(".txt"), "\n".join(" ".join(f"{v:.10f}" for v in row) for row in matrix) + "\n")
     _write_json(xfm_stem.with_suffix(".json"), {
-        "Description": ("True rigid head motion between sessions as a 4x4 world-to-world matrix M: for an "
-                        "anatomical point with ses-01 scanner (RAS mm) coordinates x1, its ses-02 scanner "
-                        "coordinates are x2 = M @ [x1, 1]. To resample the ses-02 image onto the ses-01 grid, "
-                        "sample ses-02 at M @ x1 for every ses-01 voxel centre x1; inv(M) maps ses-02 "
-                        "coordinates to ses-01."),
-        "FromWorld": "ses-01 scanner coordinates (RAS, mm, the ses-01 NIfTI affine's output space)",
-        "ToWorld": "ses-02 scanner coordinates (RAS, mm, the ses-02 NIfTI affine's output space)",
-        "Sources": [f"bids::{sub}/ses-01/anat/{sub}_ses-01_FLAIR.nii.gz",
-                    f"bids::{sub}/ses-02/anat/{sub}_ses-02_FLAIR.nii.gz"],
+        "Description": (f"True rigid head motion between sessions as a 4x4 world-to-world matrix M: for an "
+                        f"anatomical point with ses-{a} scanner (RAS mm) coordinates x1, its ses-{b} scanner "
+                        f"coordinates are x2 = M @ [x1, 1]. To resample the ses-{b} image onto the ses-{a} grid, "
+                        f"sample ses-{b} at M @ x1 for every ses-{a} voxel centre x1; inv(M) maps ses-{b} "
+                        f"coordinates to ses-{a}."),
+        "FromWorld": f"ses-{a} scanner coordinates (RAS, mm, the ses-{a} NIfTI affine's output space)",
+        "ToWorld": f"ses-{b} scanner coordinates (RAS, mm, the ses-{b} NIfTI affine's output space)",
+        "Sources": [f"bids::{sub}/ses-{a}/anat/{sub}_ses-{a}_FLAIR.nii.gz",
+                    f"bids::{sub}/ses-{b}/anat/{sub}_ses-{b}_FLAIR.nii.gz"],
         "SimulatedRescanEffects": {
             f"ses-{s.label}": {"Gain": p.gain, "Gamma": p.gamma, "NoiseSigmaRelativeToWM": p.noise_sigma,
                                "BiasAmplitude": p.bias_amplitude, "VoxelSize": list(p.zooms),
                                "MatrixSize": list(p.shape), "MRAcquisitionType": p.acquisition}
-            for s, p in zip(subject.sessions, protocols)},
-        "Lesions": subject.history.events,
+            for s, p in ((first, first.protocol), (second, second.protocol))},
+        "Lesions": lesions,
     })
