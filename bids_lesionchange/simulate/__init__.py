@@ -2,8 +2,8 @@
 
 Public API (see :mod:`.cohort`):
 
-- ``write_cohort(out_dir, n_nochange, n_change, seed=0, preset="small", effects=RescanEffects())``
-  writes a BIDS dataset plus ``derivatives/truth`` and returns its root.
+- ``write_cohort(out_dir, n_nochange, n_change, seed=0, preset="small", effects=RescanEffects(),
+  n_sessions=2)`` writes a BIDS dataset plus ``derivatives/truth`` and returns its root.
 - ``simulate_subject(index, group, seed=0, preset="small", effects=None)`` returns one
   :class:`~.cohort.SimulatedSubject` in memory.
 - :class:`~.acquisition.RescanEffects` switches motion, bias, gain/contrast, noise, field of view
@@ -11,5 +11,6 @@ Public API (see :mod:`.cohort`):
 
 Modules: ``anatomy`` (MNI152 template to subject, skull and scalp), ``lesions`` (irregular
 lesions and their evolution), ``acquisition`` (pose, grid, partial volume, bias, noise),
-``sampling`` (fast trilinear helpers), ``cohort`` (subjects and BIDS writing).
+``sampling`` (fast trilinear helpers), ``cohort`` (subjects and BIDS writing), ``longitudinal``
+(three or more sessions with known lesion histories).
 """
