@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +53,11 @@ def test_three_sessions_give_one_longitudinal_table_consistent_with_the_pairs(tm
     listed = [r for r in cohort if r["label"] == r["label"]]  # rows with a change
     assert len(listed) == len(pairs[0]) + len(pairs[1])
     assert all(r["track_id"] == r["track_id"] for r in listed)  # every change has its track
+
+    # the derivatives with the tracking and cohort tables are still valid BIDS
+    validator = Path(sys.executable).with_name("bids-validator-deno")
+    if validator.exists():
+        report = subprocess.run([str(validator), "--format", "json", str(out)],
+                                capture_output=True, text=True, timeout=300).stdout
+        errors = [i for i in json.loads(report)["issues"]["issues"] if i["severity"] == "error"]
+        assert errors == [], errors[:5]
