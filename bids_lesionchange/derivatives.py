@@ -97,6 +97,56 @@ def pair_outputs(*, sub: str, baseline: str, followup: str) -> PairOutputs:
     )
 
 
+#: Extensions of a pair's data files that may carry a JSON sidecar (same name up to the first dot).
+SIDECAR_CARRIERS = (".nii.gz", ".nii", ".tsv")
+
+
+def sidecar_path(path: Path | str) -> Path:
+    """Return the JSON sidecar of a data file: ``x_mask.nii.gz`` -> ``x_mask.json`` (same folder)."""
+    path = Path(path)
+    return path.parent / (path.name.split(".")[0] + ".json")
+
+
+def owned_pair_files(outputs: PairOutputs) -> set[Path]:
+    """Every file a pair may own: each :class:`PairOutputs` path and the sidecar of each data file.
+
+    Relative to the output directory. Nothing else in the output directory belongs to the pair,
+    so only these are ever removed when a pair's outputs are replaced.
+    """
+    paths = {Path(p) for p in vars(outputs).values()}
+    return paths | {sidecar_path(p) for p in paths if p.name.endswith(SIDECAR_CARRIERS)}
+
+
+def stale_pair_files(output_dir: Path | str, outputs: PairOutputs, written) -> list[Path]:
+    """Return the pair's existing files (absolute) that a run writing ``written`` leaves behind.
+
+    A run replaces a pair's outputs as a set (issue 16: a rerun with ``--no-native`` kept the
+    earlier run's native masks beside the new results): every :func:`owned_pair_files` path that
+    exists but is neither in ``written`` (relative paths) nor the sidecar of a written data file.
+    """
+    output_dir = Path(output_dir)
+    written = {Path(p) for p in written}
+    keep = written | {sidecar_path(p) for p in written if p.name.endswith(SIDECAR_CARRIERS)}
+    return sorted(output_dir / p for p in owned_pair_files(outputs) - keep
+                  if (output_dir / p).is_file() or (output_dir / p).is_symlink())
+
+
+def orphan_sidecars(output_dir: Path | str, outputs: PairOutputs) -> list[Path]:
+    """Return the pair's JSON sidecars (absolute) whose data file does not exist.
+
+    A sink writes the data file before its sidecar, so such a file is left by a write that failed
+    (a full disk) or by another tool; it describes nothing and must not be read as a result.
+    """
+    output_dir = Path(output_dir)
+    carriers: dict[Path, list[Path]] = {}
+    for path in owned_pair_files(outputs):
+        if path.name.endswith(SIDECAR_CARRIERS):
+            carriers.setdefault(sidecar_path(path), []).append(path)
+    return sorted(output_dir / json_file for json_file, data in carriers.items()
+                  if (output_dir / json_file).is_file()
+                  and not any((output_dir / d).is_file() for d in data))
+
+
 @dataclass(frozen=True)
 class SubjectOutputs:
     """The files a subject writes from all of its pairs together (relative to the output directory).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LOGGER = logging.getLogger("bids_lesionchange.discovery")
@@ -19,6 +19,8 @@ class SessionPair:
     followup_session: str
     baseline_flair: Path
     followup_flair: Path
+    #: Sentences the user must see about how the files were chosen (one FLAIR of several in a session).
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def name(self) -> str:
@@ -45,9 +47,12 @@ def _flairs_by_session(layout, subject: str) -> dict[str, list]:
     return by_session
 
 
-def _pick_flair(subject: str, session: str, files: list) -> tuple[Path | None, str | None]:
+def _pick_flair(subject: str, session: str, files: list) -> tuple[Path | None, str | None, str | None]:
+    """Return (the session's FLAIR, a problem, a note): its only FLAIR; or the first in name order of
+    several told apart by their run/acq/rec entities, with a note (logged as a warning) naming all of
+    them and how to use another; or no file and the problem."""
     if len(files) == 1:
-        return Path(files[0].path), None
+        return Path(files[0].path), None, None
     keys = {(f.entities.get("acquisition"), f.entities.get("run"), f.entities.get("reconstruction"))
             for f in files}
     if len(keys) < len(files):
@@ -55,11 +60,19 @@ def _pick_flair(subject: str, session: str, files: list) -> tuple[Path | None, s
         return None, (
             f"session {session} has {len(files)} FLAIR images ({names}) with no run/acq entity "
             "to tell them apart; rename them with run-1/run-2 or pass --session-label"
-        )
-    chosen = sorted(files, key=lambda f: Path(f.path).name)[0]
-    LOGGER.info("sub-%s ses-%s: %d FLAIRs, using %s", subject, session, len(files),
-                Path(chosen.path).name)
-    return Path(chosen.path), None
+        ), None
+    chosen = Path(sorted(files, key=lambda f: Path(f.path).name)[0].path)
+    others = sorted(Path(f.path).name for f in files if Path(f.path) != chosen)
+    note = choice_note(subject, session, chosen, others)
+    LOGGER.warning("%s", note)
+    return chosen, None, note
+
+
+def choice_note(subject: str, session: str, chosen: Path, others: list[str]) -> str:
+    """The sentence saying which of a session's FLAIRs is used and how to use another instead."""
+    return (f"sub-{subject} ses-{session} has {len(others) + 1} FLAIR images; using {chosen.name} (the first "
+            f"in name order), not {', '.join(others)}; to use another, move the unwanted file(s) out of "
+            f"{chosen.parent} (bids_lesionchange has no run/acq filter)")
 
 
 def _layout_and_subjects(bids_dir: Path, participant_label) -> tuple[object, list[str]]:
@@ -109,14 +122,17 @@ def find_pairs(
             continue
         sessions = list(session_label) if session_label else sorted(by_session)
         chosen: list[tuple[str, Path]] = []
+        notes: dict[Path, str] = {}
         problem = None
         for session in sessions:
             if session not in by_session:
                 continue
-            path, problem = _pick_flair(subject, session, by_session[session])
+            path, problem, note = _pick_flair(subject, session, by_session[session])
             if problem:
                 break
             chosen.append((session, path))
+            if note:
+                notes[path] = note
         if problem:
             skipped.append(SkippedSubject(subject, problem))
             continue
@@ -126,7 +142,7 @@ def find_pairs(
                 subject, f"only one session with a FLAIR ({have}); two are needed"))
             continue
         for (s0, f0), (s1, f1) in zip(chosen[:-1], chosen[1:]):
-            pairs.append(SessionPair(subject, s0, s1, f0, f1))
+            pairs.append(SessionPair(subject, s0, s1, f0, f1, tuple(notes[f] for f in (f0, f1) if f in notes)))
     return pairs, skipped
 
 
@@ -145,7 +161,7 @@ def find_flairs(bids_dir: Path, participant_label: tuple[str, ...] | list[str] =
         by_session = _flairs_by_session(layout, subject)
         chosen = []
         for session in sorted(by_session, key=lambda s: (s is None, s or "")):
-            path, problem = _pick_flair(subject, session or "(none)", by_session[session])
+            path, problem, _ = _pick_flair(subject, session or "(none)", by_session[session])
             if problem:
                 skipped.append(SkippedSubject(subject, problem))
                 continue

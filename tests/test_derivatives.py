@@ -1,6 +1,7 @@
 """BIDS-Derivatives names and atomic writes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,42 @@ def test_pair_outputs_are_distinct_and_are_exactly_what_the_workflow_writes(tmp_
     sinks = {workflow.get_node(name).inputs.out_path for name in workflow.list_node_names()
              if isinstance(workflow.get_node(name).interface, DerivativeSink)}
     assert sinks == set(paths) - {str(outputs.change_mosaic), str(outputs.change_slices)}  # figures: reports
+
+
+def _touch_all(root: Path, paths) -> None:
+    for rel in paths:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(str(rel))
+
+
+def test_a_pairs_stale_files_are_those_it_owns_but_no_longer_writes(tmp_path):
+    """Issue 16: a rerun with --no-native left the native masks of the earlier run; the stale files are
+    exactly the pair's own files (data and sidecars) that the new run does not write."""
+    from bids_lesionchange.derivatives import owned_pair_files, pair_outputs, sidecar_path, stale_pair_files
+
+    outputs = pair_outputs(sub="01", baseline="01", followup="02")
+    other = pair_outputs(sub="01", baseline="02", followup="03")  # shares ses-02 with the first pair
+    _touch_all(tmp_path, owned_pair_files(outputs) | owned_pair_files(other))
+    foreign = tmp_path / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_desc-manual_mask.nii.gz"
+    foreign.write_text("the user's")
+    written = {Path(p) for p in vars(outputs).values()} - {outputs.native_mask, outputs.native_probability}
+    stale = stale_pair_files(tmp_path, outputs, written)
+    expected = {outputs.native_mask, outputs.native_probability, sidecar_path(outputs.native_mask),
+                sidecar_path(outputs.native_probability)}
+    assert {p.relative_to(tmp_path) for p in stale} == expected
+    assert not owned_pair_files(outputs) & owned_pair_files(other)  # two pairs never share a file
+    assert sidecar_path("a/x_desc-change_dseg.nii.gz") == Path("a/x_desc-change_dseg.json")
+    # a file that does not exist is not listed
+    (tmp_path / outputs.native_mask).unlink()
+    assert tmp_path / outputs.native_mask not in stale_pair_files(tmp_path, outputs, written)
+
+
+def test_orphan_sidecars_are_those_without_any_data_file(tmp_path):
+    from bids_lesionchange.derivatives import orphan_sidecars, pair_outputs, sidecar_path
+
+    outputs = pair_outputs(sub="01", baseline="01", followup="02")
+    _touch_all(tmp_path, [sidecar_path(outputs.mask), outputs.mask, sidecar_path(outputs.labels),
+                          outputs.labels_lookup, sidecar_path(outputs.probability), outputs.preproc_qc])
+    # the mask has its data; the dseg sidecar still has the dseg.tsv; the probseg sidecar has nothing;
+    # a QC JSON is data, not a sidecar
+    assert orphan_sidecars(tmp_path, outputs) == [tmp_path / sidecar_path(outputs.probability)]

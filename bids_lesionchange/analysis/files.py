@@ -7,6 +7,7 @@ results (atomically); none holds an algorithm of its own.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -21,9 +22,13 @@ from bids_lesionchange.analysis.lesions import (
     lesion_table_sidecar,
 )
 from bids_lesionchange.analysis.metrics import aggregate_metrics, lesion_metrics, metrics_sidecar
-from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION, change_plausibility
+from bids_lesionchange.analysis.plausibility import (
+    MAX_PLAUSIBLE_FRACTION, change_plausibility, reference_flag, reference_plausibility,
+)
 from bids_lesionchange.analysis.tables import read_table_tsv, write_json_atomic, write_table_tsv
 from bids_lesionchange.analysis.tracking import TRACKING_COLUMNS, track_changes, tracking_sidecar
+
+LOGGER = logging.getLogger("bids_lesionchange.analysis")
 
 LESION_COLUMNS = ("label", "type", "voxels", "volume_mm3", "centroid_i", "centroid_j", "centroid_k",
                   "centroid_x", "centroid_y", "centroid_z", "prob_max", "prob_mean",
@@ -98,11 +103,14 @@ def lesion_table_files(labels: str, probability: str, baseline: str, followup: s
 
 
 def evaluate_files(labels: str, reference: str, followup_xfm: str, metrics_out: str, *, pair: str,
-                   match: str = "iou") -> tuple[str, dict]:
+                   match: str = "iou", brain_mask: str | None = None) -> tuple[str, dict]:
     """Compare predicted components with a reference mask given on the follow-up's native grid.
 
     The reference is brought onto the common grid of ``labels`` (nearest neighbour, through the
-    follow-up's native-to-common transform) before lesion-wise and voxel-wise comparison.
+    follow-up's native-to-common transform) before lesion-wise and voxel-wise comparison. With
+    ``brain_mask`` (same grid as ``labels``) the row's ``reference_flag`` says whether the reference
+    is plausible for a change mask (:func:`reference_plausibility`; a warning is logged when not),
+    and the sidecar records the measures.
     """
     from bids_lesionchange.image.grid import resample_to_grid
     from bids_lesionchange.image.transforms import read_xfm
@@ -112,11 +120,20 @@ def evaluate_files(labels: str, reference: str, followup_xfm: str, metrics_out: 
     ref = resample_to_grid((np.asarray(ref_img.dataobj) > 0).astype(np.uint8), ref_img.affine,
                            labels_img.shape[:3], labels_img.affine,
                            world_transform=np.linalg.inv(read_xfm(followup_xfm)), order=0)
-    row = {"pair": pair, **lesion_metrics(np.asarray(labels_img.dataobj), ref > 0, match=match,
-                                          zooms=labels_img.header.get_zooms()[:3])}
+    zooms = labels_img.header.get_zooms()[:3]
+    row = {"pair": pair, **lesion_metrics(np.asarray(labels_img.dataobj), ref > 0, match=match, zooms=zooms)}
+    sidecar = {"pair": {"Description": "session pair (subject, baseline to follow-up)"},
+               **metrics_sidecar(match), "Match": match}
+    if brain_mask is not None:
+        measures = reference_plausibility(ref > 0, np.asarray(nib.load(brain_mask).dataobj) > 0,
+                                          float(np.prod(zooms)))
+        flag = reference_flag(measures, reference)
+        if flag:
+            LOGGER.warning("%s: %s", pair, flag)
+        row["reference_flag"] = flag or "none"
+        sidecar["ReferencePlausibility"] = measures
     write_table_tsv([row], metrics_out)
-    return metrics_out, {"pair": {"Description": "session pair (subject, baseline to follow-up)"},
-                         **metrics_sidecar(match), "Match": match}
+    return metrics_out, sidecar
 
 
 def _recorded_match(files: list[Path]) -> str:
@@ -144,7 +161,7 @@ def aggregate_metric_files(files: list[Path], out: Path) -> Path:
     rows = [row for f in files for row in read_table_tsv(f)]
     mean_row, pooled_row = aggregate_metrics(rows)
     table = rows + [{**mean_row, "pair": "mean"}, {**pooled_row, "pair": "pooled"}]
-    columns = ["pair"] + [c for c in rows[0] if c != "pair"]
+    columns = ["pair"] + [c for c in dict.fromkeys(k for row in rows for k in row) if c != "pair"]
     write_table_tsv(table, out, columns=columns)
     write_json_atomic({"pair": {"Description": "session pair; 'mean' averages the pairs (as the "
                                 "paper's Table 1), 'pooled' recomputes rates from summed counts"},

@@ -386,6 +386,10 @@ def metrics_sidecar(match: str = "iou") -> dict[str, dict[str, Any]]:
         "LFP_volume_mm3": {"Description": "Total volume of the false positive blobs (LFP); with an "
                            "empty reference, the volume of the false detections. Lower is better.",
                            "Units": "mm^3"},
+        "reference_flag": {"Description": "'none' when the reference mask is plausible for a change mask; "
+                           "else one sentence naming it and why not (it covers more than 10 % of the brain, "
+                           "or more than half of it, over 1 ml, lies outside the brain mask): the pair's "
+                           "metrics are then not meaningful. n/a in the group rows."},
     }
 
 

@@ -87,3 +87,68 @@ def out_of_domain_message(fraction: float, threshold: float, n_changes: int) -> 
     return (f"the model does not fit these scans ({100 * fraction:.1f} % of the brain above "
             f"kappa = {threshold:g}, {changes}): train one on your own NoChange subjects with "
             f"`{TRAIN_COMMAND}` (add `--self-pairs 4` to use single-session scans; see docs/method.md)")
+
+
+# ----------------------------------------------------------------- reference masks (evaluation)
+#: Largest plausible share of the brain mask covered by a reference change mask (10 %). New and
+#: enlarging lesions between two sessions are usually well under 1 % of the brain; even the total
+#: lesion load of severe MS (about 100 ml in a 1100 ml brain) stays under 10 %. Above it the mask
+#: is not a change mask of this pair (a brain or tissue mask, a wrong threshold, a wrong file).
+MAX_REFERENCE_BRAIN_FRACTION = 0.10
+#: Largest plausible share of a reference mask lying outside the brain mask (50 %), when that part
+#: is larger than :data:`MIN_REFERENCE_OUTSIDE_ML` (a small juxtacortical lesion may lie half outside
+#: a tight brain mask). Above it the mask is on another grid, misaligned or of another subject.
+MAX_REFERENCE_OUTSIDE_FRACTION = 0.5
+MIN_REFERENCE_OUTSIDE_ML = 1.0
+
+
+def reference_plausibility(reference, brain_mask, voxel_volume_mm3: float) -> dict[str, Any]:
+    """Measure how a reference change mask lies in the brain, and whether that is plausible.
+
+    ``fraction_of_brain = |R and B| / |B|`` (lower is more plausible; implausible above
+    :data:`MAX_REFERENCE_BRAIN_FRACTION`); ``fraction_outside_brain = |R - B| / |R|`` with its
+    volume ``outside_brain_ml`` (implausible above :data:`MAX_REFERENCE_OUTSIDE_FRACTION` when the
+    volume exceeds :data:`MIN_REFERENCE_OUTSIDE_ML`). An empty reference (no change) is plausible.
+
+    Parameters
+    ----------
+    reference, brain_mask : ndarray
+        Masks on one grid (non-zero = inside).
+    voxel_volume_mm3 : float
+        Volume of one voxel.
+
+    Returns
+    -------
+    dict
+        ``fraction_of_brain``, ``fraction_outside_brain``, ``outside_brain_ml``, ``plausible``.
+    """
+    import numpy as np
+
+    ref = np.asarray(reference) != 0
+    brain = np.asarray(brain_mask) != 0
+    n_ref, n_brain = int(ref.sum()), int(brain.sum())
+    outside = int(np.count_nonzero(ref & ~brain))
+    of_brain = float(np.count_nonzero(ref & brain) / n_brain) if n_brain else math.nan
+    outside_fraction = outside / n_ref if n_ref else 0.0
+    outside_ml = outside * float(voxel_volume_mm3) / 1000.0
+    plausible = not (of_brain > MAX_REFERENCE_BRAIN_FRACTION
+                     or (outside_fraction > MAX_REFERENCE_OUTSIDE_FRACTION
+                         and outside_ml > MIN_REFERENCE_OUTSIDE_ML))
+    return {"fraction_of_brain": round(of_brain, 4), "fraction_outside_brain": round(outside_fraction, 4),
+            "outside_brain_ml": round(outside_ml, 3), "plausible": bool(plausible)}
+
+
+def reference_flag(measures: dict[str, Any], reference_file) -> str | None:
+    """One sentence naming ``reference_file`` when :func:`reference_plausibility` found it implausible."""
+    if measures["plausible"]:
+        return None
+    reasons = []
+    if measures["fraction_of_brain"] > MAX_REFERENCE_BRAIN_FRACTION:
+        reasons.append(f"it covers {measures['fraction_of_brain']:.0%} of the brain (new and enlarging lesions "
+                       f"cover well under {MAX_REFERENCE_BRAIN_FRACTION:.0%})")
+    if measures["fraction_outside_brain"] > MAX_REFERENCE_OUTSIDE_FRACTION:
+        reasons.append(f"{measures['fraction_outside_brain']:.0%} of it ({measures['outside_brain_ml']:.1f} ml) "
+                       f"lies outside the brain mask (limit {MAX_REFERENCE_OUTSIDE_FRACTION:.0%})")
+    return (f"the reference mask {reference_file} is implausible for a change mask: "
+            f"{' and '.join(reasons)}; the metrics of this pair are not meaningful; check that it is this "
+            "pair's change mask (not a brain or lesion-load mask) on the follow-up's grid")

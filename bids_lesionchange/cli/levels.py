@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bids_lesionchange.derivatives import PairOutputs, pair_outputs, write_dataset_description
+from bids_lesionchange.derivatives import (
+    PairOutputs, orphan_sidecars, pair_outputs, stale_pair_files, write_dataset_description,
+)
 from bids_lesionchange.discovery import SessionPair, find_pairs, nochange_subjects
 
 LOGGER = logging.getLogger("bids_lesionchange")
@@ -340,8 +342,9 @@ def _summarise(outcomes: list[PairOutcome], settings, run_uuid: str, skipped) ->
 
     rows, flagged = [], []
     for o in outcomes:
-        row = {"pair": o.pair.name, "status": o.status, "step": o.step, "message": o.message,
-               "crash_file": o.crash_file}
+        # a done pair's message says how its inputs were chosen (one FLAIR of several in a session)
+        row = {"pair": o.pair.name, "status": o.status, "step": o.step,
+               "message": o.message or " | ".join(o.pair.notes), "crash_file": o.crash_file}
         qc = (read_change_qc(settings.output_dir, o.pair)
               if o.status == "ok" and settings.mode == "infer" else None)
         if qc:
@@ -387,18 +390,21 @@ def _discover(settings, participant_label=None) -> tuple[list[SessionPair], list
 
 def _run_pairs(settings, graph_settings, pairs: list[SessionPair], skipped: list, run_uuid: str, *,
                not_used: str, references: dict | None = None,
-               name: str = "bids_lesionchange_wf") -> list[PairOutcome]:
+               name: str = "bids_lesionchange_wf", replace_sets: bool = False) -> list[PairOutcome]:
     """Check the pairs' files, run the graph of the readable ones with ``graph_settings`` and return
     every pair's outcome in discovery order. An unreadable pair is logged as ``<pair> <not_used>``.
-    On SIGTERM/SIGINT the summary so far is written before the interruption goes on to main()."""
-    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf
+    On SIGTERM/SIGINT the summary so far is written before the interruption goes on to main().
+    Then :func:`finish_pair_outputs` (with ``replace_sets``: a done pair's outputs are replaced as a set)."""
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf, pair_workflow_name
 
     order = [p.name for p in pairs]
     pairs, outcomes = check_pair_files(pairs)
     for o in outcomes:
         LOGGER.error("%s %s: %s", o.pair.name, not_used, o.message)
+    written: dict[str, set[Path]] = {}
     if pairs:
         workflow = init_bids_lesionchange_wf(graph_settings, pairs, references, name=name)
+        written = {p.name: sink_paths(workflow, pair_workflow_name(p)) for p in pairs}
         try:
             outcomes += run_graph(workflow, graph_settings, pairs, run_uuid)
         except RunInterrupted as stop:  # write the summary so far, then let main() say how to resume
@@ -407,7 +413,64 @@ def _run_pairs(settings, graph_settings, pairs: list[SessionPair], skipped: list
             _summarise(outcomes, settings, run_uuid, skipped)
             raise stop.error from None
     outcomes.sort(key=lambda o: order.index(o.pair.name))
+    finish_pair_outputs(settings.output_dir, outcomes, written if replace_sets else None)
     return outcomes
+
+
+def sink_paths(workflow, wf_name: str) -> set[Path]:
+    """The derivative paths (relative to the output directory) that a pair's sinks (``ds_*``) write."""
+    paths = set()
+    for name in workflow.list_node_names():
+        if name.startswith(wf_name + ".") and name.rsplit(".", 1)[-1].startswith("ds_"):
+            out_path = getattr(workflow.get_node(name).inputs, "out_path", None)
+            if isinstance(out_path, str) and out_path:
+                paths.add(Path(out_path))
+    return paths
+
+
+#: Step named when a pair's derivatives are inconsistent after its graph finished.
+FINISH_STEP = "write_outputs"
+
+
+def finish_pair_outputs(output_dir: Path, outcomes: list[PairOutcome],
+                        written: dict[str, set[Path]] | None) -> None:
+    """Leave every pair's derivatives consistent after its graph ran (issue 16).
+
+    - With ``written`` (pair name -> the paths its sinks write; the participant level), a pair
+      that is done has its outputs replaced as a set: its files from an earlier run that this run
+      does not write (:func:`~bids_lesionchange.derivatives.stale_pair_files`, e.g. native masks
+      after a rerun with ``--no-native``) are removed, with one INFO line per pair. The report
+      figures drawn from the change outputs count as written when the probability map is. Pairs
+      that failed or were not run keep their files; other pairs' files and files the app does not
+      name are never touched.
+    - A JSON sidecar whose data file is missing (a write that failed, e.g. on a full disk) is
+      removed, and the pair is reported failed at step ``write_outputs`` with the files and the fix.
+    """
+    for outcome in outcomes:
+        outputs = outputs_of(outcome.pair)
+        paths = (written or {}).get(outcome.pair.name)
+        if paths and outcome.status == "ok":
+            if outputs.probability in paths:
+                paths = paths | {outputs.change_mosaic, outputs.change_slices}
+            stale = stale_pair_files(output_dir, outputs, paths)
+            for path in stale:
+                path.unlink(missing_ok=True)
+            if stale:
+                LOGGER.info("%s: removed %d file(s) of an earlier run that this run does not write "
+                            "(outputs are replaced as a set): %s", outcome.pair.name, len(stale),
+                            ", ".join(str(p.relative_to(output_dir)) for p in stale))
+        orphans = orphan_sidecars(output_dir, outputs)
+        if not orphans:
+            continue
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        message = (f"removed {len(orphans)} JSON sidecar(s) whose data file is missing "
+                   f"({', '.join(str(p) for p in orphans)}): the data file was not written (a full disk "
+                   "or a failed write?); free space in the output directory and rerun this subject")
+        if outcome.status == "ok":
+            outcome.status, outcome.step, outcome.message = "failed", FINISH_STEP, message
+        else:
+            LOGGER.error("%s: %s", outcome.pair.name, message)
 
 
 def run_participant(settings, run_uuid: str) -> int:
@@ -416,7 +479,7 @@ def run_participant(settings, run_uuid: str) -> int:
     write_dataset_description(settings.output_dir, settings.bids_dir, model_dir=settings.model_dir)
     references = find_references(settings.reference_dir, pairs) if settings.mode == "infer" else {}
     outcomes = _run_pairs(settings, settings, pairs, skipped, run_uuid, not_used="is not processed",
-                          references=references)
+                          references=references, replace_sets=True)
     if settings.mode == "infer":
         track_subjects(settings.output_dir, outcomes)
     if settings.reports:
@@ -650,6 +713,10 @@ def run_group_evaluation(settings, run_uuid: str) -> int:
     with out.open() as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     for row in rows:
+        flag = row.get("reference_flag") or "none"
+        if row.get("pair") not in ("mean", "pooled") and flag not in ("none", "n/a"):
+            LOGGER.warning("%s: %s (counted in the mean and pooled rows; remove its metrics file or fix "
+                           "its reference and rerun the participant level to leave it out)", row["pair"], flag)
         if row.get("pair") in ("mean", "pooled"):
             LOGGER.info("%s: LTPR %s  LFPR %s  PPV %s  lesion F1 %s  Dice %s", row["pair"],
                         row.get("LTPR"), row.get("LFPR"), row.get("PPV"), row.get("lesion_F1"),

@@ -61,6 +61,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bids_lesionchange: error: cannot write to {settings.output_dir} ({err}); "
               "choose a writable output directory", file=sys.stderr)
         return 2
+    from bids_lesionchange.cli.lock import OutputLocked, lock_output_dir
+
+    try:  # one run at a time per output directory, or per subject for labelled participant runs
+        output_lock = lock_output_dir(settings.output_dir, level=settings.analysis_level,
+                                      subjects=settings.participant_label if settings.analysis_level ==
+                                      "participant" else (), command=settings.command_line)
+    except OutputLocked as err:
+        LOGGER.error("%s", err)
+        print(f"bids_lesionchange: error: {err}", file=sys.stderr)
+        return 2
+    with output_lock:
+        return _run(settings, run_uuid, log_dir, log_file)
+
+
+def _run(settings, run_uuid: str, log_dir: Path, log_file: Path) -> int:
+    """Write the settings, validate the dataset and run the level (the output lock is held)."""
     settings_file = settings.write(log_dir, run_uuid)
     LOGGER.info("bids_lesionchange %s level, mode %s; settings in %s; log in %s",
                 settings.analysis_level, settings.mode, settings_file, log_file)

@@ -23,6 +23,11 @@ MIN_ZOOM_MM = 0.1
 MAX_ZOOM_MM = 30.0
 MIN_VOXELS_PER_AXIS = 8
 
+#: A qform and an sform that place a field-of-view corner further apart than this (mm) disagree:
+#: tools that read the other one put the image elsewhere. Far above the float32 rounding of a qform
+#: (about 1e-4 mm over 250 mm), far below any voxel.
+MAX_QFORM_SFORM_MM = 0.01
+
 #: What a damaged image file raises while its data are read (truncated gzip: EOFError; gzip data
 #: shorter than the header says: OSError "Expected N bytes"; corrupt deflate data: zlib.error).
 READ_ERRORS = (EOFError, OSError, zlib.error, ValueError)
@@ -77,7 +82,8 @@ def check_image_file(path: str | os.PathLike, *, step: str = "check_inputs",
     gzip stream ends early) or gzip data shorter than the header announces are refused with one
     sentence naming the file and ``fix``. A ``.nii.gz`` is checked by its gzip trailer (the
     uncompressed size, O(1)) and decompressed in full only when that does not match (multi-member
-    gzip files, or damage); a ``.nii`` by its size.
+    gzip files, or damage); a ``.nii`` by its size. A qform that disagrees with the sform is
+    logged as a warning (:func:`qform_sform_note`; the preprocessing QC flags it too).
 
     Raises
     ------
@@ -100,6 +106,9 @@ def check_image_file(path: str | os.PathLike, *, step: str = "check_inputs",
         if _is_gzip(path):
             _read_gzip(path, step, fix)  # a damaged stream says so rather than "not NIfTI"
         raise InputError(path, step, f"the file cannot be read as NIfTI ({err}); {fix}") from None
+    note = qform_sform_note(path, img)
+    if note:
+        LOGGER.warning("%s", note)
     expected = _expected_size(img)
     if expected is None:
         return
@@ -114,6 +123,40 @@ def check_image_file(path: str | os.PathLike, *, step: str = "check_inputs",
     if total < expected:
         raise InputError(path, step, f"the file holds {total} bytes but its header announces "
                          f"{expected} (header and image data): it was cut short when written or copied; {fix}")
+
+
+def qform_sform_distance(img) -> float | None:
+    """Largest distance (mm) between where the qform and the sform put a corner of the field of view.
+
+    None unless the header has both, each with a code above 0 (only then can they disagree: with
+    one code at 0, nibabel and other tools use the other one).
+    """
+    header = img.header
+    if not hasattr(header, "get_qform"):
+        return None
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if not qcode or not scode or qform is None or sform is None:
+        return None
+    corners = np.array([[i, j, k, 1.0] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1)
+                        for k in (0, img.shape[2] - 1)])
+    return float(np.max(np.linalg.norm((corners @ (sform - qform).T)[:, :3], axis=1)))
+
+
+def qform_sform_note(path: str | os.PathLike, img=None) -> str | None:
+    """The sentence flagging an image whose qform and sform disagree (:data:`MAX_QFORM_SFORM_MM`), or None.
+
+    The sform is used (nibabel's rule, as most tools: the sform whenever its code is above 0).
+    """
+    img = nib.load(str(path)) if img is None else img
+    distance = qform_sform_distance(img)
+    if distance is None or distance <= MAX_QFORM_SFORM_MM:
+        return None
+    return (f"{Path(path).name}: its qform and sform disagree (they place the field of view up to "
+            f"{distance:.2f} mm apart; qform code {int(img.header['qform_code'])}, sform code "
+            f"{int(img.header['sform_code'])}); the sform is used (nibabel's rule: the sform when its code is "
+            "above 0); if the qform is the right one, copy it to the sform (e.g. fslorient -copyqform2sform) "
+            "and rerun")
 
 
 def corrupt_image_in(paths, *, step: str) -> InputError | None:

@@ -41,7 +41,7 @@ from bids_lesionchange.image import plausibility
 from bids_lesionchange.image import register as reg
 from bids_lesionchange.image.grid import common_grid, resample_to_grid
 from bids_lesionchange.image.intensity import n4_bias_correct, normalise, parenchyma_mask
-from bids_lesionchange.image.io import load_flair, save_image
+from bids_lesionchange.image.io import load_flair, qform_sform_note, save_image
 from bids_lesionchange.image.skullstrip import (brain_extracted_support, check_brain_mask, foreground_mask,
                                                 nonzero_brain_mask, resolve_skull_strip_method, run_hdbet,
                                                 threshold_brain_mask)
@@ -335,7 +335,8 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     resolution matching (``resolution_matching`` block) when ``resolution_json`` is given, and
     the ``plausibility`` block (:mod:`bids_lesionchange.image.plausibility`): each session's
     FLAIR-likeness, the same-person measures and ``flags``, one sentence per failed check naming
-    ``baseline_source`` or ``followup_source`` (the user's files; default: the files given).
+    ``baseline_source`` or ``followup_source`` (the user's files; default: the files given), and
+    one per source whose qform and sform disagree (:func:`.io.qform_sform_note`).
     """
     baseline = nib.load(str(baseline_file))
     followup = nib.load(str(followup_file))
@@ -358,6 +359,9 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
                                      followup_file=followup_source or followup_file)
     for flag in flags:
         LOGGER.warning("%s", flag)
+    # header flags: already logged when the input was first checked (check_inputs)
+    flags += [note for note in map(qform_sform_note, (baseline_source or baseline_file,
+                                                      followup_source or followup_file)) if note]
     measures = {
         "skull_strip": skull_strip,
         "resolution_mm": float(zooms[0]),

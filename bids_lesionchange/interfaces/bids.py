@@ -8,7 +8,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits,
 )
 
-from bids_lesionchange.derivatives import atomic_copy, atomic_write_json
+from bids_lesionchange.derivatives import atomic_copy, atomic_write_json, sidecar_path
 
 
 class _DerivativeSinkInputSpec(BaseInterfaceInputSpec):
@@ -23,15 +23,16 @@ class _DerivativeSinkOutputSpec(TraitedSpec):
 
 
 class DerivativeSink(SimpleInterface):
-    """Copy a result to its BIDS-Derivatives name, with an optional JSON sidecar, atomically."""
+    """Copy a result to its BIDS-Derivatives name, then write its optional JSON sidecar, each atomically."""
 
     input_spec = _DerivativeSinkInputSpec
     output_spec = _DerivativeSinkOutputSpec
 
     def _run_interface(self, runtime):
         dst = Path(self.inputs.base_directory) / self.inputs.out_path
-        if self.inputs.meta_dict:
-            stem = dst.name.split(".")[0]
-            atomic_write_json(dst.parent / f"{stem}.json", self.inputs.meta_dict)
+        # The data file first: a write that fails (full disk) then leaves no sidecar describing a
+        # file that is not there (issue 16); each write is atomic on its own.
         self._results["out_file"] = str(atomic_copy(self.inputs.in_file, dst))
+        if self.inputs.meta_dict:
+            atomic_write_json(sidecar_path(dst), self.inputs.meta_dict)
         return runtime

@@ -185,6 +185,7 @@ class _EvaluateInputSpec(BaseInterfaceInputSpec):
     labels = File(exists=True, mandatory=True, desc="predicted components (common space)")
     reference = File(exists=True, mandatory=True, desc="reference change mask (follow-up native grid)")
     followup_xfm = File(exists=True, mandatory=True, desc="follow-up native-to-common transform")
+    brain_mask = File(exists=True, desc="brain mask (common space): checks the reference is plausible")
     pair = traits.Str(mandatory=True, desc="pair name for the table")
     match = traits.Enum("iou", "overlap", "msseg2", usedefault=True,
                         desc="lesion matching rule (analysis.metrics.MATCH_MODES)")
@@ -196,7 +197,7 @@ class _EvaluateOutputSpec(TraitedSpec):
 
 
 class EvaluateChange(SimpleInterface):
-    """Compare detected changes with a reference mask (lesion-wise and voxel-wise)."""
+    """Compare detected changes with a reference mask (lesion-wise and voxel-wise); flag an implausible one."""
 
     input_spec = _EvaluateInputSpec
     output_spec = _EvaluateOutputSpec
@@ -206,7 +207,8 @@ class EvaluateChange(SimpleInterface):
 
         out, sidecar = evaluate_files(
             self.inputs.labels, self.inputs.reference, self.inputs.followup_xfm,
-            _out(runtime, "metrics.tsv"), pair=self.inputs.pair, match=self.inputs.match)
+            _out(runtime, "metrics.tsv"), pair=self.inputs.pair, match=self.inputs.match,
+            brain_mask=self.inputs.brain_mask if isdefined(self.inputs.brain_mask) else None)
         self._results.update(metrics=out, sidecar=sidecar)
         return runtime
 

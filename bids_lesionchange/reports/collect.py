@@ -67,11 +67,13 @@ def _pair_entry(settings, outcome) -> dict:
     if followup is not None and prob is not None and labels is not None:
         entry["figures"].append(plot_change_mosaic(followup, prob, labels > 0, out / files.change_mosaic,
                                                    affine=affine))
+        slices = out / files.change_slices
         if entry["lesion_rows"]:
-            slices = out / files.change_slices
             entry["figures"].append(plot_lesion_slices(followup, labels, entry["lesion_rows"], slices,
                                                        probability=prob, baseline=baseline,
                                                        affine=affine))
+        else:  # an earlier run's slices would show changes this result does not have
+            slices.unlink(missing_ok=True)
     return entry
 
 

@@ -240,7 +240,8 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
         evaluate = pe.Node(EvaluateChange(reference=reference, pair=pair.name, match=match),
                            name="evaluate")
         workflow.connect([(components, evaluate, [("labels", "labels")]),
-                          (preproc_wf, evaluate, [("outputnode.followup_xfm", "followup_xfm")])])
+                          (preproc_wf, evaluate, [("outputnode.followup_xfm", "followup_xfm"),
+                                                  ("outputnode.brain_mask", "brain_mask")])])
         ds_metrics = sink("ds_metrics", "metrics", evaluate, outputs.metrics)
         workflow.connect(evaluate, "sidecar", ds_metrics, "meta_dict")
     return workflow
