@@ -102,3 +102,25 @@ def test_plausibility_files_writes_the_json(tmp_path):
     assert written == qc and out == str(tmp_path / "qc.json")
     assert written["fraction_above_threshold"] == 1.0 and written["out_of_domain"] is True
     assert written["threshold"] == 0.2 and "kappa = 0.2, 7 changes" in written["message"]
+
+
+def test_reference_plausibility_limits():
+    """A change mask of a few lesions passes; one covering > 10 % of the brain, or lying mostly (> 1 ml)
+    outside it, does not; a small lesion half outside a tight brain mask, or an empty mask, passes."""
+    from bids_lesionchange.analysis.plausibility import reference_flag, reference_plausibility
+
+    grid = np.indices((40, 40, 40))
+    brain = ((grid - 19.5) ** 2).sum(0) < 15 ** 2  # about 14 ml at 1 mm
+    lesion = ((grid - np.array([20, 20, 20])[:, None, None, None]) ** 2).sum(0) < 3 ** 2
+    assert reference_plausibility(lesion, brain, 1.0)["plausible"]
+    assert reference_plausibility(np.zeros_like(brain), brain, 1.0) == {
+        "fraction_of_brain": 0.0, "fraction_outside_brain": 0.0, "outside_brain_ml": 0.0, "plausible": True}
+    big = reference_plausibility(grid[0] < 20, brain, 1.0)
+    assert not big["plausible"] and big["fraction_of_brain"] == pytest.approx(0.5, abs=0.02)
+    edge = ((grid - np.array([20, 20, 35])[:, None, None, None]) ** 2).sum(0) < 3 ** 2
+    assert reference_plausibility(edge, brain, 1.0)["fraction_outside_brain"] > 0.5
+    assert reference_plausibility(edge, brain, 1.0)["plausible"]  # 0.1 ml outside: below 1 ml
+    outside = reference_plausibility(edge, brain, 27.0)  # the same mask at 3 mm: 2.7 ml outside
+    assert not outside["plausible"]
+    assert "lies outside the brain mask (limit 50%)" in reference_flag(outside, "ref.nii.gz")
+    assert reference_flag(reference_plausibility(lesion, brain, 1.0), "ref.nii.gz") is None

@@ -623,3 +623,241 @@ def test_end_to_end_a_t1w_named_flair_is_flagged_and_the_other_subject_is_not(tm
     sentence = f"sub-01_ses-01_FLAIR.nii.gz and {bad.name} may not be the same person or the same contrast"
     assert row["status"] == "ok" and row["input_flags"].startswith(sentence)
     assert f"sub-01_ses-01to02: {sentence}" in done.stderr
+
+
+# ---------------------------------------------------------------- item 8: mixed or silent outputs
+def _settings(bids: Path, tmp_path: Path, **kwargs):
+    from bids_lesionchange.config import Settings
+
+    values = dict(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant", mode="infer",
+                  work_dir=tmp_path / "work", skull_strip="threshold", skip_bids_validation=True, reports=False)
+    return Settings(**{**values, **kwargs})
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_rerun_with_no_native_removes_the_earlier_native_masks_and_nothing_else(tmp_path, caplog):
+    """(a) The paths come from the real graph of a --no-native run; sub-01 is rerun, sub-02 is not."""
+    import logging
+
+    from bids_lesionchange.cli import levels
+    from bids_lesionchange.derivatives import owned_pair_files, sidecar_path
+    from bids_lesionchange.discovery import find_pairs
+    from bids_lesionchange.workflows.base import init_bids_lesionchange_wf, pair_workflow_name
+
+    bids = _two_subjects(tmp_path, None)
+    pairs, _ = find_pairs(bids)
+    settings = _settings(bids, tmp_path, model_dir=_fake_model(tmp_path / "model"), write_native=False)
+    workflow = init_bids_lesionchange_wf(settings, pairs)
+    written = levels.sink_paths(workflow, pair_workflow_name(pairs[0]))
+    first = levels.outputs_of(pairs[0])
+    assert first.mask in written and first.native_mask not in written
+    out = settings.output_dir
+    for pair in pairs:  # what the earlier run with native outputs left
+        _touch(out, owned_pair_files(levels.outputs_of(pair)))
+    mine = out / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_desc-manual_mask.nii.gz"
+    mine.write_text("a file the app does not own")
+    other_before = _snapshot(out / "sub-02")
+    with caplog.at_level(logging.INFO, logger="bids_lesionchange"):
+        levels.finish_pair_outputs(out, [levels.PairOutcome(pairs[0])], {pairs[0].name: written})
+    gone = {first.native_mask, first.native_probability, sidecar_path(first.native_mask),
+            sidecar_path(first.native_probability), first.metrics, sidecar_path(first.metrics)}
+    assert {p for p in owned_pair_files(first) if not (out / p).exists()} == gone  # no --reference-dir either
+    assert (out / first.mask).is_file() and (out / first.change_mosaic).is_file() and mine.is_file()
+    assert _snapshot(out / "sub-02") == other_before
+    assert "sub-01_ses-01to02: removed 6 file(s) of an earlier run that this run does not write" in caplog.text
+    assert str(first.native_mask) in caplog.text
+
+
+def test_a_failed_pair_keeps_its_earlier_outputs(tmp_path):
+    from bids_lesionchange.cli import levels
+    from bids_lesionchange.derivatives import owned_pair_files
+    from bids_lesionchange.discovery import find_pairs
+
+    pairs, _ = find_pairs(_two_subjects(tmp_path, None))
+    out = tmp_path / "out"
+    _touch(out, owned_pair_files(levels.outputs_of(pairs[0])))
+    before = _snapshot(out)
+    failed = levels.PairOutcome(pairs[0], status="failed", step="predict", message="boom")
+    levels.finish_pair_outputs(out, [failed], {pairs[0].name: {levels.outputs_of(pairs[0]).mask}})
+    assert _snapshot(out) == before and failed.status == "failed"
+
+
+def _touch(root: Path, paths) -> None:
+    for rel in paths:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"earlier run: {rel}")
+
+
+def test_a_full_disk_leaves_no_sidecar_without_its_nifti(tmp_path, monkeypatch):
+    """(c) The sink writes the data file first: a failed NIfTI write (ENOSPC) leaves no new sidecar."""
+    import errno
+
+    from bids_lesionchange.interfaces import bids as bids_interfaces
+    from bids_lesionchange.interfaces.bids import DerivativeSink
+
+    source = _good_image(tmp_path / "work" / "change_mask.nii.gz")
+    out_path = "sub-01/ses-02/anat/sub-01_ses-02_desc-change_mask.nii.gz"
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(bids_interfaces, "atomic_copy", full_disk)
+    sink = DerivativeSink(in_file=str(source), base_directory=str(tmp_path / "out"), out_path=out_path,
+                          meta_dict={"Threshold": 0.1})
+    with pytest.raises(OSError, match="No space left"):
+        sink.run(cwd=str(tmp_path / "work"))
+    assert not list((tmp_path / "out").rglob("*.json")) and not list((tmp_path / "out").rglob("*.nii.gz"))
+    monkeypatch.undo()
+    sink.run(cwd=str(tmp_path / "work"))
+    assert (tmp_path / "out" / out_path).is_file()
+    assert json.loads((tmp_path / "out" / out_path.replace(".nii.gz", ".json")).read_text()) == {"Threshold": 0.1}
+
+
+def test_an_orphan_sidecar_is_removed_and_its_pair_failed_by_name(tmp_path):
+    """(c) A sidecar whose data file is missing (written by an older version, or by another tool)."""
+    from bids_lesionchange.cli import levels
+    from bids_lesionchange.derivatives import owned_pair_files, sidecar_path
+    from bids_lesionchange.discovery import find_pairs
+
+    pairs, _ = find_pairs(_two_subjects(tmp_path, None))
+    out = tmp_path / "out"
+    for pair in pairs:
+        _touch(out, owned_pair_files(levels.outputs_of(pair)))
+    first = levels.outputs_of(pairs[0])
+    (out / first.probability).unlink()
+    other_before = _snapshot(out / "sub-02")
+    outcomes = [levels.PairOutcome(p) for p in pairs]
+    levels.finish_pair_outputs(out, outcomes, None)
+    orphan = out / sidecar_path(first.probability)
+    assert not orphan.exists() and (out / first.mask).is_file()
+    assert (outcomes[0].status, outcomes[0].step) == ("failed", "write_outputs")
+    assert outcomes[0].message.startswith(f"removed 1 JSON sidecar(s) whose data file is missing ({orphan})")
+    assert "free space in the output directory and rerun this subject" in outcomes[0].message
+    assert outcomes[1].status == "ok" and _snapshot(out / "sub-02") == other_before
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused_at_once(tmp_path):
+    """(b) As a user starts it: the CLI exits 2 before any subject starts, naming the other run."""
+    import os
+    import socket
+
+    from bids_lesionchange.cli.lock import LOCK_NAME, lock_output_dir
+
+    bids = _two_subjects(tmp_path, None)
+    out = tmp_path / "out"
+    with lock_output_dir(out, level="participant", subjects=("02",), command=["bids_lesionchange", "..."]):
+        done = _app(bids, out, "participant", "--mode", "preprocess", "--skip-bids-validation",
+                    "--skull-strip", "threshold", "--no-reports", "-w", tmp_path / "work")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"bids_lesionchange: error: the output directory {out} is being written by "
+                           "another bids_lesionchange run")
+    assert f"pid {os.getpid()} on host {socket.gethostname()}" in last and "participant level for sub-02" in last
+    assert f"lock file: {out / LOCK_NAME}" in last and "Wait until that run has finished" in last
+    assert not (out / "sub-01").exists() and not (out / "sub-02").exists()
+
+
+def _run_pair_files(tmp_path: Path) -> Path:
+    from tests.conftest import make_bids
+
+    return make_bids(tmp_path / "bids", {
+        "01": ["ses-01/anat/sub-01_ses-01_FLAIR.nii.gz", "ses-02/anat/sub-01_ses-02_run-1_FLAIR.nii.gz",
+               "ses-02/anat/sub-01_ses-02_run-2_FLAIR.nii.gz"],
+        "02": ["ses-01/anat/sub-02_ses-01_FLAIR.nii.gz", "ses-02/anat/sub-02_ses-02_FLAIR.nii.gz"]})
+
+
+def test_run_1_of_two_runs_is_used_with_a_warning_and_a_note_in_the_summary(tmp_path, monkeypatch, caplog):
+    """(d) Which FLAIR of a session with run-1 and run-2 is used, and how to use the other."""
+    import csv
+    import logging
+
+    from bids_lesionchange.cli import levels
+
+    bids = _run_pair_files(tmp_path)
+    monkeypatch.setattr(levels, "run_graph", lambda w, s, pairs, r: [levels.PairOutcome(p) for p in pairs])
+    settings = _settings(bids, tmp_path, mode="preprocess")
+    with caplog.at_level(logging.WARNING):
+        assert levels.run_participant(settings, "run1") == 0
+    note = (f"sub-01 ses-02 has 2 FLAIR images; using sub-01_ses-02_run-1_FLAIR.nii.gz (the first in name "
+            f"order), not sub-01_ses-02_run-2_FLAIR.nii.gz; to use another, move the unwanted file(s) out of "
+            f"{bids / 'sub-01' / 'ses-02' / 'anat'}")
+    assert any(r.levelno == logging.WARNING and note in r.getMessage() for r in caplog.records)
+    with (settings.output_dir / "logs" / "summary-run1.tsv").open() as fh:
+        rows = {r["pair"]: r for r in csv.DictReader(fh, delimiter="\t")}
+    assert rows["sub-01_ses-01to02"]["status"] == "ok" and note in rows["sub-01_ses-01to02"]["message"]
+    assert rows["sub-02_ses-01to02"]["message"] == "n/a"
+
+
+def _with_qform(path: Path, shift_mm: float) -> Path:
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.load(str(path))
+    qform = img.affine.copy()
+    qform[0, 3] += shift_mm
+    img.set_qform(qform, code=1)
+    img.set_sform(img.affine, code=1)
+    nib.save(img, str(path))
+    return path
+
+
+def test_a_qform_that_disagrees_with_the_sform_is_warned_before_the_graph(tmp_path, monkeypatch, caplog):
+    """(e) The warning names the file and says the sform is used; the other subject gets none."""
+    import logging
+
+    from bids_lesionchange.cli import levels
+    from bids_lesionchange.discovery import find_pairs
+
+    bids = _two_subjects(tmp_path, None)
+    bad = _with_qform(bids / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_FLAIR.nii.gz", 3.0)
+    pairs, _ = find_pairs(bids)
+    with caplog.at_level(logging.WARNING):
+        ready, failed = levels.check_pair_files(pairs)
+    assert len(ready) == 2 and not failed  # flagged, not refused
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{bad.name}: its qform and sform disagree (they place the field of view up to 3.00 mm "
+                        "apart; qform code 1, sform code 1); the sform is used (nibabel's rule: the sform when "
+                        "its code is above 0); if the qform is the right one, copy it to the sform (e.g. "
+                        "fslorient -copyqform2sform) and rerun"]
+
+
+def test_a_reference_mask_covering_half_the_fov_is_flagged_in_the_metrics(tmp_path, caplog):
+    """(f) The metrics are still computed, but the table, its sidecar and the log say the reference is
+    implausible, naming it; a plausible reference of the other subject gets 'none'."""
+    import logging
+
+    import nibabel as nib
+    import numpy as np
+
+    from bids_lesionchange.analysis.files import aggregate_metric_files, evaluate_files
+    from bids_lesionchange.analysis.tables import read_table_tsv
+    from bids_lesionchange.image.transforms import write_xfm
+
+    shape, affine = (32, 32, 32), np.eye(4)
+    grid = np.indices(shape)
+    brain = ((grid - 15.5) ** 2).sum(0) < 12 ** 2
+    lesion = ((grid - np.array([12, 16, 16])[:, None, None, None]) ** 2).sum(0) < 2.5 ** 2
+    files = {}
+    for name, data, dtype in (("brain", brain, np.uint8), ("labels", lesion, np.int16),
+                              ("half", grid[0] < 16, np.uint8), ("good", lesion, np.uint8)):
+        files[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(dtype), affine), str(files[name]))
+    xfm = write_xfm(np.eye(4), tmp_path / "xfm.txt", source="follow-up")
+    with caplog.at_level(logging.WARNING):
+        bad, bad_sidecar = evaluate_files(str(files["labels"]), str(files["half"]), str(xfm),
+                                          str(tmp_path / "bad.tsv"), pair="sub-01_ses-01to02", brain_mask=str(files["brain"]))
+        good, _ = evaluate_files(str(files["labels"]), str(files["good"]), str(xfm), str(tmp_path / "good.tsv"),
+                                 pair="sub-02_ses-01to02", brain_mask=str(files["brain"]))
+    (row,) = read_table_tsv(bad)
+    assert row["reference_flag"].startswith(f"the reference mask {files['half']} is implausible for a change "
+                                            "mask: it covers 50% of the brain")
+    assert "the metrics of this pair are not meaningful" in row["reference_flag"]
+    assert row["n_ref"] == 1 and np.isfinite(row["dice"])  # computed all the same
+    assert bad_sidecar["ReferencePlausibility"]["plausible"] is False and "reference_flag" in bad_sidecar
+    assert f"sub-01_ses-01to02: {row['reference_flag']}" in caplog.text
+    assert read_table_tsv(good)[0]["reference_flag"] == "none" and "sub-02_ses-01to02" not in caplog.text
+    rows = read_table_tsv(aggregate_metric_files([Path(bad), Path(good)], tmp_path / "group.tsv"))
+    assert [r["reference_flag"] for r in rows][:2] == [row["reference_flag"], "none"]

@@ -214,3 +214,46 @@ def test_reportlets_are_svg_with_outlines(tmp_path):
     text = registration_svg.read_text()
     assert text.count("<image") == 18  # before and after, three views of three slices
     assert "before" in text and "after" in text
+
+
+def test_a_source_whose_qform_disagrees_with_its_sform_is_flagged_in_the_qc(pair, tmp_path):
+    """Issue 16: the sform was used without a word. The flag names the user's file, not the intermediate."""
+    import nibabel as nib
+
+    from bids_lesionchange.image.io import qform_sform_distance, qform_sform_note
+
+    root = pair["root"]
+    img = nib.load(str(pair["followup_file"]))
+    assert qform_sform_note(pair["followup_file"]) is None  # written with qform = sform
+    qform = img.affine.copy()
+    qform[:3, 3] += [1.0, -2.0, 0.5]
+    img.set_qform(qform, code=1)
+    source = tmp_path / "sub-01_ses-02_FLAIR.nii.gz"
+    nib.save(img, str(source))
+    assert qform_sform_distance(nib.load(str(source))) == pytest.approx((1 + 4 + 0.25) ** 0.5, rel=1e-4)
+    pp.normalise_file(root / "bl_common.nii.gz", root / "final_mask.nii.gz", tmp_path / "b.nii.gz")
+    pp.normalise_file(root / "fu_n4.nii.gz", root / "final_mask.nii.gz", tmp_path / "f.nii.gz")
+    qc = pp.quality_file(tmp_path / "b.nii.gz", tmp_path / "f.nii.gz", root / "final_mask.nii.gz",
+                         root / "registration.json", tmp_path / "qc.json", followup_source=source,
+                         baseline_source=pair["baseline_file"])
+    (flag,) = qc["plausibility"]["flags"]
+    assert flag.startswith("sub-01_ses-02_FLAIR.nii.gz: its qform and sform disagree (they place the field "
+                           "of view up to 2.29 mm apart") and "the sform is used" in flag
+
+
+def test_an_oblique_image_with_equal_qform_and_sform_is_not_flagged(tmp_path):
+    """The float32 quaternion of a rotated qform rounds far below the 0.01 mm limit."""
+    import nibabel as nib
+    from scipy.spatial.transform import Rotation
+
+    from bids_lesionchange.image.io import MAX_QFORM_SFORM_MM, qform_sform_distance, qform_sform_note
+
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", [17, -8, 31], degrees=True).as_matrix() @ np.diag([0.9, 0.9, 3.0])
+    affine[:3, 3] = [-120.3, 95.7, -60.1]
+    img = nib.Nifti1Image(np.zeros((256, 256, 60), np.int16), affine)
+    img.set_qform(affine, code=1)  # both set, as dcm2niix writes them
+    img.set_sform(affine, code=1)
+    nib.save(img, str(tmp_path / "oblique.nii.gz"))
+    assert qform_sform_distance(nib.load(str(tmp_path / "oblique.nii.gz"))) < MAX_QFORM_SFORM_MM / 10
+    assert qform_sform_note(tmp_path / "oblique.nii.gz") is None
