@@ -861,3 +861,38 @@ def test_a_reference_mask_covering_half_the_fov_is_flagged_in_the_metrics(tmp_pa
     assert read_table_tsv(good)[0]["reference_flag"] == "none" and "sub-02_ses-01to02" not in caplog.text
     rows = read_table_tsv(aggregate_metric_files([Path(bad), Path(good)], tmp_path / "group.tsv"))
     assert [r["reference_flag"] for r in rows][:2] == [row["reference_flag"], "none"]
+
+
+@pytest.mark.slow
+def test_end_to_end_a_rerun_with_no_native_replaces_the_pairs_outputs_as_a_set(tmp_path):
+    """(a) and (f) as a user runs them: infer with native outputs and the true change masks as
+    references (plausible: reference_flag none), then rerun sub-01 alone with --no-native and no
+    references into the same output dir: sub-01's native masks and metrics are gone, its other outputs
+    are there, and sub-02's files are byte-identical."""
+    from bids_lesionchange.analysis.tables import read_table_tsv
+    from bids_lesionchange.cli.levels import outputs_of
+    from bids_lesionchange.derivatives import sidecar_path
+    from bids_lesionchange.discovery import find_pairs
+    from bids_lesionchange.simulate.cohort import write_cohort
+
+    bids = write_cohort(tmp_path / "bids", n_nochange=0, n_change=2, seed=3, preset="small")
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = [bids, out, "participant", "--skip-bids-validation", "--skull-strip", "threshold",
+            "--output-resolution", "2.5", "--nprocs", "1", "--no-reports", "-w", work]
+    first = _app(*args, "--reference-dir", bids / "derivatives" / "truth")
+    assert first.returncode == 0, first.stderr[-3000:]
+    pairs, _ = find_pairs(bids)
+    files = outputs_of(pairs[0])
+    for rel in (files.native_mask, files.native_probability, files.metrics):
+        assert (out / rel).is_file()
+    assert read_table_tsv(out / files.metrics)[0]["reference_flag"] == "none"
+    other = _snapshot(out / "sub-02")
+
+    second = _app(*args, "--no-native", "--participant-label", "01")
+    assert second.returncode == 0, second.stderr[-3000:]
+    for rel in (files.native_mask, files.native_probability, files.metrics):
+        assert not (out / rel).exists() and not (out / sidecar_path(rel)).exists()
+    for rel in (files.mask, files.probability, files.lesions, files.change_qc, files.followup_preproc):
+        assert (out / rel).is_file()
+    assert "sub-01_ses-01to02: removed 6 file(s) of an earlier run that this run does not write" in second.stderr
+    assert _snapshot(out / "sub-02") == other
