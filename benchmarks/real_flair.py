@@ -279,6 +279,12 @@ def run_app(bids: Path, out: Path, model: Path, root: Path, nprocs: int, extra: 
     return seconds, failed
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository when it is inside it (as the docs cite it), else as given."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -351,7 +357,7 @@ def main() -> None:
                f"{r['difference']['fine']:.2f} (compare the self-pairs' column in part 1).\n"]
         picture(out, "nih01", opts.picture, f"NIH pair, model {model.name}: {r['model']['n_changes']} changes, "
                 f"{100 * r['model']['fraction_above']:.2f} % of the brain above kappa")
-        md.append(f"Picture: `{opts.picture.relative_to(REPO)}`\n")
+        md.append(f"Picture: `{_shown(opts.picture)}`\n")
     phantoms = group("phantom")
     if phantoms:
         keys = ("LTPR", "LFPR", "PPV", "lesion_F1", "dice")

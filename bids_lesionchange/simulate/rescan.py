@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from bids_lesionchange.image.plausibility import MAX_VOXEL_MM
 from bids_lesionchange.simulate.acquisition import random_motion, rigid_matrix, rotation_matrix
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -205,7 +206,9 @@ def draw_grid(source_affine: np.ndarray, head_box_world: np.ndarray, rng: np.ran
     if two_d:
         inplane = rng.uniform(*params.inplane_mm)
         thickness = rng.uniform(*params.slice_mm)
-        spacing = thickness * (1.0 + rng.uniform(*params.gap_fraction))
+        # Slices + gap never beyond what the app accepts (image.plausibility.MAX_VOXEL_MM): a
+        # rescan is training material only if preprocessing takes it.
+        spacing = min(thickness * (1.0 + rng.uniform(*params.gap_fraction)), MAX_VOXEL_MM)
         zooms = (inplane, inplane, spacing)
     else:
         side = rng.uniform(*params.iso_mm)

@@ -124,3 +124,15 @@ def test_write_self_pairs_names_an_unusable_flair(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.float32), np.eye(4)), str(src))
     with pytest.raises(InputError, match="flat_FLAIR.nii.gz"):
         write_self_pairs({"x": [(None, src)]}, tmp_path / "sp", 1)
+
+
+def test_a_drawn_2d_grid_never_has_slices_the_app_refuses():
+    """Thickness + gap is capped at the app's voxel limit, so every self-pair passes check_inputs."""
+    from bids_lesionchange.image.plausibility import MAX_VOXEL_MM
+
+    params = rescan.RescanParams(p_2d=1.0, slice_mm=(6.0, 6.0), gap_fraction=(0.3, 0.3))
+    box = np.array([[x, y, z] for x in (-80, 80) for y in (-100, 100) for z in (-70, 80)], dtype=float)
+    rng = np.random.default_rng(0)
+    grids = [rescan.draw_grid(np.eye(4), box, rng, params) for _ in range(5)]
+    assert all(max(g.zooms) == pytest.approx(MAX_VOXEL_MM) for g in grids)  # 7.8 mm drawn, 7 mm kept
+    assert all(g.slice_thickness == pytest.approx(6.0) for g in grids)
