@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Train the shipped model (bids_lesionchange/data/default_model, v6) from scratch: synthetic subjects
-# plus self-pairs of real FLAIRs (docs/benchmarks.md, section 0), with lesion-like SuperMix.
+# Train the shipped model (bids_lesionchange/data/default_model, v8) from scratch: synthetic subjects
+# plus self-pairs of real FLAIRs (docs/benchmarks.md, section 0), with lesion-like SuperMix, in two
+# stages in one work directory: train.toml (1000 detector steps), then finetune.toml (resumes at
+# step 1000 and trains 1000 more with smaller synthetic lesions).
 #
-#   bash scripts/default_model/train.sh [WORK_ROOT]      # needs ../shared/data; ~1.5 h on 2 cores
+#   bash scripts/default_model/train.sh [WORK_ROOT]      # needs ../shared/data; ~2 h on 2 cores
 #
 # Training material (all NoChange):
 #   - 4 synthetic subjects with two sessions (bids_lesionchange-synth, 1 mm, half of the follow-ups
@@ -12,8 +14,8 @@
 #     tcga-fg-6692 (TCIA, CC BY 3.0).
 #   Held out of training on purpose: niivue-demo (a real FLAIR texture never seen, for the
 #   benchmarks) and the NonCommercial NIH pair (test-only by its license).
-# The shipped weights were made by this command's training stage on the preprocessed pairs and the
-# VAE of an earlier run of it (same hyper-parameters and seed; see the model card's provenance).
+# The shipped weights were made by these two commands' training stages on the preprocessed pairs and
+# the VAE of an earlier run of them (same hyper-parameters and seed; see the model card's provenance).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 DATA="$REPO/../shared/data"
@@ -33,7 +35,10 @@ if [ ! -f nochange_bids/dataset_description.json ]; then
     printf "sub-%s\tNoChange\tn/a\tn/a\n" "$1" >> nochange_bids/participants.tsv
   done
 fi
-cp "$REPO/scripts/default_model/train.toml" train.toml
+cp "$REPO/scripts/default_model/train.toml" "$REPO/scripts/default_model/finetune.toml" .
 bids_lesionchange nochange_bids out group --mode train --self-pairs 4 -w work --nprocs 2 --seed 2026 \
   --config train.toml
+# stage 2: the same work dir, so training resumes from stage 1's checkpoints (iteration 100 of 200)
+bids_lesionchange nochange_bids out group --mode train --self-pairs 4 -w work --nprocs 2 --seed 2026 \
+  --config finetune.toml
 echo "model written to $ROOT/out/model; measure it with: python $REPO/benchmarks/real_flair.py --model $ROOT/out/model"
