@@ -1,8 +1,8 @@
 """Shared plumbing of the benchmark scripts: run the app as a user would, watch its memory,
 read the Nipype node times, find derivatives, write JSON + markdown results.
 
-Not part of the package (benchmarks are not tests, STYLE.md rule 12); stdlib + numpy, and
-Nipype only to read node result files.
+Not part of the package (benchmarks are not tests, STYLE.md rule 12); stdlib + numpy, the
+package's atomic writers for the results, and Nipype only to read node result files.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
 REPO = BENCHMARKS.parent
 DEFAULT_MODEL = REPO / "bids_lesionchange" / "data" / "default_model"
-PEAK_GFLOPS = 157.0  # FP32 peak of the 2 Zen 3 cores (AVX2, 2 FMA units) this project targets
 LOGGER = logging.getLogger("benchmarks")
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -71,9 +70,11 @@ def command_line() -> str:
 # ------------------------------------------------------------------------------ running the app
 def checked_model(parser, path: Path) -> Path:
     """Return the resolved model directory, or stop with a parser error when it holds no model."""
+    from bids_lesionchange.model.io import MODEL_SPEC
+
     model = Path(path).resolve()
-    if not (model / "model.json").is_file():
-        parser.error(f"no model in {model} (model.json missing); train one or pass --model")
+    if not (model / MODEL_SPEC).is_file():
+        parser.error(f"no model in {model} ({MODEL_SPEC} missing); train one or pass --model")
     return model
 
 
@@ -258,14 +259,29 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(name: str, data: dict, markdown: str) -> tuple[Path, Path]:
-    """Write ``results/NAME.json`` and ``results/NAME.md`` (atomically) and print the markdown."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    paths = (RESULTS / f"{name}.json", RESULTS / f"{name}.md")
-    for path, text in zip(paths, (json.dumps(data, indent=2, allow_nan=True) + "\n", markdown)):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    print(markdown)
-    LOGGER.info("wrote %s and %s", *paths)
+def write_results(name: str, data: dict | None, markdown: str | None = None) -> list[Path]:
+    """The one writer of ``results/``: ``NAME.json`` (``data``) and ``NAME.md`` (``markdown``, printed).
+
+    Each is written when given, atomically; returns the written paths.
+    """
+    from bids_lesionchange.atomic import atomic_write_json, atomic_write_text
+
+    paths = []
+    if data is not None:
+        paths.append(atomic_write_json(RESULTS / f"{name}.json", data))
+    if markdown is not None:
+        paths.append(atomic_write_text(RESULTS / f"{name}.md", markdown))
+        print(markdown)
+    LOGGER.info("wrote %s", " and ".join(map(str, paths)))
     return paths
+
+
+def update_results(name: str, update: dict) -> dict:
+    """Merge ``update`` into ``results/NAME.json`` (for scripts that fill it section by section);
+    record the machine; return the merged results."""
+    path = RESULTS / f"{name}.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results.update(update)
+    results["machine"] = machine()
+    write_results(name, results)
+    return results

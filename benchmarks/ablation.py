@@ -59,7 +59,7 @@ def training_pairs(pairs_dir: Path) -> list[tuple]:
 def variant_hyperparams(base_model: Path, variant: str, iterations: int, pairs_per_iteration: int):
     """The base model's hyper-parameters with the variant's detector and the given detector budget."""
     from bids_lesionchange.model.io import hyperparams_from_dict
-    from bids_lesionchange.model.params import PRESETS
+    from bids_lesionchange.params import PRESETS
     from bids_lesionchange.model.variants import variant_params
 
     spec_file = base_model / "model.json"

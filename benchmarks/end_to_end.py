@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_MODEL, PEAK_GFLOPS, app_command, checked_model, command_line,  # noqa: E402
+from _common import (DEFAULT_MODEL, app_command, checked_model, command_line,  # noqa: E402
                      ensure_synth_cohort, machine, markdown_table, node_times, pair_files, run_monitored, setup_logging,
                      write_results)
 
@@ -164,7 +164,9 @@ def main() -> None:
                            capture_output=True, text=True, check=True)
     forward = json.loads(child.stdout.strip().splitlines()[-1])
     forward["gflops_per_s"] = round(forward["gflop"] / forward["forward_seconds"], 1)
-    forward["fraction_of_peak"] = round(forward["gflops_per_s"] / PEAK_GFLOPS, 3)
+    host = machine()
+    peak = host["cpu"]["fp32_peak_gflops"]
+    forward["fraction_of_peak"] = round(forward["gflops_per_s"] / peak, 3)
     for run in runs:
         seconds = run["predict_node_seconds"]
         run["predict_node_gflops_per_s"] = round(forward["gflop"] / seconds, 1) if seconds else None
@@ -204,15 +206,15 @@ def main() -> None:
         f"{markdown_table(headers, stage_rows)}\n"
         "## Inference throughput\n\n"
         + markdown_table(["network input", "GFLOP / pass", "forward pass s (best of 2, after tracing)",
-                          "first pass s", "GFLOP/s", "fraction of 157 GFLOP/s peak"],
+                          "first pass s", "GFLOP/s", f"fraction of {peak:g} GFLOP/s peak"],
                          [[" x ".join(map(str, forward["network_input"])), forward["gflop"],
                            forward["forward_seconds"], forward["forward_seconds_first"],
                            forward["gflops_per_s"], forward["fraction_of_peak"]]])
         + f"\nThe predict node (TensorFlow import, model load, I/O and one pass) reaches "
         + ", ".join(f"{r['predict_node_gflops_per_s']} GFLOP/s ({r['method']})" for r in runs) + ".\n"
     )
-    data = {"command": command, "machine": machine(), "targets": {"seconds": TARGET_SECONDS, "peak_gb": TARGET_GB},
-            "peak_gflops": PEAK_GFLOPS, "model": str(model), "seed": opts.seed, "preset": opts.preset,
+    data = {"command": command, "machine": host, "targets": {"seconds": TARGET_SECONDS, "peak_gb": TARGET_GB},
+            "peak_gflops": peak, "model": str(model), "seed": opts.seed, "preset": opts.preset,
             "nprocs": opts.nprocs, "omp_nthreads": opts.omp_nthreads, "runs": runs, "forward": forward}
     write_results(opts.name, data, markdown)
 

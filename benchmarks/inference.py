@@ -4,6 +4,7 @@ Usage: TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/inference.py [--shape 160 192 1
 
 Each configuration runs in its own process (so peak RSS is its own) with random weights on a
 synthetic brain-shaped pair; FLOPs are counted analytically (convolutions, final output only).
+GFLOP/s are compared with the FP32 peak of the CPU it runs on (``_common.cpu_description``).
 Writes benchmarks/results/inference.json.
 """
 
@@ -12,16 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line, cpu_description, machine, write_results  # noqa: E402
+
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-PEAK_GFLOPS = 157.0  # FP32 peak of the 2 Zen3 cores this project targets
 CONFIGS = {
     "cpu": {},  # the cpu preset: siamese, base 8, 3 levels, inception + AG + MS + DS
     "cpu-group": {"normalization": "group"},
@@ -36,7 +38,7 @@ def _child(name: str, shape: tuple[int, int, int], window: int | None) -> dict:
 
     from bids_lesionchange.model.detector import build_detector, forward_flops, input_multiple
     from bids_lesionchange.model.inference import predict_change
-    from bids_lesionchange.model.params import PRESETS
+    from bids_lesionchange.params import PRESETS
     from bids_lesionchange.model.variants import variant_params
 
     base = PRESETS["cpu"].detector
@@ -64,7 +66,7 @@ def _child(name: str, shape: tuple[int, int, int], window: int | None) -> dict:
         "config": name, "volume": list(shape), "network_input": list(box), "window": window,
         "parameters": int(model.count_params()), "seconds": round(seconds, 3),
         "gflop": round(flops / 1e9, 2), "gflops_per_s": round(flops / 1e9 / seconds, 1),
-        "fraction_of_peak": round(flops / 1e9 / seconds / PEAK_GFLOPS, 3),
+        "fraction_of_peak": round(flops / 1e9 / seconds / cpu_description()["fp32_peak_gflops"], 3),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),  # the machine is shared: > 2 means contention
     }
@@ -90,12 +92,10 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         results.append(json.loads(out))
         print(json.dumps(results[-1]), flush=True)
-    path = Path(__file__).resolve().parent / "results" / "inference.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "results": results},
-                               indent=2) + "\n")
-    print(f"wrote {path}")
+    host = machine()
+    write_results("inference", {"command": command_line(), "machine": host,
+                                "peak_gflops": host["cpu"]["fp32_peak_gflops"],
+                                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "results": results})
 
 
 if __name__ == "__main__":

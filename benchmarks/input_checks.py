@@ -31,12 +31,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bids_lesionchange.errors import InputError  # noqa: E402
 from bids_lesionchange.image import plausibility as pl  # noqa: E402
 from bids_lesionchange.image import preprocess as pp  # noqa: E402
 from bids_lesionchange.image.skullstrip import foreground_mask, threshold_brain_mask  # noqa: E402
 from bids_lesionchange.simulate.rescan import self_pair  # noqa: E402
+from _common import write_results  # noqa: E402
 
 SOURCES = {
     "p26": "ms-flair-patient26/FLAIR.nii.gz",
@@ -164,8 +166,7 @@ def main(argv=None) -> int:
             lines.append(f"| {kind} | {baseline} -> {followup} | {measures['ncc_brain']:.3f} | {ratio} | "
                          f"{max(own) / min(own):.3f} |")
             print(lines[-1], flush=True)
-    out = REPO / "benchmarks" / "results" / "input_checks.md"
-    out.write_text("\n".join(lines) + "\n")
+    (out,) = write_results("input_checks", None, "\n".join(lines) + "\n")
     print(f"written: {out}")
     return 0
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -36,8 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import update_results  # noqa: E402
+
 LOGGER = logging.getLogger("benchmarks.preprocessing")
-RESULTS = Path(__file__).resolve().parent / "results" / "preprocessing.json"
+TARGETS = {"seconds_pair": 60, "peak_gb": 4, "rotation_deg": 0.5, "translation_mm": 0.5, "dice": 0.95}
 SHARED_FLAIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ms-flair-patient26" / "FLAIR.nii.gz"
 
 
@@ -192,10 +194,10 @@ def real_pair(work: Path) -> dict:
     """
     import nibabel as nib
 
-    from bids_lesionchange.image.phantom import rigid_matrix
+    from bids_lesionchange.simulate.acquisition import rigid_matrix, rotation_matrix
 
     img = nib.load(str(SHARED_FLAIR))
-    motion = rigid_matrix((4.0, -3.0, 5.0), (3.0, -2.0, 4.0))
+    motion = rigid_matrix(rotation_matrix((4.0, -3.0, 5.0)), (3.0, -2.0, 4.0))
     work.mkdir(parents=True, exist_ok=True)
     baseline = work / "real_baseline.nii.gz"
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), motion @ img.affine), str(baseline))
@@ -203,16 +205,7 @@ def real_pair(work: Path) -> dict:
 
 
 def _update_results(section: str, value: dict) -> dict:
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results[section] = value
-    results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
-    results["targets"] = {"seconds_pair": 60, "peak_gb": 4, "rotation_deg": 0.5,
-                          "translation_mm": 0.5, "dice": 0.95}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.part")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, RESULTS)
-    return results
+    return update_results("preprocessing", {section: value, "targets": TARGETS})
 
 
 def main(argv=None) -> int:

@@ -16,28 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, update_results  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 REAL_FLAIR_DIR = HERE.parents[1] / "shared" / "data" / "ms-flair-patient26"
 LOGGER = logging.getLogger("benchmarks.synth_cohort")
-
-
-def _update_results(update: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "synth_cohort.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results.update(update)
-    results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    return path
 
 
 def time_cohort(n_subjects: int, seed: int, keep: Path | None) -> dict:
@@ -158,9 +149,8 @@ def main() -> None:
         update.update(time_cohort(args.n_subjects, args.seed, args.keep))
     if args.stage in ("figure", "all"):
         update.update(figure(args.seed))
-    path = _update_results(update)
+    update_results("synth_cohort", update)
     print(json.dumps(update, indent=2))
-    print(f"written {path}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, markdown_table  # noqa: E402
+from _common import RESULTS, markdown_table, write_results  # noqa: E402
 
 
 def synth_cohort(data: dict) -> str:
@@ -61,12 +61,18 @@ def preprocessing(data: dict) -> str:
     return text
 
 
+def _peak_header(data: dict) -> str:
+    """Column header of the fraction of the FP32 peak, naming the peak recorded with the results."""
+    peak = data.get("peak_gflops")
+    return f"fraction of {peak:g} peak" if peak else "fraction of peak"
+
+
 def training(data: dict) -> str:
     text = ("# Detector training speed (cpu preset crops, batch 2)\n\n"
             "Command: `python benchmarks/training.py`\n\n")
     rows = [[r["config"], r["parameters"], r["step_seconds"], r["gflop_per_step"], r["gflops_per_s"],
              r["fraction_of_peak"], r["peak_rss_gb"]] for r in data["results"]]
-    text += markdown_table(["config", "parameters", "s / step", "GFLOP / step", "GFLOP/s", "fraction of 157 peak",
+    text += markdown_table(["config", "parameters", "s / step", "GFLOP / step", "GFLOP/s", _peak_header(data),
                             "peak RSS GB"], rows)
     cpu = next((r for r in data["results"] if r["config"] == "cpu"), None)
     if cpu and "estimated_cpu_preset_training_minutes" in cpu:
@@ -83,7 +89,7 @@ def inference(data: dict) -> str:
              r["gflops_per_s"], r["fraction_of_peak"], r["peak_rss_gb"], r.get("load_average_1min")]
             for r in data["results"]]
     return text + markdown_table(["config", "network input", "parameters", "seconds", "GFLOP", "GFLOP/s",
-                                  "fraction of 157 peak", "peak RSS GB", "load (1 min)"], rows)
+                                  _peak_header(data), "peak RSS GB", "load (1 min)"], rows)
 
 
 RENDERERS = {"synth_cohort": synth_cohort, "preprocessing": preprocessing, "training": training,
@@ -103,8 +109,7 @@ def main() -> None:
             print(f"skipping {name}: no {source}", file=sys.stderr)
             continue
         markdown = RENDERERS[name](json.loads(source.read_text()))
-        (RESULTS / f"{name}.md").write_text(markdown)
-        print(markdown)
+        write_results(name, None, markdown)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ step on batch x crop_shape of the cpu preset; for "cpu" also the VAE step and th
 generation (SLIC + VAE reconstruction per crop), and an estimate of the whole cpu-preset training
 time. Training FLOPs = 3 x forward FLOPs (forward + two backward products), counted analytically.
 The siamese Table 1 variants share one architecture (they differ in L2 and gamma only), so
-"cpu" stands for all four. Writes benchmarks/results/training.json.
+"cpu" stands for all four. The peak is the FP32 peak of the CPU it runs on
+(``_common.cpu_description``). Writes benchmarks/results/training.json.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line, cpu_description, machine, write_results  # noqa: E402
+
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-PEAK_GFLOPS = 157.0
 VARIANTS = ["cpu", "unet-bce", "unet-ag-ms-ds", "unet-inc-ag-ms-ds"]
 
 
@@ -46,7 +48,7 @@ def _child(name: str, steps: int) -> dict:
     import numpy as np
 
     from bids_lesionchange.model.detector import forward_flops
-    from bids_lesionchange.model.params import PRESETS
+    from bids_lesionchange.params import PRESETS
     from bids_lesionchange.model.training import DetectorTrainer
     from bids_lesionchange.model.variants import variant_params
 
@@ -72,7 +74,7 @@ def _child(name: str, steps: int) -> dict:
     result.update({
         "parameters": int(trainer.model.count_params()), "step_seconds": round(step, 3),
         "steps_per_s": round(1 / step, 3), "gflop_per_step": round(flops / 1e9, 1),
-        "gflops_per_s": round(flops / 1e9 / step, 1), "fraction_of_peak": round(flops / 1e9 / step / PEAK_GFLOPS, 3),
+        "gflops_per_s": round(flops / 1e9 / step, 1), "fraction_of_peak": round(flops / 1e9 / step / cpu_description()["fp32_peak_gflops"], 3),
     })
     if name == "cpu":
         from bids_lesionchange.model.vae import VAE
@@ -122,12 +124,10 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         results.append(json.loads(out))
         print(json.dumps(results[-1]), flush=True)
-    path = Path(__file__).resolve().parent / "results" / "training.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "peak_gflops": PEAK_GFLOPS,
-                                "results": results}, indent=2) + "\n")
-    print(f"wrote {path}")
+    host = machine()
+    write_results("training", {"command": command_line(), "machine": host,
+                               "peak_gflops": host["cpu"]["fp32_peak_gflops"],
+                               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "results": results})
 
 
 if __name__ == "__main__":

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
-from bids_lesionchange.model.params import HyperParams
+from bids_lesionchange.atomic import atomic_write_json
+from bids_lesionchange.params import HyperParams
 
 
 @dataclass(frozen=True)
@@ -75,9 +74,4 @@ class Settings:
 
     def write(self, log_dir: Path, run_uuid: str) -> Path:
         """Write the settings as JSON to ``log_dir/settings-<run_uuid>.json`` atomically."""
-        log_dir.mkdir(parents=True, exist_ok=True)
-        path = log_dir / f"settings-{run_uuid}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(log_dir / f"settings-{run_uuid}.json", self.to_dict(), sort_keys=True)

@@ -1,15 +1,16 @@
-"""BIDS-Derivatives naming and atomic writing (no half-written file is ever left behind)."""
+"""BIDS-Derivatives naming: every path the app writes, and the dataset description.
+
+Files are written through :mod:`bids_lesionchange.atomic` (no half-written file is ever left behind).
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bids_lesionchange import __version__
+from bids_lesionchange.atomic import atomic_write_json, atomic_write_text
 
 #: Entities in the order BIDS puts them in a file name.
 ENTITY_ORDER = ("sub", "ses", "acq", "rec", "run", "from", "to", "mode", "space", "res", "label", "desc")
@@ -170,41 +171,6 @@ def subject_outputs(*, sub: str) -> SubjectOutputs:
 #: The cohort tables of ``group --mode summarise`` (relative to the output directory).
 GROUP_CHANGE_TABLE = Path("group_desc-change_lesions.tsv")
 GROUP_PAIR_TABLE = Path("group_desc-change_pairs.tsv")
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it.
-
-    A reader, or a killed process, never sees a half-written file at ``path``; the file is
-    readable by the group and others (``mkstemp`` alone would leave it private).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_copy(src: Path | str, dst: Path | str) -> Path:
-    """Copy ``src`` to ``dst`` atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(dst, Path(src).read_bytes())
-
-
-def atomic_write_text(path: Path | str, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path | str, data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically."""
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def container_info() -> dict[str, str]:

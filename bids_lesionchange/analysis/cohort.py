@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from bids_lesionchange.analysis.lesions import LESION_TABLE_COLUMNS
+
 #: A pair's status in the cohort tables.
 PAIR_STATUSES = {
     "ok": "Changes detected and the out-of-domain guard passed.",
@@ -26,9 +28,8 @@ PAIR_STATUSES = {
     "not_run": "No output of the pair in the output directory: the participant level has not "
     "processed it.",
 }
-#: Per-change columns copied from each pair's lesion table.
-CHANGE_VALUE_COLUMNS = ("label", "type", "voxels", "volume_mm3", "centroid_x", "centroid_y", "centroid_z",
-                        "prob_max", "prob_mean", "baseline_mean", "followup_mean")
+#: Per-change columns copied from each pair's lesion table (all but the voxel centroids).
+CHANGE_VALUE_COLUMNS = tuple(c for c in LESION_TABLE_COLUMNS if c not in ("centroid_i", "centroid_j", "centroid_k"))
 #: Pair columns repeated on every change row, and the pairs table's own columns.
 PAIR_KEY_COLUMNS = ("subject", "pair", "baseline_session", "followup_session", "status")
 QC_COLUMNS = ("out_of_domain", "fraction_above_threshold", "input_flags")

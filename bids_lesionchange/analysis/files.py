@@ -18,31 +18,18 @@ from bids_lesionchange.analysis.cohort import (
 )
 from bids_lesionchange.analysis.components import change_labels
 from bids_lesionchange.analysis.lesions import (
-    DSEG_LOOKUP_COLUMNS, baseline_hyperintensities, change_dseg_lookup, lesion_table,
+    DSEG_LOOKUP_COLUMNS, LESION_TABLE_COLUMNS, baseline_hyperintensities, change_dseg_lookup, lesion_table,
     lesion_table_sidecar,
 )
 from bids_lesionchange.analysis.metrics import aggregate_metrics, lesion_metrics, metrics_sidecar
 from bids_lesionchange.analysis.plausibility import (
     MAX_PLAUSIBLE_FRACTION, change_plausibility, reference_flag, reference_plausibility,
 )
-from bids_lesionchange.analysis.tables import read_table_tsv, write_json_atomic, write_table_tsv
+from bids_lesionchange.analysis.tables import read_table_tsv, write_table_tsv
 from bids_lesionchange.analysis.tracking import TRACKING_COLUMNS, track_changes, tracking_sidecar
+from bids_lesionchange.atomic import atomic_write_json, atomic_write_nifti
 
 LOGGER = logging.getLogger("bids_lesionchange.analysis")
-
-LESION_COLUMNS = ("label", "type", "voxels", "volume_mm3", "centroid_i", "centroid_j", "centroid_k",
-                  "centroid_x", "centroid_y", "centroid_z", "prob_max", "prob_mean",
-                  "baseline_mean", "followup_mean")
-
-
-def _save(data: np.ndarray, like: nib.Nifti1Image, path: str, dtype) -> str:
-    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), like.affine)
-    img.header.set_qform(like.affine, code=1)
-    img.header.set_sform(like.affine, code=1)
-    tmp = Path(path).with_name(".tmp-" + Path(path).name)
-    nib.save(img, str(tmp))
-    tmp.replace(path)
-    return str(path)
 
 
 def components_files(probability: str, brain_mask: str, mask_out: str, labels_out: str,
@@ -62,8 +49,8 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
         images = {key: np.asarray(nib.load(path).dataobj, dtype=np.float32)
                   for key, path in (("baseline", baseline), ("followup", followup)) if path}
     labels = change_labels(prob, brain, threshold, min_size, direction=direction, **images)
-    _save(labels > 0, prob_img, mask_out, np.uint8)
-    _save(labels, prob_img, labels_out, np.int16 if labels.max() < 32767 else np.int32)
+    atomic_write_nifti(mask_out, labels > 0, prob_img.affine, dtype=np.uint8)
+    atomic_write_nifti(labels_out, labels, prob_img.affine, dtype=np.int16 if labels.max() < 32767 else np.int32)
     return mask_out, labels_out, int(labels.max())
 
 
@@ -77,7 +64,7 @@ def plausibility_files(probability: str, brain_mask: str, n_changes: int, qc_out
                              np.asarray(nib.load(brain_mask).dataobj), threshold, n_changes,
                              max_plausible_fraction=max_plausible_fraction)
     qc = {**qc, "threshold": float(threshold), "adaptation": adaptation}
-    write_json_atomic(qc, qc_out)
+    atomic_write_json(qc_out, qc, sort_keys=True)
     return qc_out, qc
 
 
@@ -97,7 +84,7 @@ def lesion_table_files(labels: str, probability: str, baseline: str, followup: s
         labels_img.header.get_zooms()[:3],
         baseline_hyperintensity=baseline_hyperintensities(base, brain),
     )
-    write_table_tsv(rows, table_out, columns=LESION_COLUMNS)
+    write_table_tsv(rows, table_out, columns=LESION_TABLE_COLUMNS)
     write_table_tsv(change_dseg_lookup(rows), lookup_out, columns=DSEG_LOOKUP_COLUMNS)
     return table_out, lesion_table_sidecar(), lookup_out
 
@@ -163,9 +150,10 @@ def aggregate_metric_files(files: list[Path], out: Path) -> Path:
     table = rows + [{**mean_row, "pair": "mean"}, {**pooled_row, "pair": "pooled"}]
     columns = ["pair"] + [c for c in dict.fromkeys(k for row in rows for k in row) if c != "pair"]
     write_table_tsv(table, out, columns=columns)
-    write_json_atomic({"pair": {"Description": "session pair; 'mean' averages the pairs (as the "
-                                "paper's Table 1), 'pooled' recomputes rates from summed counts"},
-                       **metrics_sidecar(match), "Match": match}, Path(out).with_suffix(".json"))
+    atomic_write_json(Path(out).with_suffix(".json"),
+                      {"pair": {"Description": "session pair; 'mean' averages the pairs (as the "
+                                               "paper's Table 1), 'pooled' recomputes rates from summed counts"},
+                       **metrics_sidecar(match), "Match": match}, sort_keys=True)
     return Path(out)
 
 
@@ -206,8 +194,9 @@ def tracking_files(labels: list[Path], baseline_xfms: list[Path], lesion_tables:
         first = sessions.index(row["first_session"]) - 1
         row["first_type"] = types.get((first, row["first_label"]))
     write_table_tsv(rows, table_out, columns=TRACKING_COLUMNS)
-    write_json_atomic({**tracking_sidecar(), "SpatialReference": spatial_reference,
-                       "Sessions": [f"ses-{s}" for s in sessions]}, Path(table_out).with_suffix(".json"))
+    atomic_write_json(Path(table_out).with_suffix(".json"),
+                      {**tracking_sidecar(), "SpatialReference": spatial_reference,
+                       "Sessions": [f"ses-{s}" for s in sessions]}, sort_keys=True)
     return Path(table_out)
 
 
@@ -305,6 +294,6 @@ def cohort_table_files(records: list[PairRecord], output_dir: Path) -> tuple[Pat
                                          (pairs, PAIR_COLUMNS, pair_sidecar, GROUP_PAIR_TABLE)):
         path = Path(output_dir) / name
         write_table_tsv(rows, path, columns=columns)
-        write_json_atomic(sidecar, path.with_suffix(".json"))
+        atomic_write_json(path.with_suffix(".json"), sidecar, sort_keys=True)
         paths.append(path)
     return paths[0], paths[1]

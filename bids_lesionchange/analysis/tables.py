@@ -1,35 +1,16 @@
-"""Write and read BIDS-style TSV tables and JSON sidecars without leaving half-written files."""
+"""Write and read BIDS-style TSV tables (written atomically: no half-written file is left)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bids_lesionchange.derivatives import atomic_write_bytes
+from bids_lesionchange.atomic import atomic_write_text
 
 MISSING = "n/a"
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    A reader (or a killed process) never sees a half-written file at ``path``.
-
-    Returns
-    -------
-    Path
-        The written path.
-    """
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + ``os.replace``)."""
-    return atomic_write_bytes(path, data)
 
 
 def format_cell(value: Any) -> str:
@@ -86,7 +67,7 @@ def write_table_tsv(
         raise ValueError("write_table_tsv needs columns when there are no rows")
     lines = ["\t".join(columns)]
     lines.extend("\t".join(format_cell(row.get(col)) for col in columns) for row in rows)
-    return write_text_atomic(path, "\n".join(lines) + "\n")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def read_table_tsv(path: str | Path) -> list[dict[str, Any]]:
@@ -120,8 +101,3 @@ def parse_cell(cell: str) -> Any:
         return float(cell)
     except ValueError:
         return cell
-
-
-def write_json_atomic(data: Mapping[str, Any], path: str | Path) -> Path:
-    """Write a JSON file (sidecar) atomically with sorted keys and 2-space indentation."""
-    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

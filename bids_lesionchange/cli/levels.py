@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bids_lesionchange.atomic import atomic_write_text
 from bids_lesionchange.derivatives import (
     PairOutputs, orphan_sidecars, pair_outputs, stale_pair_files, write_dataset_description,
 )
@@ -651,9 +652,7 @@ def _write_adapted_card(model_dir: Path, command: str) -> Path:
              f"- time: {adaptation['seconds']} s", f"- command: `{command}`", "",
              f"## Sessions ({len(adaptation['sessions'])})", "",
              *[f"- {name}" for name in adaptation["sessions"]], ""]
-    path = model_dir / "model_card.md"
-    path.write_text("\n".join(lines))
-    return path
+    return atomic_write_text(model_dir / "model_card.md", "\n".join(lines))
 
 
 def portable_command(argv) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from bids_lesionchange import __version__
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
+from bids_lesionchange.model.io import MODEL_SPEC  # no TensorFlow: model/io.py imports it only to load weights
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "default_model"
-MODEL_SPEC = "model.json"
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 EPILOG = """\
@@ -351,7 +351,7 @@ def _is_relative_to(path: Path, other: Path) -> bool:
 def parse_args(argv: list[str] | None = None):
     """Parse and check the command line; return a frozen :class:`~bids_lesionchange.config.Settings`."""
     from bids_lesionchange.config import Settings
-    from bids_lesionchange.model.params import hyperparams_from_mapping
+    from bids_lesionchange.params import hyperparams_from_mapping
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

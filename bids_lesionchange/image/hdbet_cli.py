@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
     import numpy as np
 
+    from bids_lesionchange.atomic import atomic_write_nifti
+
     configure_torch(args.nthreads)
     try:
         img = nib.load(str(args.in_file))
@@ -91,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = nib.Nifti1Image(mask, img.affine)
     out.header.set_xyzt_units("mm")
-    tmp = args.out_mask.with_name(args.out_mask.name + ".part.nii.gz")
-    nib.save(out, str(tmp))
-    tmp.replace(args.out_mask)
+    atomic_write_nifti(args.out_mask, out)
     LOGGER.info("wrote %s (%d brain voxels)", args.out_mask, int(mask.sum()))
     return 0
 

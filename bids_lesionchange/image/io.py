@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_lesionchange.atomic import atomic_write_nifti
 from bids_lesionchange.errors import InputError
 
 LOGGER = logging.getLogger("bids_lesionchange.image.io")
@@ -251,13 +252,8 @@ def save_image(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
     pathlib.Path
         The written path.
     """
-    path = Path(path)
     img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
     img.header.set_xyzt_units("mm")
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
-    tmp = path.with_name(path.name + ".part.nii.gz") if path.name.endswith(".gz") \
-        else path.with_name(path.name + ".part.nii")
-    nib.save(img, str(tmp))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_nifti(path, img)

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from bids_lesionchange.atomic import atomic_write_json
 from bids_lesionchange.errors import InputError
 from bids_lesionchange.image import plausibility
 from bids_lesionchange.image import register as reg
@@ -241,7 +241,7 @@ def register_baseline_file(fixed_file, mask_file, moving_file, init_xfm, out_fil
         "registration_failed": reg.registration_failed(ncc, min_ncc),
         "baseline_coverage": float(covered[mask].mean()) if mask.any() else 0.0,
     }
-    Path(out_json).write_text(json.dumps(measures, indent=2) + "\n")
+    atomic_write_json(out_json, measures)
     if measures["registration_failed"]:
         raise InputError(source_file, "rigid_reg", f"the baseline could not be aligned to the "
                          f"follow-up (brain correlation {ncc:.2f} < {min_ncc}): check that both "
@@ -293,7 +293,7 @@ def match_resolution_file(baseline_file, followup_file, baseline_native, followu
     if report["smoothed"]:
         LOGGER.info("resolution matching: smoothed the %s (sigma %s voxels)", " and ".join(report["smoothed"]),
                     report["smoothing_sigma_voxels"])
-    Path(out_json).write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(out_json, report)
     return report
 
 
@@ -379,7 +379,5 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     }
     if resolution_json:
         measures["resolution_matching"] = matching
-    tmp = Path(str(out_json) + ".part")
-    tmp.write_text(json.dumps(measures, indent=2) + "\n")
-    os.replace(tmp, out_json)
+    atomic_write_json(out_json, measures)
     return measures

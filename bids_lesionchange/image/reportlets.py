@@ -8,10 +8,11 @@ and anterior up.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from bids_lesionchange.atomic import atomic_save
 
 VIEWS = ("axial", "coronal", "sagittal")
 _AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -36,11 +37,8 @@ def _window(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
 
 
 def _save(fig, out_svg) -> Path:
-    out_svg = Path(out_svg)
-    tmp = out_svg.with_name(out_svg.name + ".part")
-    fig.savefig(tmp, format="svg", bbox_inches="tight", facecolor="black")
-    os.replace(tmp, out_svg)
-    return out_svg
+    return atomic_save(lambda name: fig.savefig(name, format="svg", bbox_inches="tight", facecolor="black"),
+                       out_svg)
 
 
 def plot_mask_outline(image: np.ndarray, mask: np.ndarray, out_svg, *, cuts_per_view: int = 5,

@@ -25,6 +25,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_lesionchange.atomic import atomic_save
 from bids_lesionchange.image.grid import resample_to_grid
 
 XFM_HEADER = (
@@ -39,11 +40,8 @@ def write_xfm(matrix: np.ndarray, path: str | os.PathLike, *, source: str = "nat
     matrix = np.asarray(matrix, dtype=float)
     if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
         raise ValueError(f"a transform must be a finite 4x4 matrix, got shape {matrix.shape}")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    np.savetxt(tmp, matrix, fmt="%.10g", header=XFM_HEADER.format(source=source).rstrip())
-    os.replace(tmp, path)
-    return path
+    return atomic_save(lambda name: np.savetxt(name, matrix, fmt="%.10g",
+                                               header=XFM_HEADER.format(source=source).rstrip()), path)
 
 
 def read_xfm(path: str | os.PathLike) -> np.ndarray:

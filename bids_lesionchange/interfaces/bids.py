@@ -8,7 +8,8 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits,
 )
 
-from bids_lesionchange.derivatives import atomic_copy, atomic_write_json, sidecar_path
+from bids_lesionchange.atomic import atomic_copy, atomic_write_json
+from bids_lesionchange.derivatives import sidecar_path
 
 
 class _DerivativeSinkInputSpec(BaseInterfaceInputSpec):

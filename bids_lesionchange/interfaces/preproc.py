@@ -367,12 +367,11 @@ class ResampleToNative(SimpleInterface):
     output_spec = _FileOutputSpec
 
     def _run_interface(self, runtime):
-        import nibabel as nib
-
+        from bids_lesionchange.atomic import atomic_write_nifti
         from bids_lesionchange.image.transforms import to_native
 
         out = _out(runtime, self.inputs.out_name)
-        nib.save(to_native(self.inputs.in_file, self.inputs.native_ref, self.inputs.xfm_file,
-                           order=self.inputs.order), out)
+        atomic_write_nifti(out, to_native(self.inputs.in_file, self.inputs.native_ref, self.inputs.xfm_file,
+                                          order=self.inputs.order))
         self._results["out_file"] = out
         return runtime

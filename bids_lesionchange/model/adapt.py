@@ -17,7 +17,6 @@ model, the sessions, the steps, the seed and the time in its ``model.json`` unde
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -26,11 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
+from bids_lesionchange.atomic import atomic_copy, atomic_save
 from bids_lesionchange.errors import InputError
 from bids_lesionchange.model._backend import software_versions
-from bids_lesionchange.model.io import (DETECTOR_WEIGHTS, VAE_WEIGHTS, hyperparams_from_dict, load_vae,
+from bids_lesionchange.model.io import (DETECTOR_WEIGHTS, MODEL_SPEC, VAE_WEIGHTS, hyperparams_from_dict, load_vae,
                                         read_model_spec, write_model_spec)
-from bids_lesionchange.model.training import DetectorTrainer, _save_weights_atomic
+from bids_lesionchange.model.training import DetectorTrainer
 from bids_lesionchange.synth.crops import PairVolumes, pad_to_at_least, synthetic_change_sample
 
 LOGGER = logging.getLogger(__name__)
@@ -114,9 +114,9 @@ def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarr
                                          np.stack([b["label"] for b in batch]))["loss"])
     seconds = time.time() - began
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.json").unlink(missing_ok=True)  # an interrupted write must not look complete
-    _save_weights_atomic(trainer.model.save_weights, out_dir / DETECTOR_WEIGHTS)
-    shutil.copyfile(model_dir / spec["vae_weights"], out_dir / VAE_WEIGHTS)
+    (out_dir / MODEL_SPEC).unlink(missing_ok=True)  # an interrupted write must not look complete
+    atomic_save(trainer.model.save_weights, out_dir / DETECTOR_WEIGHTS)
+    atomic_copy(model_dir / spec["vae_weights"], out_dir / VAE_WEIGHTS)
     summary = dict(spec.get("training") or {})
     summary["adaptation"] = {
         "base_model": str(model_dir),

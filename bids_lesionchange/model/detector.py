@@ -16,7 +16,7 @@ single concatenation rather than four thin ones (thin 1x1x1 branches run at 4-24
 from __future__ import annotations
 
 from bids_lesionchange.model._backend import keras
-from bids_lesionchange.model.params import DetectorParams
+from bids_lesionchange.params import DetectorParams
 
 layers = keras.layers
 

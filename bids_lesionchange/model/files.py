@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
+
+from bids_lesionchange.atomic import atomic_write_nifti
 
 
 def predict_files(model_dir: str, baseline: str, followup: str, brain_mask: str, out_file: str, *,
@@ -39,10 +39,5 @@ def predict_files(model_dir: str, baseline: str, followup: str, brain_mask: str,
         np.asarray(nib.load(brain_mask).dataobj) > 0,
         window=window,
     )
-    img = nib.Nifti1Image(prob.astype(np.float32), follow_img.affine)
-    img.header.set_qform(follow_img.affine, code=1)
-    img.header.set_sform(follow_img.affine, code=1)
-    tmp = Path(out_file).with_name(".tmp-" + Path(out_file).name)
-    nib.save(img, str(tmp))
-    tmp.replace(out_file)
+    atomic_write_nifti(out_file, prob, follow_img.affine, dtype=np.float32)
     return out_file

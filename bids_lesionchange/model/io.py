@@ -24,9 +24,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bids_lesionchange.derivatives import atomic_write_text
+from bids_lesionchange.atomic import atomic_write_json
 from bids_lesionchange.errors import InputError
-from bids_lesionchange.model.params import HyperParams, hyperparams_from_mapping
+from bids_lesionchange.params import HyperParams, hyperparams_from_mapping
 
 MODEL_FORMAT = "bids_lesionchange-model"
 MODEL_FORMAT_VERSION = 1
@@ -50,11 +50,6 @@ def hyperparams_from_dict(data: dict[str, Any]) -> HyperParams:
     data = dict(data)
     preset = data.pop("preset", "cpu")
     return hyperparams_from_mapping(preset, data)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and a rename, so no half-written file is left."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def write_model_spec(model_dir: Path, hyperparams: HyperParams, *, software: dict[str, str],
@@ -82,7 +77,7 @@ def write_model_spec(model_dir: Path, hyperparams: HyperParams, *, software: dic
         "software": dict(software),
         "training": dict(training or {}),
     }
-    write_json_atomic(model_dir / MODEL_SPEC, spec)
+    atomic_write_json(model_dir / MODEL_SPEC, spec, sort_keys=True)
     return spec
 
 

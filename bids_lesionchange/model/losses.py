@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from bids_lesionchange.model._backend import keras
-from bids_lesionchange.model.params import DetectorParams
+from bids_lesionchange.params import DetectorParams
 
 ops = keras.ops
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import logging
 import shutil
@@ -28,15 +29,15 @@ from typing import Sequence
 
 import numpy as np
 
+from bids_lesionchange.atomic import atomic_copy, atomic_save, atomic_write_json, atomic_write_text
 from bids_lesionchange.errors import InputError
 from bids_lesionchange.model._backend import keras, software_versions, tf
 from bids_lesionchange.model.detector import build_detector, detector_inputs, inference_model, input_multiple
-from bids_lesionchange.model.io import (DETECTOR_WEIGHTS, VAE_WEIGHTS, sha256_of, write_json_atomic,
-                                        write_model_spec)
+from bids_lesionchange.model.io import DETECTOR_WEIGHTS, MODEL_SPEC, VAE_WEIGHTS, sha256_of, write_model_spec
 from bids_lesionchange.model.losses import detector_loss, focal_tversky_loss
-from bids_lesionchange.model.params import HyperParams
 from bids_lesionchange.model.vae import VAE, vae_input_multiple
 from bids_lesionchange.model.validation import dice, lesion_counts, summarise
+from bids_lesionchange.params import HyperParams
 from bids_lesionchange.synth.crops import PairVolumes, pad_to_at_least, random_crop_corner, synthetic_change_sample
 from bids_lesionchange.synth.supermix import save_supermix_examples
 
@@ -87,10 +88,9 @@ def split_pairs(n_pairs: int, fraction: float, rng: np.random.Generator) -> tupl
 
 # ------------------------------------------------------------------------------ checkpointing
 def _save_npz_atomic(path: Path, arrays, prefix: str) -> None:
-    """Save ``arrays`` as ``<prefix><i>`` entries of ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **{f"{prefix}{i}": np.asarray(a) for i, a in enumerate(arrays)})
-    tmp.replace(path)
+    """Save ``arrays`` as ``<prefix><i>`` entries of the ``.npz`` file ``path``, atomically."""
+    entries = {f"{prefix}{i}": np.asarray(a) for i, a in enumerate(arrays)}
+    atomic_save(lambda name: np.savez(name, **entries), path)
 
 
 def _save_optimizer(optimizer, path: Path) -> None:
@@ -107,12 +107,6 @@ def _load_optimizer(optimizer, variables, path: Path) -> None:
         var.assign(value)
 
 
-def _save_weights_atomic(save, path: Path) -> None:
-    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-    save(str(tmp))
-    tmp.replace(path)
-
-
 class _Log:
     """The TSV training log, kept in the work directory so a resumed run continues it."""
 
@@ -126,12 +120,11 @@ class _Log:
     def add(self, row: dict) -> None:
         self.rows = [r for r in self.rows if not (r["stage"] == row["stage"] and int(r["iteration"]) == row["iteration"])]
         self.rows.append({k: ("" if row.get(k) is None else row.get(k)) for k in LOG_COLUMNS})
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, delimiter="\t")
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=LOG_COLUMNS, delimiter="\t")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, text.getvalue())
 
 
 def _read_state(path: Path, resume: bool) -> dict:
@@ -193,9 +186,9 @@ def train_vae(volumes: list[PairVolumes], hyperparams: HyperParams, work_dir: Pa
         log.add({"stage": "vae", "iteration": iteration + 1, "step": (iteration + 1) * steps,
                  "loss": _fmt(mean["loss"]), "l1": _fmt(mean["l1"]), "kl": _fmt(mean["kl"]),
                  "learning_rate": _fmt(params.learning_rate), "seconds": f"{time.time() - began:.1f}"})
-        _save_weights_atomic(vae.save_weights, vae_dir / VAE_WEIGHTS)
+        atomic_save(vae.save_weights, vae_dir / VAE_WEIGHTS)
         _save_optimizer(vae.optimizer, vae_dir / "optimizer.npz")
-        write_json_atomic(vae_dir / "state.json", {"iteration": iteration + 1})
+        atomic_write_json(vae_dir / "state.json", {"iteration": iteration + 1}, sort_keys=True)
     bar.close()
     if start >= params.iterations and params.iterations > 0:
         vae.load_weights(vae_dir / VAE_WEIGHTS)
@@ -421,10 +414,10 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
                  "learning_rate": _fmt(trainer.learning_rate), "seconds": f"{time.time() - began:.1f}"})
         LOGGER.info("iteration %d: loss %.4f, val FTL %.4f, Dice %.3f, LTPR %.3f, PPV %.3f", iteration + 1,
                     mean["loss"], metrics["val_ftl"], metrics["val_dice"], metrics["val_ltpr"], metrics["val_ppv"])
-        _save_weights_atomic(trainer.model.save_weights, det_dir / DETECTOR_WEIGHTS)
+        atomic_save(trainer.model.save_weights, det_dir / DETECTOR_WEIGHTS)
         _save_optimizer(trainer.optimizer, det_dir / "optimizer.npz")
         trainer.save_average(det_dir / "average.npz")
-        write_json_atomic(det_dir / "state.json", {"iteration": iteration + 1, "metrics": metrics})
+        atomic_write_json(det_dir / "state.json", {"iteration": iteration + 1, "metrics": metrics}, sort_keys=True)
     bar.close()
     if start >= training.iterations and training.iterations > 0:
         trainer.model.load_weights(str(det_dir / DETECTOR_WEIGHTS))
@@ -435,12 +428,12 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
     writer.close()
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.json").unlink(missing_ok=True)  # an interrupted write must not look complete
+    (out_dir / MODEL_SPEC).unlink(missing_ok=True)  # an interrupted write must not look complete
     with trainer.averaged():  # the model written is the weight average when there is one
-        _save_weights_atomic(trainer.model.save_weights, out_dir / DETECTOR_WEIGHTS)
-    _save_weights_atomic(vae.save_weights, out_dir / VAE_WEIGHTS)
+        atomic_save(trainer.model.save_weights, out_dir / DETECTOR_WEIGHTS)
+    atomic_save(vae.save_weights, out_dir / VAE_WEIGHTS)
     if log.path.is_file():
-        shutil.copyfile(log.path, out_dir / "training_log.tsv")
+        atomic_copy(log.path, out_dir / "training_log.tsv")
     examples = [dict(baseline=s["reference"], followup=s["original"], recon=s["recon"], mixed=s["mixed"],
                      label=s["label"], title=f"held-out pair, {int(s['label'].sum())} changed voxels")
                 for s in val_samples[:4]]
@@ -507,6 +500,4 @@ def _write_model_card(out_dir: Path, spec: dict, hyperparams: HyperParams, summa
         f"`{summary['command']}`",
         "",
     ]
-    tmp = out_dir / "model_card.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out_dir / "model_card.md")
+    atomic_write_text(out_dir / "model_card.md", "\n".join(lines))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from bids_lesionchange.model._backend import keras, tf
-from bids_lesionchange.model.params import VAEParams
+from bids_lesionchange.params import VAEParams
 
 layers = keras.layers
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from bids_lesionchange.model.params import DetectorParams
+from bids_lesionchange.params import DetectorParams
 
 _PLAIN = dict(architecture="unet", inception=False, attention_gates=False, multiscale_inputs=False,
               deep_supervision=False, l2=0.0)

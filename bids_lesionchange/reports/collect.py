@@ -11,6 +11,7 @@ import numpy as np
 
 from bids_lesionchange import __version__
 from bids_lesionchange.derivatives import pair_outputs
+from bids_lesionchange.model.io import MODEL_SPEC
 
 LOGGER = logging.getLogger("bids_lesionchange.reports")
 
@@ -122,7 +123,7 @@ def write_group_report(settings, run_uuid: str, *, model_dir: Path | None = None
         log = model_dir / "training_log.tsv"
         kwargs["training_log_tsv"] = log if log.is_file() else None
         kwargs["supermix_examples"] = sorted((model_dir / "supermix_examples").glob("*.png"))
-        spec = model_dir / "model.json"
+        spec = model_dir / MODEL_SPEC
         if spec.is_file():
             kwargs["validation"] = json.loads(spec.read_text()).get("validation")
     if metrics_file is not None:

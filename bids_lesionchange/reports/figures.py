@@ -16,7 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bids_lesionchange.analysis.tables import read_table_tsv, write_bytes_atomic
+from bids_lesionchange.analysis.tables import read_table_tsv
+from bids_lesionchange.atomic import atomic_write_bytes
 
 PROBABILITY_DISPLAY_MIN = 0.05  # below this the probability overlay is transparent
 MASK_COLOUR = "#00e5ff"
@@ -36,7 +37,7 @@ def _new_figure(width_in: float, height_in: float):
 def _save_png(figure, out_path: str | Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, facecolor=figure.get_facecolor())
-    return write_bytes_atomic(out_path, buffer.getvalue())
+    return atomic_write_bytes(out_path, buffer.getvalue())
 
 
 def _to_ras(volumes: Sequence[np.ndarray | None], affine: np.ndarray | None):

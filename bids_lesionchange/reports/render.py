@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from bids_lesionchange import __version__
-from bids_lesionchange.analysis.tables import write_text_atomic
+from bids_lesionchange.atomic import atomic_write_text
 from bids_lesionchange.reports.embed import as_block, format_value, is_long
 
 TEMPLATE_PACKAGE_DIR = ("data", "templates")
@@ -31,7 +31,7 @@ def render_to_file(template_name: str, out_html: str | Path, context: Mapping[st
     """Render ``template_name`` with ``context`` (plus ``version``) and write it atomically."""
     template = template_environment().get_template(template_name)
     text = template.render(version=__version__, **context)
-    return write_text_atomic(out_html, text)
+    return atomic_write_text(out_html, text)
 
 
 def provenance_context(provenance: Mapping[str, Any] | None) -> dict[str, list[tuple[str, str]]]:

@@ -116,7 +116,15 @@ def rotation_matrix(angles_deg: np.ndarray) -> np.ndarray:
 
 
 def rigid_matrix(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
-    """Return the 4x4 matrix of a rotation (3x3) followed by a translation (mm)."""
+    """Return the 4x4 matrix of a rotation followed by a translation: ``x -> rotation @ x + translation``.
+
+    Parameters
+    ----------
+    rotation : (3, 3) array-like
+        The rotation matrix; from angles in degrees: ``rigid_matrix(rotation_matrix(angles), t)``.
+    translation : (3,) array-like
+        The translation in mm.
+    """
     matrix = np.eye(4)
     matrix[:3, :3] = rotation
     matrix[:3, 3] = translation

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from bids_lesionchange.atomic import atomic_write_json
 from bids_lesionchange.simulate.acquisition import (
     RescanEffects,
     acquire,
@@ -29,8 +30,8 @@ from bids_lesionchange.simulate.acquisition import (
 )
 from bids_lesionchange.simulate.anatomy import AnatomyParams, SubjectAnatomy, load_template_tissues, \
     make_subject_anatomy
-from bids_lesionchange.simulate.cohort import GROUPS, PRESETS, SimulatedSession, _protocol, _write_json, \
-    _write_tsv, write_change_truth, write_session_files, write_transform_truth
+from bids_lesionchange.simulate.cohort import GROUPS, PRESETS, SimulatedSession, _protocol, _write_tsv, \
+    write_change_truth, write_session_files, write_transform_truth
 from bids_lesionchange.simulate.lesions import LesionInstance, LesionLoad, LesionShape, _draw_lesion, \
     _log_uniform, placement_maps, render_lesions
 from bids_lesionchange.simulate.sampling import dilated_support
@@ -416,4 +417,4 @@ def write_longitudinal_subject(out_dir, truth_dir, subject: LongitudinalSubject)
                               subject.timeline.pair_events(s))
     history = truth_dir / sub / "anat" / f"{sub}_desc-lesions_history.tsv"
     _write_tsv(history, list(HISTORY_COLUMNS), subject.history_rows())
-    _write_json(history.with_suffix(".json"), history_sidecar())
+    atomic_write_json(history.with_suffix(".json"), history_sidecar())

@@ -14,13 +14,13 @@ pairs (resumable); a different seed writes other rescans.
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from bids_lesionchange.atomic import atomic_write_json
 from bids_lesionchange.discovery import SessionPair
 from bids_lesionchange.errors import InputError
 
@@ -39,7 +39,7 @@ def _write(path: Path, data: np.ndarray, affine: np.ndarray, sidecar: dict) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     slice_axis = 2 if sidecar.get("acquisition") == "2D" else None
     write_nifti(path, np.asarray(data), affine, slice_axis=slice_axis)
-    path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(sidecar, indent=2) + "\n")
+    atomic_write_json(path.with_name(path.name.replace(".nii.gz", ".json")), sidecar)
 
 
 def write_self_pairs(flairs: dict[str, list[tuple[str | None, Path]]], out_dir, n_per_subject: int,

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from bids_lesionchange.model.params import SuperMixParams
+from bids_lesionchange.params import SuperMixParams
 from bids_lesionchange.synth.supermix import lesion_supermix, supermix
 
 

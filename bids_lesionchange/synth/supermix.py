@@ -28,7 +28,8 @@ from typing import Sequence
 import numpy as np
 from skimage.segmentation import slic
 
-from bids_lesionchange.model.params import SuperMixParams
+from bids_lesionchange.atomic import atomic_save
+from bids_lesionchange.params import SuperMixParams
 
 LOGGER = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def save_supermix_examples(examples: Sequence[dict], out_dir: str | Path, prefix
         fig.suptitle(example.get("title", f"example {index}"), fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{prefix}-{index:02d}.png"
-        fig.savefig(path, dpi=80)
+        atomic_save(lambda name: fig.savefig(name, dpi=80), path)
         plt.close(fig)
         written.append(path)
     return written

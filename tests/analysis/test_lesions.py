@@ -15,7 +15,8 @@ from bids_lesionchange.analysis.lesions import (
     lesion_table_sidecar,
     write_table_tsv,
 )
-from bids_lesionchange.analysis.tables import read_table_tsv, write_json_atomic
+from bids_lesionchange.analysis.tables import read_table_tsv
+from bids_lesionchange.atomic import atomic_write_json
 
 SHAPE = (24, 20, 16)
 ZOOMS = (0.8, 1.1, 2.5)
@@ -149,7 +150,7 @@ def test_tsv_and_sidecar_describe_the_same_columns(tmp_path):
     rows = lesion_table(labels, probability, baseline, followup, _affine(), ZOOMS)
     rows[1]["prob_mean"] = float("nan")
     tsv = write_table_tsv(rows, tmp_path / "sub-01_changes.tsv", LESION_TABLE_COLUMNS)
-    sidecar = write_json_atomic(lesion_table_sidecar(), tmp_path / "sub-01_changes.json")
+    sidecar = atomic_write_json(tmp_path / "sub-01_changes.json", lesion_table_sidecar(), sort_keys=True)
     header = tsv.read_text().splitlines()[0].split("\t")
     described = json.loads(sidecar.read_text())
     assert header == list(LESION_TABLE_COLUMNS)

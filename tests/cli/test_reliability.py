@@ -16,7 +16,7 @@ from bids_lesionchange.cli.parser import parse_args
 def _fake_model(path: Path) -> Path:
     """A model directory that passes the parse-time checks (its weights are not a network)."""
     from bids_lesionchange.model.io import sha256_of
-    from bids_lesionchange.model.params import HyperParams
+    from bids_lesionchange.params import HyperParams
 
     path.mkdir(parents=True)
     (path / "detector.weights.h5").write_bytes(b"weights")

@@ -9,8 +9,9 @@ import pytest
 from bids_lesionchange.errors import InputError
 from bids_lesionchange.image.grid import common_grid, resample_to_grid
 from bids_lesionchange.image.io import load_flair
-from bids_lesionchange.image.phantom import head_phantom, rigid_matrix
 from bids_lesionchange.image.transforms import read_xfm, to_native, write_xfm
+from bids_lesionchange.simulate.acquisition import rigid_matrix, rotation_matrix
+from bids_lesionchange.simulate.phantom import head_phantom
 
 
 def _save(path, data, affine=None):
@@ -84,10 +85,10 @@ def test_common_grid_at_coarser_resolution_halves_the_shape():
 def test_composed_transform_interpolates_once():
     """Composing reorientation and motion in one matrix differs from resampling twice."""
     phantom = head_phantom((40, 40, 40), 2.0, head_radius_mm=36.0, noise=0.0, bias=0.0)
-    motion = rigid_matrix((7.0, 0.0, 0.0), (1.3, 0.0, 0.0))
+    motion = rigid_matrix(rotation_matrix((7.0, 0.0, 0.0)), (1.3, 0.0, 0.0))
     once = resample_to_grid(phantom.data, phantom.affine, phantom.data.shape, phantom.affine,
                             motion, order=1)
-    half = rigid_matrix((3.5, 0.0, 0.0), (0.65, 0.0, 0.0))
+    half = rigid_matrix(rotation_matrix((3.5, 0.0, 0.0)), (0.65, 0.0, 0.0))
     step = resample_to_grid(phantom.data, phantom.affine, phantom.data.shape, phantom.affine,
                             half, order=1)
     twice = resample_to_grid(step, phantom.affine, phantom.data.shape, phantom.affine, half, order=1)

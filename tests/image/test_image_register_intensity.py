@@ -12,9 +12,10 @@ from bids_lesionchange.errors import InputError
 from bids_lesionchange.image import preprocess as pp
 from bids_lesionchange.image import register as reg
 from bids_lesionchange.image.intensity import n4_bias_correct, normalise_intensity
-from bids_lesionchange.image.phantom import head_phantom, rigid_matrix
 from bids_lesionchange.image.reportlets import plot_mask_outline, plot_registration
 from bids_lesionchange.image.transforms import read_xfm
+from bids_lesionchange.simulate.acquisition import rigid_matrix, rotation_matrix
+from bids_lesionchange.simulate.phantom import head_phantom
 
 SHAPE, VOXEL, RADIUS = (40, 40, 40), 2.0, 36.0
 MOTION = dict(rotation_deg=(6.0, -4.0, 8.0), translation_mm=(3.0, -4.0, 2.5))
@@ -109,10 +110,10 @@ def test_similarity_measures():
 
 def test_rigid_error_measures_rotation_and_translation():
     assert reg.rigid_error(np.eye(4), np.eye(4)) == pytest.approx((0.0, 0.0))
-    rotation, translation = reg.rigid_error(rigid_matrix((0, 0, 5), (0, 0, 0)), np.eye(4))
+    rotation, translation = reg.rigid_error(rigid_matrix(rotation_matrix((0, 0, 5)), (0, 0, 0)), np.eye(4))
     assert rotation == pytest.approx(5.0)
     assert translation == pytest.approx(0.0)
-    _, translation = reg.rigid_error(rigid_matrix((0, 0, 0), (3, 4, 0)), np.eye(4))
+    _, translation = reg.rigid_error(rigid_matrix(np.eye(3), (3, 4, 0)), np.eye(4))
     assert translation == pytest.approx(5.0)
 
 

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from bids_lesionchange.errors import InputError
 from bids_lesionchange.image import skullstrip
-from bids_lesionchange.image.phantom import head_phantom
+from bids_lesionchange.simulate.phantom import head_phantom
 
 
 def _dice(a, b):

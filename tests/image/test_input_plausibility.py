@@ -85,7 +85,7 @@ def test_a_slab_at_the_top_of_the_head_is_refused_by_its_extent():
 
 
 def test_the_tests_phantom_heads_pass_the_coverage_check():
-    from bids_lesionchange.image.phantom import head_phantom
+    from bids_lesionchange.simulate.phantom import head_phantom
 
     for skull in (True, False):
         phantom = head_phantom((40, 40, 40), 2.0, head_radius_mm=36.0, skull=skull, noise=0.0)

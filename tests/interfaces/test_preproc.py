@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bids_lesionchange.errors import InputError
-from bids_lesionchange.image.phantom import head_phantom
+from bids_lesionchange.simulate.phantom import head_phantom
 from bids_lesionchange.image.register import rigid_error
 from bids_lesionchange.image.transforms import read_xfm
 from bids_lesionchange.interfaces import preproc as ifaces

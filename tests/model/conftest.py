@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bids_lesionchange.model.params import hyperparams_from_mapping
+from bids_lesionchange.params import hyperparams_from_mapping
 
 
 def synthetic_brain(shape=(40, 40, 40), seed=0):

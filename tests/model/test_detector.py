@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bids_lesionchange.model.detector import build_detector, detector_inputs, inference_model, input_multiple
-from bids_lesionchange.model.params import HyperParams, TrainingParams
 from bids_lesionchange.model.variants import VARIANTS, variant_params
+from bids_lesionchange.params import HyperParams, TrainingParams
 
 
 def _batch(seed=0, side=32):

@@ -11,7 +11,7 @@ from bids_lesionchange.model.detector import build_detector
 from bids_lesionchange.model.inference import predict_change
 from bids_lesionchange.model.io import (DETECTOR_WEIGHTS, MODEL_FORMAT, load_detector, load_keras_model_file,
                                         write_model_spec)
-from bids_lesionchange.model.params import DetectorParams, HyperParams
+from bids_lesionchange.params import DetectorParams, HyperParams
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 
 from bids_lesionchange.model.losses import (TVERSKY_SMOOTH, binary_crossentropy_loss, detector_loss,
                                             focal_tversky_loss, tversky_index)
-from bids_lesionchange.model.params import DetectorParams
+from bids_lesionchange.params import DetectorParams
 
 
 def test_focal_tversky_is_zero_for_a_perfect_prediction():

@@ -12,6 +12,8 @@ from bids_lesionchange.simulate.acquisition import (
     acquire,
     random_motion,
     resample_to_session,
+    rigid_matrix,
+    rotation_matrix,
 )
 from bids_lesionchange.simulate.lesions import LesionInstance, make_lesion_shape, render_lesions
 from bids_lesionchange.simulate.sampling import dilated_support, sample_trilinear, separable_upsample, support_index
@@ -117,6 +119,28 @@ def test_random_motion_stays_within_limits():
         angle = np.degrees(np.arccos(np.clip((np.trace(matrix[:3, :3]) - 1) / 2, -1, 1)))
         assert angle <= 10.0 + 1e-6 and np.linalg.norm(matrix[:3, 3]) <= 10.0 + 1e-6
         np.testing.assert_allclose(matrix[:3, :3] @ matrix[:3, :3].T, np.eye(3), atol=1e-10)
+
+
+@pytest.mark.parametrize("angles, shift", [((7.0, 0.0, 0.0), (1.3, 0.0, 0.0)), ((4.0, -3.0, 5.0), (3.0, -2.0, 4.0)),
+                                           ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)), ((-30.0, 12.5, 90.0), (10.0, 0.0, -5.0))])
+def test_rigid_matrix_of_angles_is_the_former_phantom_rigid_matrix(angles, shift):
+    """The phantom's own rigid_matrix(rotation_deg, translation_mm), written out, is
+    rigid_matrix(rotation_matrix(angles), shift): rotations about x, then y, then z."""
+    ax, ay, az = np.deg2rad(angles)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    former = np.eye(4)
+    former[:3, :3] = rz @ ry @ rx
+    former[:3, 3] = shift
+    assert np.allclose(rigid_matrix(rotation_matrix(angles), shift), former, rtol=0, atol=1e-15)
+
+
+def test_phantom_motion_is_the_rigid_matrix_of_its_angles():
+    from bids_lesionchange.simulate.phantom import head_phantom
+
+    phantom = head_phantom((8, 8, 8), 2.0, rotation_deg=(5, -3, 8), translation_mm=(1.5, -2, 0.5))
+    assert np.array_equal(phantom.motion, rigid_matrix(rotation_matrix((5, -3, 8)), (1.5, -2, 0.5)))
 
 
 def test_effects_reject_bad_fraction():

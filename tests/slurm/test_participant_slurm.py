@@ -61,7 +61,7 @@ def cohort(tmp_path_factory):
 
     from bids_lesionchange.model.detector import build_detector
     from bids_lesionchange.model.io import DETECTOR_WEIGHTS, write_model_spec
-    from bids_lesionchange.model.params import DetectorParams, HyperParams
+    from bids_lesionchange.params import DetectorParams, HyperParams
 
     model_dir = root / "model"
     model_dir.mkdir()

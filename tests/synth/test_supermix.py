@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bids_lesionchange.model.params import SuperMixParams
+from bids_lesionchange.params import SuperMixParams
 from bids_lesionchange.synth.crops import PairVolumes, random_crop_corner, synthetic_change_sample
 from bids_lesionchange.synth.supermix import sample_n_segments, save_supermix_examples, superpixels, supermix
 
@@ -91,13 +91,15 @@ def test_examples_are_saved_as_png(tmp_path):
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_supermix_does_not_import_tensorflow():
+def test_supermix_does_not_import_tensorflow_nor_the_model_layer():
     import subprocess
     import sys
 
     code = ("import sys, bids_lesionchange.synth.supermix, bids_lesionchange.synth.crops, "
-            "bids_lesionchange.model.params; print('tensorflow' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+            "bids_lesionchange.params; print('tensorflow' in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith('bids_lesionchange.model')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False []"
 
 
 def test_intensity_nuisance_is_smooth_bounded_and_confined_to_the_brain():
@@ -119,7 +121,7 @@ def test_intensity_nuisance_is_smooth_bounded_and_confined_to_the_brain():
 
 
 def test_augmented_sample_keeps_the_supermix_label():
-    from bids_lesionchange.model.params import SuperMixParams
+    from bids_lesionchange.params import SuperMixParams
     from bids_lesionchange.synth.crops import PairVolumes, synthetic_change_sample
 
     rng = np.random.default_rng(0)
@@ -154,7 +156,7 @@ def test_thick_slice_resampling_keeps_flat_images_and_differs_by_slice_offset():
 
 
 def test_acquisition_nuisance_keeps_the_label_and_stays_in_the_brain():
-    from bids_lesionchange.model.params import SuperMixParams
+    from bids_lesionchange.params import SuperMixParams
     from bids_lesionchange.synth.crops import PairVolumes, acquisition_nuisance, synthetic_change_sample
 
     rng = np.random.default_rng(1)

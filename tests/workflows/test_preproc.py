@@ -10,7 +10,7 @@ import pytest
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bids_lesionchange.image.phantom import head_phantom
+from bids_lesionchange.simulate.phantom import head_phantom
 from bids_lesionchange.image.register import rigid_error
 from bids_lesionchange.image.skullstrip import hdbet_available
 from bids_lesionchange.image.transforms import read_xfm

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from bids_lesionchange.model.params import PRESETS, hyperparams_from_mapping
+from bids_lesionchange.params import PRESETS, hyperparams_from_mapping
 
 
 def test_paper_preset_follows_section_4():
@@ -32,7 +32,7 @@ def test_to_dict_round_trips_through_model_json_reader():
 
 
 def test_params_and_io_modules_do_not_import_tensorflow():
-    code = "import sys, bids_lesionchange.model.params, bids_lesionchange.model.io; print('tensorflow' in sys.modules)"
+    code = "import sys, bids_lesionchange.params, bids_lesionchange.model.io; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
 
@@ -42,7 +42,7 @@ import math  # noqa: E402
 
 import pytest  # noqa: E402
 
-from bids_lesionchange.model.params import RANGES, validate_hyperparams  # noqa: E402
+from bids_lesionchange.params import RANGES, validate_hyperparams  # noqa: E402
 
 
 def _skip_unless_field(key: str) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bids_lesionchange.simulate.acquisition import rigid_matrix, rotation_matrix
+
 
 @dataclass(frozen=True)
 class Phantom:
@@ -24,18 +26,6 @@ class Phantom:
     affine: np.ndarray  # voxel-to-world (RAS mm)
     brain_mask: np.ndarray  # bool: brain tissue and ventricles (no outer CSF, no skull)
     motion: np.ndarray  # 4x4: a point p of the reference head appears at motion @ p
-
-
-def rigid_matrix(rotation_deg=(0.0, 0.0, 0.0), translation_mm=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """Return the 4x4 rigid matrix of rotations about x, y, z (degrees, applied in that order)."""
-    ax, ay, az = np.deg2rad(rotation_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    out = np.eye(4)
-    out[:3, :3] = rz @ ry @ rx
-    out[:3, 3] = translation_mm
-    return out
 
 
 def _ellipsoid(points: np.ndarray, centre, radii) -> np.ndarray:
@@ -58,7 +48,8 @@ def head_phantom(shape=(40, 40, 40), voxel_size: float = 2.0, *, head_radius_mm:
     head_radius_mm : float
         Outer radius of the scalp along the left-right axis (other axes scaled from it).
     rotation_deg, translation_mm
-        The head's motion (about the world origin), see :func:`rigid_matrix`.
+        The head's motion about the world origin: rotations about x, then y, then z (degrees,
+        :func:`~bids_lesionchange.simulate.acquisition.rotation_matrix`), then the translation (mm).
     skull : bool
         Draw scalp and skull; False gives a brain-extracted image.
     noise, bias : float
@@ -79,7 +70,7 @@ def head_phantom(shape=(40, 40, 40), voxel_size: float = 2.0, *, head_radius_mm:
     affine[:3, 3] = -(np.asarray(shape) - 1) / 2.0 * voxel_size
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
     world = ijk * voxel_size + affine[:3, 3]
-    motion = rigid_matrix(rotation_deg, translation_mm)
+    motion = rigid_matrix(rotation_matrix(rotation_deg), translation_mm)
     inverse = np.linalg.inv(motion)
     points = world @ inverse[:3, :3].T + inverse[:3, 3]  # reference-head coordinates
 
