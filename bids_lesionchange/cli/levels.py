@@ -404,7 +404,8 @@ def _run_pairs(settings, graph_settings, pairs: list[SessionPair], skipped: list
         LOGGER.error("%s %s: %s", o.pair.name, not_used, o.message)
     written: dict[str, set[Path]] = {}
     if pairs:
-        workflow = init_bids_lesionchange_wf(graph_settings, pairs, references, name=name)
+        workflow = init_bids_lesionchange_wf(settings=graph_settings, pairs=pairs, references=references,
+                                             name=name)
         written = {p.name: sink_paths(workflow, pair_workflow_name(p)) for p in pairs}
         try:
             outcomes += run_graph(workflow, graph_settings, pairs, run_uuid)

@@ -1,4 +1,11 @@
-"""Top-level wiring: one Nipype graph over every session pair (the only place Settings is unpacked)."""
+"""Top-level wiring: one Nipype graph over every session pair (the only place Settings is unpacked).
+
+Each pair's workflow (:func:`init_pair_wf`) is split as sMRIPrep splits its own: preprocessing
+(:mod:`~bids_lesionchange.workflows.preproc`); change detection, the native-space copies and the
+evaluation (:mod:`~bids_lesionchange.workflows.change`); the derivatives
+(:mod:`~bids_lesionchange.workflows.outputs`, the only place files are written to the output
+directory).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,11 @@ from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
-from bids_lesionchange.derivatives import pair_outputs
-from bids_lesionchange.interfaces.bids import DerivativeSink
-from bids_lesionchange.interfaces.change import (
-    AdaptModel, ChangeComponents, ChangePlausibility, EvaluateChange, LesionTable, SiameseUNetPredict,
+from bids_lesionchange.workflows.change import (
+    CHANGE_FIELDS, detector_digest, init_change_wf, init_evaluate_wf, init_native_wf,
 )
-from bids_lesionchange.interfaces.preproc import ResampleToNative
-from bids_lesionchange.workflows.preproc import init_preproc_wf
+from bids_lesionchange.workflows.outputs import init_ds_pair_wf
+from bids_lesionchange.workflows.preproc import PREPROC_FIELDS, init_preproc_wf
 
 
 def model_intensity_norm(model_dir) -> str:
@@ -33,20 +38,7 @@ def pair_workflow_name(pair) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", pair.name.replace("-", "_")) + "_wf"
 
 
-def _detector_digest(model_dir) -> str:
-    """The SHA-256 of a model's detector weights as model.json records it ("" when unknown)."""
-    if not model_dir:
-        return ""
-    from bids_lesionchange.model.io import read_model_spec
-
-    try:
-        spec = read_model_spec(model_dir, verify=False)
-        return str(spec["sha256"][spec["weights"]])
-    except Exception:  # noqa: BLE001 - a bad model is refused with its message by the parser and predict
-        return ""
-
-
-def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesionchange_wf"):
+def init_bids_lesionchange_wf(*, settings, pairs, references=None, name="bids_lesionchange_wf"):
     """Build the participant-level graph from Settings and the discovered pairs.
 
     Parameters
@@ -54,9 +46,11 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
     settings : Settings
         The run's settings.
     pairs : list of SessionPair
-        Pairs to process.
+        Pairs to process; each gets its own :func:`init_pair_wf`.
     references : dict, optional
         Reference change mask per pair name (enables evaluation).
+    name : str
+        Workflow name.
     """
     workflow = Workflow(name=name)
     workflow.__desc__ = (
@@ -65,7 +59,7 @@ def init_bids_lesionchange_wf(settings, pairs, references=None, name="bids_lesio
     )
     references = references or {}
     intensity_norm = settings.intensity_norm or model_intensity_norm(settings.model_dir)
-    model_sha256 = _detector_digest(settings.model_dir)  # read once, not per pair
+    model_sha256 = detector_digest(settings.model_dir)  # read once, not per pair
     for pair in pairs:
         pair_wf = init_pair_wf(
             pair=pair,
@@ -101,11 +95,41 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
                  omp_nthreads=1, name="pair_wf"):
     """Preprocess one session pair, detect change, describe it, evaluate it and write derivatives.
 
-    ``model_sha256`` (the detector weights' digest, read from ``model_dir`` when None) is part of
-    the predict node's hash, so new weights at the same path are never served from the cache.
-    With ``adapt_steps`` > 0 a copy of the model is first fine-tuned on self-pairs of the two
-    preprocessed sessions (:mod:`bids_lesionchange.model.adapt`, node ``adapt``, seeded by
-    ``seed``); the copy stays in the work directory and the change QC JSON records the adaptation.
+    Wires :func:`~bids_lesionchange.workflows.preproc.init_preproc_wf` (``preproc_wf``),
+    :func:`~bids_lesionchange.workflows.change.init_change_wf` (``change_wf``, with ``infer``),
+    :func:`~bids_lesionchange.workflows.change.init_native_wf` (``native_wf``, with ``write_native``),
+    :func:`~bids_lesionchange.workflows.change.init_evaluate_wf` (``evaluate_wf``, with ``reference``)
+    and :func:`~bids_lesionchange.workflows.outputs.init_ds_pair_wf` (``ds_pair_wf``: every file
+    written, named by :func:`bids_lesionchange.derivatives.pair_outputs`).
+
+    Parameters
+    ----------
+    pair : SessionPair
+        The pair (subject, sessions, FLAIR files).
+    output_dir : str
+        Root of the derivatives dataset.
+    model_dir : str or None
+        The trained model directory.
+    model_sha256 : str, optional
+        The detector weights' digest (read from ``model_dir`` when None): part of the predict
+        node's hash, so new weights at the same path are never served from the cache.
+    reference : str, optional
+        Reference change mask of the pair: adds the evaluation.
+    infer : bool
+        Detect change (False: preprocess only).
+    skull_strip, hdbet_mode, device, resolution, intensity_norm
+        Preprocessing, see :func:`~bids_lesionchange.workflows.preproc.init_preproc_wf`.
+    threshold, min_blob_size, max_change_fraction, adapt_steps, seed, change_direction
+        Change detection, see :func:`~bids_lesionchange.workflows.change.init_change_wf`.
+    match : str
+        Lesion matching rule of the evaluation, see
+        :func:`~bids_lesionchange.workflows.change.init_evaluate_wf`.
+    write_native : bool
+        Also write the probability and the mask on the follow-up's native grid.
+    omp_nthreads : int
+        Threads of each heavy node.
+    name : str
+        Workflow name.
 
     Inputs
     ------
@@ -121,8 +145,6 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
         changes, ``out_of_domain`` (fraction > ``max_change_fraction``) and its message.
     """
     workflow = Workflow(name=name)
-    sub, ses_b, ses_f = pair.subject, pair.baseline_session, pair.followup_session
-
     inputnode = pe.Node(niu.IdentityInterface(fields=["baseline_flair", "followup_flair"]),
                         name="inputnode")
     inputnode.inputs.baseline_flair = str(pair.baseline_flair)
@@ -134,114 +156,56 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
     preproc_wf = init_preproc_wf(skull_strip=skull_strip, hdbet_mode=hdbet_mode, device=device,
                                  resolution=resolution, intensity_norm=intensity_norm,
                                  omp_nthreads=omp_nthreads)
-    workflow.connect([(inputnode, preproc_wf, [("baseline_flair", "inputnode.baseline_flair"),
-                                               ("followup_flair", "inputnode.followup_flair")])])
-
-    def sink(name_, field, source, path, meta=None):
-        node = pe.Node(DerivativeSink(base_directory=output_dir, out_path=str(path)),
-                       name=name_, run_without_submitting=True)
-        if meta:
-            node.inputs.meta_dict = meta
-        workflow.connect(source, field, node, "in_file")
-        return node
-
-    outputs = pair_outputs(sub=sub, baseline=ses_b, followup=ses_f)  # every file this pair writes
-    reference_image = str(outputs.followup_preproc)
-    spatial = {"SpatialReference": reference_image}
-    preproc_meta = {"Sources": [str(pair.baseline_flair), str(pair.followup_flair)],
-                    "SkullStripped": True, **spatial,
-                    "Description": f"FLAIR in the common space: the follow-up session ses-{ses_f} "
-                    f"at {resolution} mm isotropic (RAS)"}
-    sink("ds_baseline", "outputnode.baseline_preproc", preproc_wf, outputs.baseline_preproc, preproc_meta)
-    sink("ds_followup", "outputnode.followup_preproc", preproc_wf, outputs.followup_preproc, preproc_meta)
-    sink("ds_brain_mask", "outputnode.brain_mask", preproc_wf, outputs.brain_mask,
-         {"Type": "Brain", "Sources": [str(pair.followup_flair)], **spatial})
-    sink("ds_baseline_xfm", "outputnode.baseline_xfm", preproc_wf, outputs.baseline_xfm)
-    sink("ds_followup_xfm", "outputnode.followup_xfm", preproc_wf, outputs.followup_xfm)
-    sink("ds_qc", "outputnode.qc_json", preproc_wf, outputs.preproc_qc)
-    sink("ds_mask_svg", "outputnode.mask_svg", preproc_wf, outputs.mask_svg)
-    sink("ds_registration_svg", "outputnode.registration_svg", preproc_wf, outputs.registration_svg)
+    change_meta = None
+    if infer:
+        change_meta = {"BaselineSession": f"ses-{pair.baseline_session}",
+                       "FollowupSession": f"ses-{pair.followup_session}",
+                       "Threshold": threshold, "MinBlobSizeVoxels": min_blob_size,
+                       "ChangeDirection": change_direction, "AdaptationSteps": int(adapt_steps),
+                       "Model": str(model_dir), "Sources": [str(pair.baseline_flair),
+                                                            str(pair.followup_flair)]}
+    ds_pair_wf = init_ds_pair_wf(pair=pair, output_dir=output_dir, resolution=resolution,
+                                 change_meta=change_meta, write_native=infer and write_native,
+                                 evaluate=infer and bool(reference))
+    workflow.connect([
+        (inputnode, preproc_wf, [("baseline_flair", "inputnode.baseline_flair"),
+                                 ("followup_flair", "inputnode.followup_flair")]),
+        (preproc_wf, ds_pair_wf, [(f"outputnode.{field}", f"inputnode.{field}") for field in PREPROC_FIELDS]),
+    ])
     if not infer:
         return workflow
 
-    if model_sha256 is None:
-        model_sha256 = _detector_digest(model_dir)
-    predict = pe.Node(SiameseUNetPredict(model_dir=model_dir, model_sha256=model_sha256,
-                                         num_threads=omp_nthreads),
-                      name="predict", n_procs=omp_nthreads, mem_gb=3.0)
-    components = pe.Node(ChangeComponents(threshold=threshold, min_size=min_blob_size,
-                                          direction=change_direction), name="components")
-    plausibility = pe.Node(ChangePlausibility(threshold=threshold, max_fraction=max_change_fraction),
-                           name="plausibility")
-    lesion_table = pe.Node(LesionTable(), name="lesion_table")
+    change_wf = init_change_wf(model_dir=model_dir, model_sha256=model_sha256, threshold=threshold,
+                               min_blob_size=min_blob_size, max_change_fraction=max_change_fraction,
+                               adapt_steps=adapt_steps, seed=seed, change_direction=change_direction,
+                               omp_nthreads=omp_nthreads)
     workflow.connect([
-        (preproc_wf, predict, [("outputnode.baseline_preproc", "baseline"),
-                               ("outputnode.followup_preproc", "followup"),
-                               ("outputnode.brain_mask", "brain_mask")]),
-        (preproc_wf, components, [("outputnode.brain_mask", "brain_mask"),
-                                  ("outputnode.baseline_preproc", "baseline"),
-                                  ("outputnode.followup_preproc", "followup")]),
-        (predict, components, [("probability", "probability")]),
-        (predict, plausibility, [("probability", "probability")]),
-        (preproc_wf, plausibility, [("outputnode.brain_mask", "brain_mask")]),
-        (components, plausibility, [("n_components", "n_changes")]),
-        (components, lesion_table, [("labels", "labels")]),
-        (predict, lesion_table, [("probability", "probability")]),
-        (preproc_wf, lesion_table, [("outputnode.baseline_preproc", "baseline"),
-                                    ("outputnode.followup_preproc", "followup"),
-                                    ("outputnode.brain_mask", "brain_mask")]),
-        (predict, outputnode, [("probability", "probability")]),
-        (components, outputnode, [("mask", "mask"), ("labels", "labels")]),
-        (lesion_table, outputnode, [("table", "table")]),
-        (plausibility, outputnode, [("qc_json", "change_qc")]),
+        (preproc_wf, change_wf, [(f"outputnode.{field}", f"inputnode.{field}")
+                                 for field in ("baseline_preproc", "followup_preproc", "brain_mask")]),
+        (change_wf, outputnode, [("outputnode.probability", "probability"), ("outputnode.mask", "mask"),
+                                 ("outputnode.labels", "labels"), ("outputnode.table", "table"),
+                                 ("outputnode.change_qc", "change_qc")]),
+        (change_wf, ds_pair_wf, [(f"outputnode.{field}", f"inputnode.{field}") for field in CHANGE_FIELDS]),
     ])
 
-    if adapt_steps:
-        adapt = pe.Node(AdaptModel(model_dir=model_dir, steps=int(adapt_steps), seed=int(seed),
-                                   num_threads=omp_nthreads), name="adapt", n_procs=omp_nthreads, mem_gb=3.0)
+    if write_native:
+        native_wf = init_native_wf()
         workflow.connect([
-            (preproc_wf, adapt, [("outputnode.baseline_preproc", "baseline"),
-                                 ("outputnode.followup_preproc", "followup"),
-                                 ("outputnode.brain_mask", "brain_mask")]),
-            (adapt, predict, [("model_dir", "model_dir"), ("model_sha256", "model_sha256")]),
-            (adapt, plausibility, [("adaptation", "adaptation")]),
+            (change_wf, native_wf, [("outputnode.probability", "inputnode.probability"),
+                                    ("outputnode.mask", "inputnode.mask")]),
+            (inputnode, native_wf, [("followup_flair", "inputnode.native_ref")]),
+            (preproc_wf, native_wf, [("outputnode.followup_xfm", "inputnode.xfm_file")]),
+            (native_wf, ds_pair_wf, [("outputnode.probability", "inputnode.native_probability"),
+                                     ("outputnode.mask", "inputnode.native_mask")]),
         ])
 
-    change_meta = {"BaselineSession": f"ses-{ses_b}", "FollowupSession": f"ses-{ses_f}",
-                   "Threshold": threshold, "MinBlobSizeVoxels": min_blob_size,
-                   "ChangeDirection": change_direction, "AdaptationSteps": int(adapt_steps),
-                   "Model": str(model_dir), "Sources": [str(pair.baseline_flair),
-                                                        str(pair.followup_flair)]}
-    sink("ds_probability", "probability", predict, outputs.probability, {**change_meta, **spatial})
-    sink("ds_mask", "mask", components, outputs.mask, {**change_meta, **spatial})
-    sink("ds_labels", "labels", components, outputs.labels,
-         {**change_meta, **spatial, "Description": "Changes labelled 1..n, largest first (label = "
-          "row of the lesion table); the dseg.tsv beside it names each one new or enlarging"})
-    sink("ds_labels_lookup", "lookup", lesion_table, outputs.labels_lookup)
-    ds_table = sink("ds_table", "table", lesion_table, outputs.lesions)
-    workflow.connect(lesion_table, "sidecar", ds_table, "meta_dict")
-    sink("ds_change_qc", "qc_json", plausibility, outputs.change_qc)
-
-    if write_native:
-        for field, order, ds_name, path in (
-            ("probability", 1, "ds_native_probability", outputs.native_probability),
-            ("mask", 0, "ds_native_mask", outputs.native_mask),
-        ):
-            # native_ref is connected, not set: setting a File trait stats the file while the graph
-            # is built, and a missing FLAIR would then stop every subject (issue 16).
-            to_native = pe.Node(ResampleToNative(order=order, out_name=f"{field}_native.nii.gz"),
-                                name=f"native_{field}")
-            workflow.connect([(outputnode, to_native, [(field, "in_file")]),
-                              (inputnode, to_native, [("followup_flair", "native_ref")]),
-                              (preproc_wf, to_native, [("outputnode.followup_xfm", "xfm_file")])])
-            sink(ds_name, "out_file", to_native, path, {**change_meta, "Space": "native follow-up grid"})
-
     if reference:
-        evaluate = pe.Node(EvaluateChange(reference=reference, pair=pair.name, match=match),
-                           name="evaluate")
-        workflow.connect([(components, evaluate, [("labels", "labels")]),
-                          (preproc_wf, evaluate, [("outputnode.followup_xfm", "followup_xfm"),
-                                                  ("outputnode.brain_mask", "brain_mask")])])
-        ds_metrics = sink("ds_metrics", "metrics", evaluate, outputs.metrics)
-        workflow.connect(evaluate, "sidecar", ds_metrics, "meta_dict")
+        evaluate_wf = init_evaluate_wf(reference=reference, pair_name=pair.name, match=match)
+        workflow.connect([
+            (change_wf, evaluate_wf, [("outputnode.labels", "inputnode.labels")]),
+            (preproc_wf, evaluate_wf, [("outputnode.followup_xfm", "inputnode.followup_xfm"),
+                                       ("outputnode.brain_mask", "inputnode.brain_mask")]),
+            (evaluate_wf, ds_pair_wf, [("outputnode.metrics", "inputnode.metrics"),
+                                       ("outputnode.sidecar", "inputnode.metrics_sidecar")]),
+        ])
     return workflow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_lesionchange.image.skullstrip import resolve_skull_strip_method
 from bids_lesionchange.interfaces.preproc import (CheckInputs, CoarseRegistration, CommonGrid,
@@ -13,12 +14,18 @@ from bids_lesionchange.interfaces.preproc import (CheckInputs, CoarseRegistratio
                                                   RigidRegistration, SkullStrip)
 
 HDBET_MEM_GB = {"fast": 3.5, "accurate": 4.0}
+#: The outputs of :func:`init_preproc_wf`.
+PREPROC_FIELDS = ("baseline_preproc", "followup_preproc", "brain_mask", "baseline_xfm", "followup_xfm",
+                  "qc_json", "mask_svg", "registration_svg")
+#: How each skull-strip method draws the brain mask, for the workflow description.
+MASK_METHODS = {"hdbet": "HD-BET", "threshold": "intensity threshold and morphology",
+                "none": "non-zero voxels of the brain-extracted input"}
 
 
 def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", device: str = "cpu",
                     resolution: float = 1.0, intensity_norm: str = "percentile", omp_nthreads: int = 1,
                     name: str = "preproc_wf"):
-    """Build the workflow that preprocesses a baseline/follow-up FLAIR pair.
+    """Build the workflow (a LiterateWorkflow) that preprocesses a baseline/follow-up FLAIR pair.
 
     Follow-up to the common grid (RAS, ``resolution`` mm) -> brain mask -> N4 of the follow-up;
     meanwhile the baseline: coarse rigid alignment -> mask on its native grid -> N4; then refined rigid
@@ -74,12 +81,19 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
         When ``skull_strip`` is ``hdbet`` and HD-BET is not installed.
     """
     method = resolve_skull_strip_method(skull_strip, hdbet_mode)
-    workflow = pe.Workflow(name=name)
+    workflow = Workflow(name=name)
+    workflow.__desc__ = (
+        f"Each session pair was brought into the space of its follow-up session: the follow-up FLAIR was "
+        f"resampled to a {resolution:g} mm isotropic grid and its brain mask drawn "
+        f"({MASK_METHODS.get(method, method)}); "
+        f"both sessions were corrected for intensity non-uniformity (N4); the baseline was rigidly "
+        f"registered to the follow-up (a coarse alignment, then a refined one inside the brain) and "
+        f"resampled once onto the common grid; the sharper session was smoothed to the coarser one's "
+        f"resolution, and both were normalised ({intensity_norm}) inside the shared brain mask. "
+    )
     inputnode = pe.Node(niu.IdentityInterface(fields=["baseline_flair", "followup_flair"]),
                         name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=[
-        "baseline_preproc", "followup_preproc", "brain_mask", "baseline_xfm", "followup_xfm",
-        "qc_json", "mask_svg", "registration_svg"]), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=list(PREPROC_FIELDS)), name="outputnode")
 
     check_inputs = pe.Node(CheckInputs(), name="check_inputs")
     common_grid = pe.Node(CommonGrid(resolution=resolution), name="common_grid", mem_gb=1.0)

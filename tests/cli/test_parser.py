@@ -123,7 +123,7 @@ def test_change_direction_reaches_the_components_node(tiny_bids, tmp_path):
                     "--change-direction", "any", "--skip-bids-validation"])
     assert s.change_direction == "any"
     pairs, _ = find_pairs(s.bids_dir)
-    workflow = init_bids_lesionchange_wf(s, pairs[:1])
+    workflow = init_bids_lesionchange_wf(settings=s, pairs=pairs[:1])
     node = next(workflow.get_node(name) for name in workflow.list_node_names() if name.endswith(".components"))
     assert node.inputs.direction == "any"
 
@@ -142,7 +142,7 @@ def test_match_msseg2_is_accepted_and_reaches_the_evaluate_node(tiny_bids, tmp_p
     pairs, _ = find_pairs(s.bids_dir)
     reference = tmp_path / "reference_mask.nii.gz"
     reference.write_bytes(b"")  # only its existence is checked while the graph is built
-    workflow = init_bids_lesionchange_wf(s, pairs[:1], references={pairs[0].name: reference})
+    workflow = init_bids_lesionchange_wf(settings=s, pairs=pairs[:1], references={pairs[0].name: reference})
     node = next(workflow.get_node(name) for name in workflow.list_node_names() if name.endswith(".evaluate"))
     assert node.inputs.match == "msseg2"
     for mode in MATCH_MODES:  # the parser (stdlib only) offers every rule the scorer has
@@ -159,7 +159,7 @@ def test_the_change_labels_lookup_table_is_sunk_beside_the_labels(tiny_bids, tmp
     s = parse_args([str(tiny_bids), str(tmp_path / "out"), "participant", "--model", str(model),
                     "--skip-bids-validation"])
     pairs, _ = find_pairs(s.bids_dir)
-    workflow = init_bids_lesionchange_wf(s, pairs[:1])
+    workflow = init_bids_lesionchange_wf(settings=s, pairs=pairs[:1])
     nodes = {name.rsplit(".", 1)[-1]: workflow.get_node(name) for name in workflow.list_node_names()}
     labels, lookup = nodes["ds_labels"].inputs.out_path, nodes["ds_labels_lookup"].inputs.out_path
     assert labels.endswith("_desc-change_dseg.nii.gz")
@@ -199,7 +199,7 @@ def test_max_change_fraction_reaches_the_plausibility_node(tiny_bids, tmp_path):
     assert parse_args(argv + ["--max-change-fraction", "1"]).max_change_fraction == 1.0
     s = parse_args(argv + ["--max-change-fraction", "0.3", "--threshold", "0.2"])
     pairs, _ = find_pairs(s.bids_dir)
-    workflow = init_bids_lesionchange_wf(s, pairs[:1])
+    workflow = init_bids_lesionchange_wf(settings=s, pairs=pairs[:1])
     names = workflow.list_node_names()
     node = next(workflow.get_node(n) for n in names if n.endswith(".plausibility"))
     assert node.inputs.max_fraction == 0.3 and node.inputs.threshold == 0.2

@@ -140,8 +140,8 @@ def test_slurmgraph_runs_every_step_as_a_job_and_matches_multiproc(local_slurm, 
     scripts = sorted(batch.glob("batchscript_*.sh"))
     steps = [s for s in scripts if ".sub_01_ses_01to02_wf" in s.name]
     assert steps and steps == scripts  # only sub-01 was selected
-    for step in ("preproc_wf_skullstrip", "preproc_wf_rigid_reg", "sub_01_ses_01to02_wf_predict",
-                 "sub_01_ses_01to02_wf_components", "sub_01_ses_01to02_wf_ds_mask"):
+    for step in ("preproc_wf_skullstrip", "preproc_wf_rigid_reg", "change_wf_predict",
+                 "change_wf_components", "ds_pair_wf_ds_mask"):
         assert any(s.name.endswith(f"{step}.sh") for s in steps), step
     # every step ran under SLURM: its job wrote the output log named next to its script
     assert all(Path(f"{s}.o").is_file() for s in steps)
