@@ -12,5 +12,7 @@ Public API (see :mod:`.cohort`):
 Modules: ``anatomy`` (MNI152 template to subject, skull and scalp), ``lesions`` (irregular
 lesions and their evolution), ``acquisition`` (pose, grid, partial volume, bias, noise),
 ``sampling`` (fast trilinear helpers), ``cohort`` (subjects and BIDS writing), ``longitudinal``
-(three or more sessions with known lesion histories).
+(three or more sessions with known lesion histories), ``phantom`` (an analytic FLAIR-like head
+moved by a known rigid motion, for tests and benchmarks), ``rescan`` (simulated rescans of a
+real FLAIR) and ``selfpairs`` (NoChange self-pairs written from them).
 """
