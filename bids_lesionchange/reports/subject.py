@@ -73,8 +73,9 @@ def build_subject_report(
         ``metrics`` (dict or None), ``change_qc`` (the out-of-domain guard's dict, see
         :func:`bids_lesionchange.analysis.plausibility.change_plausibility`, or None) and
         ``errors`` (list of str). Any key may be missing or None: the report then says "not
-        available". A pair whose ``change_qc`` is ``out_of_domain``, or whose ``qc`` holds
-        plausibility ``flags``, gets a warning box.
+        available". A pair whose ``change_qc`` is ``out_of_domain``, whose ``qc`` holds
+        plausibility ``flags``, or whose ``metrics`` carry a ``reference_flag`` other than
+        ``none``, gets a warning box.
     tracking : mapping, optional
         The longitudinal change table of a subject with two pairs or more: ``rows`` (its rows),
         ``figure`` (the volume plot) and ``table`` (its path); None: the section says why not.
@@ -90,6 +91,8 @@ def build_subject_report(
     prepared = [_prepare_pair(pair, n) for n, pair in enumerate(pairs)]
     errors = [(pair["heading"], message) for pair in prepared for message in pair["errors"]]
     warnings = [("Implausible input", pair["heading"], flag) for pair in prepared for flag in pair["input_flags"]]
+    warnings += [("Implausible reference", pair["heading"], pair["reference_flag"]) for pair in prepared
+                 if pair["reference_flag"]]
     warnings += [("Out of domain", pair["heading"], pair["guard"]["message"]) for pair in prepared
                  if pair["guard"] and pair["guard"]["out_of_domain"]]
     context = {
@@ -143,6 +146,7 @@ def _prepare_pair(pair: Mapping[str, Any], position: int) -> dict[str, Any]:
         "errors": errors,
         "guard": guard,
         "input_flags": _input_flags(pair.get("qc")),
+        "reference_flag": _reference_flag(metrics),
         "summary": _summary_cells(name, baseline, followup, rows, known, errors, guard),
     }
 
@@ -190,6 +194,12 @@ def _input_flags(qc: Any) -> list[str]:
     block = qc.get("plausibility") if isinstance(qc, Mapping) else None
     flags = block.get("flags") if isinstance(block, Mapping) else None
     return [str(flag) for flag in flags] if isinstance(flags, list) else []
+
+
+def _reference_flag(metrics: Any) -> str:
+    """The evaluation's ``reference_flag`` sentence when the reference mask was implausible, else ""."""
+    flag = _text(metrics.get("reference_flag")) if isinstance(metrics, Mapping) else ""
+    return "" if flag.lower() in ("", "none", "n/a", "nan") else flag
 
 
 def _adaptation(adaptation: Any) -> str:

@@ -166,6 +166,19 @@ def test_input_plausibility_flags_get_a_warning_box(demo_inputs, tmp_path):
     assert 'class="warning-box"' not in html
 
 
+def test_an_implausible_reference_gets_a_warning_box(demo_inputs, tmp_path):
+    """Issue 16 item 8f: the evaluation's reference_flag is shown in the report, 'none' is not."""
+    flag = "ref_mask.nii.gz covers 48 % of the brain: check that it is a change mask of this pair"
+    metrics = dict(demo_inputs["pair"]["metrics"] or {}, reference_flag=flag)
+    pair = dict(demo_inputs["pair"], metrics=metrics)
+    html = build_subject_report(tmp_path / "r.html", subject="01", pairs=[pair], provenance={}).read_text()
+    boxes = re.findall(r'<div class="warning-box" role="alert">(.*?)</div>', html, re.S)
+    assert len(boxes) == 1 and "<strong>Implausible reference, " in boxes[0] and flag in boxes[0]
+    pair["metrics"] = dict(metrics, reference_flag="none")
+    html = build_subject_report(tmp_path / "r2.html", subject="01", pairs=[pair], provenance={}).read_text()
+    assert 'class="warning-box"' not in html
+
+
 def test_collect_reads_the_change_qc_derivative(tmp_path):
     import json
     from types import SimpleNamespace
