@@ -23,8 +23,7 @@ from pathlib import Path
 
 from _common import (DEFAULT_MODEL, checked_model, command_line, machine, markdown_table, pair_files,
                      setup_logging, write_results)
-
-KAPPA, BLOB = 0.1, 20
+from real_flair import BLOB, KAPPA  # the same change rule as the real-FLAIR benchmark
 SUBJECTS = ["nih01", "phantom1", "phantom2", "nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "tcga1"]
 
 

@@ -24,6 +24,15 @@ import numpy as np
 VALID_CONNECTIVITY = (6, 18, 26)
 
 
+def check_same_grid(pred: np.ndarray, ref: np.ndarray) -> None:
+    """Raise ValueError unless a predicted and a reference mask have one shape (one grid)."""
+    if pred.shape != ref.shape:
+        raise ValueError(
+            f"the predicted mask {pred.shape} and the reference mask {ref.shape} are on different "
+            "grids; resample the reference onto the prediction's grid first"
+        )
+
+
 def label_connected_components(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
     """Label the connected components of a binary mask (any non-zero voxel is foreground).
 

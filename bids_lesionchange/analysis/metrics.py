@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bids_lesionchange.analysis.components import label_connected_components
+from bids_lesionchange.analysis.components import check_same_grid, label_connected_components
 from bids_lesionchange.analysis.msseg2 import msseg2_detection, voxel_volume_mm3
 
 #: Keys returned by :func:`lesion_metrics`, in the order tables write them.
@@ -235,11 +235,7 @@ def lesion_metrics(
         raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
     pred = np.asarray(pred_labels_or_mask)
     ref = np.asarray(ref_mask)
-    if pred.shape != ref.shape:
-        raise ValueError(
-            f"the predicted mask {pred.shape} and the reference mask {ref.shape} are on different "
-            "grids; resample the reference onto the prediction's grid first"
-        )
+    check_same_grid(pred, ref)
     if match == "msseg2":
         if connectivity not in (None, 6):
             raise ValueError(f"the msseg2 rule uses 6-connectivity (as Anima), got {connectivity}")

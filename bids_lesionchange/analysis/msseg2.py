@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bids_lesionchange.analysis.components import label_connected_components
+from bids_lesionchange.analysis.components import check_same_grid, label_connected_components
 
 #: Components of at most this volume are dropped from both masks (Anima ``-v``, default 3).
 MIN_LESION_VOLUME_MM3 = 3.0
@@ -164,11 +164,7 @@ def msseg2_detection(pred_mask: np.ndarray, ref_mask: np.ndarray, zooms: Sequenc
     """
     pred = np.asarray(pred_mask)
     ref = np.asarray(ref_mask)
-    if pred.shape != ref.shape:
-        raise ValueError(
-            f"the predicted mask {pred.shape} and the reference mask {ref.shape} are on different "
-            "grids; resample the reference onto the prediction's grid first"
-        )
+    check_same_grid(pred, ref)
     voxel_volume = voxel_volume_mm3(zooms)
     ref_labels, n_ref = drop_small_components(
         *label_connected_components(ref > 0, connectivity=MSSEG2_CONNECTIVITY), voxel_volume, min_volume_mm3)
