@@ -11,7 +11,11 @@ CSF (:func:`bids_lesionchange.image.intensity.parenchyma_mask`: follow-up above 
 threshold of the brain), and a change must
 be a hyperintensity at follow-up: components whose mean follow-up intensity does not exceed the
 median of the follow-up's brain are dropped (:func:`drop_dark_components`). The CSF step comes
-first so that a new periventricular lesion is not dropped with the ventricle it touches. This removes what a
+first so that a new periventricular lesion is not dropped with the ventricle it touches. Last, a
+change must turn tissue that was not yet hyperintense into hyperintense tissue: a component of
+which fewer than ``MIN_NEW_FRACTION`` of the voxels were at or below ``PREEXISTING_LEVEL`` times
+the baseline's white-matter peak is a lesion (or bright grey matter) that was already there and
+only got brighter, not a new or enlarging lesion (:func:`drop_preexisting_components`). This removes what a
 network trained on generic change also flags: darkening (lesions that shrink, residual bias
 fields) and changes in dark tissue (CSF partial volume, ventricles). ``direction="any"`` is the
 paper's rule.
@@ -21,7 +25,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from bids_lesionchange.image.intensity import HYPERINTENSE_LEVEL
+
 VALID_CONNECTIVITY = (6, 18, 26)
+#: Baseline intensity, as a multiple of the baseline's white-matter peak, above which tissue
+#: already counts as hyperintense (:data:`bids_lesionchange.image.intensity.HYPERINTENSE_LEVEL`).
+PREEXISTING_LEVEL = HYPERINTENSE_LEVEL
+#: Smallest share of a change's voxels that must have been normal-appearing (not hyperintense)
+#: at baseline for the change to be a new or enlarging lesion.
+MIN_NEW_FRACTION = 0.2
 
 
 def check_same_grid(pred: np.ndarray, ref: np.ndarray) -> None:
@@ -115,6 +127,42 @@ def drop_dark_components(labels: np.ndarray, followup: np.ndarray, brain_mask: n
     return relabel_by_size(kept, min_size=1)
 
 
+def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_mask: np.ndarray, *,
+                                level: float = PREEXISTING_LEVEL,
+                                min_new_fraction: float = MIN_NEW_FRACTION) -> np.ndarray:
+    """Remove changes that lie (almost) entirely in tissue already hyperintense at baseline.
+
+    A new lesion appears in normal-appearing tissue and an enlarging one grows into it, so at
+    least ``min_new_fraction`` of a real change's voxels were at or below ``level`` times the
+    baseline's white-matter peak (:func:`bids_lesionchange.image.intensity.white_matter_peak`).
+    A component above that level nearly everywhere at baseline is an existing lesion whose
+    contrast differs between the sessions (another scanner, protocol or partial volume), which
+    is neither new nor enlarging. Kept components are renumbered by size. When the baseline has
+    no white-matter peak (a flat image) nothing is removed.
+    """
+    from bids_lesionchange.image.intensity import white_matter_peak
+
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return labels.astype(np.int32, copy=False)
+    if not 0.0 <= min_new_fraction <= 1.0:
+        raise ValueError(f"min_new_fraction must be in [0, 1], got {min_new_fraction}")
+    baseline = np.asarray(baseline, dtype=np.float32)
+    if baseline.shape != labels.shape:
+        raise ValueError(f"baseline {baseline.shape} and labels {labels.shape} differ in shape")
+    try:
+        peak = white_matter_peak(baseline, np.asarray(brain_mask) > 0)
+    except ValueError:
+        return labels.astype(np.int32, copy=False)
+    normal = (baseline <= level * peak).ravel()
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    new = np.bincount(labels.ravel(), weights=normal, minlength=n + 1)
+    keep = new >= min_new_fraction * counts
+    keep[0] = False
+    return relabel_by_size(np.where(keep[labels], labels, 0), min_size=1)
+
+
 def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 0.1, min_size: int = 20, *,
                   direction: str = "any", baseline: np.ndarray | None = None,
                   followup: np.ndarray | None = None, noise_z: float = 0.0) -> np.ndarray:
@@ -122,8 +170,10 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
 
     ``score > threshold`` inside the brain, components of at least ``min_size`` voxels; with
     ``direction="increase"`` only where the follow-up is brighter (:func:`brighter_on_followup`)
-    and in parenchyma (:func:`bids_lesionchange.image.intensity.parenchyma_mask`), and only
-    hyperintense components (:func:`drop_dark_components`). Returns labels 1..n by size.
+    and in parenchyma (:func:`bids_lesionchange.image.intensity.parenchyma_mask`), only
+    hyperintense components (:func:`drop_dark_components`) and only components in tissue that
+    was not already hyperintense at baseline (:func:`drop_preexisting_components`). Returns
+    labels 1..n by size.
     """
     from bids_lesionchange.image.intensity import parenchyma_mask
 
@@ -139,7 +189,8 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
     allowed = (brain if parenchyma is None else parenchyma) & brighter_on_followup(
         baseline, follow, noise_z=noise_z, brain_mask=brain)
     labels = change_components(score, threshold=threshold, min_size=min_size, brain_mask=allowed)
-    return drop_dark_components(labels, follow, brain)
+    labels = drop_dark_components(labels, follow, brain)
+    return drop_preexisting_components(labels, baseline, brain)
 
 
 def relabel_by_size(labels: np.ndarray, min_size: int = 1) -> np.ndarray:

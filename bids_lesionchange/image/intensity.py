@@ -97,6 +97,10 @@ def normalise_intensity(data: np.ndarray, mask: np.ndarray, *, lower_percentile:
 INTENSITY_NORMALISATIONS = ("wm-peak", "percentile")
 #: White matter lands here with ``wm-peak``: lesions (1.3-2x white matter on FLAIR) stay below 1.
 WM_PEAK_TARGET = 0.5
+#: Intensity, as a multiple of a FLAIR's white-matter peak (:func:`white_matter_peak`), above
+#: which tissue counts as hyperintense: above the grey matter (1.05-1.15 x white matter on
+#: FLAIR), where lesions start (1.3-2 x).
+HYPERINTENSE_LEVEL = 1.15
 
 
 def white_matter_peak(data: np.ndarray, mask: np.ndarray) -> float:

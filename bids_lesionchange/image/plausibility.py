@@ -12,7 +12,8 @@ measured on real scans (docs/method.md, "Input checks", gives the values and the
   :data:`MIN_HEAD_EXTENT_MM` of head).
 - **Flags** (the pair is processed; the QC JSON, the summary TSV and the report say why the
   result is doubtful) where the evidence is statistical: :func:`contrast_profile` (is each
-  session a FLAIR?) and :func:`same_person_measures` (do the two sessions show the same brain?), turned into
+  session a FLAIR?), :func:`same_person_measures` (do the two sessions show the same brain?) and
+  :func:`lesion_persistence` (does the follow-up still show the baseline's lesions?), turned into
   sentences by :func:`input_flags`.
 
 Pure numpy/scipy: no file is read here.
@@ -172,6 +173,70 @@ MIN_SAME_PERSON_NCC = 0.70
 #: 1.005-1.26 (rigid alignment puts another brain into the mask, so the ratio alone does not tell).
 MAX_BRAIN_VOLUME_RATIO = 1.10
 
+#: Baseline voxels brighter than this multiple of the white-matter peak, in clusters of at least
+#: :data:`MIN_LESION_VOXELS`, are the baseline's lesions for :func:`lesion_persistence` (FLAIR
+#: lesions are 1.3-2 x white matter; grey matter 1.05-1.15 x).
+LESION_LEVEL = 1.3
+MIN_LESION_VOXELS = 10
+#: Below this share of the baseline's lesion volume still hyperintense at follow-up a pair is
+#: flagged (when the baseline holds at least :data:`MIN_BASELINE_LESION_ML`). MS lesions shrink
+#: but do not all vanish between two sessions. Measured share: 0.38-1.00 on 10 self-pairs of five
+#: real FLAIRs (simulated rescans onto other grids, contrasts and noise: a rescan that changes the
+#: contrast turns some bright grey matter and artefacts normal), 0.97-1.00 on two bidsgate
+#: longphantoms (lesions shrink and resolve by design), 1.00 on 8 synthetic Change pairs; another
+#: synthetic subject's follow-up in a subject's place: 0.02.
+MIN_LESION_PERSISTENCE = 0.2
+MIN_BASELINE_LESION_ML = 1.0
+
+
+def lesion_persistence(baseline: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray, zooms) -> dict:
+    """Measure how much of the baseline's lesion volume is still hyperintense at follow-up.
+
+    On two aligned, intensity-normalised sessions: the baseline's lesions are its voxels above
+    :data:`LESION_LEVEL` x its white-matter peak (clusters of at least :data:`MIN_LESION_VOXELS`);
+    a lesion voxel persists when the follow-up, within one voxel of it (residual misalignment),
+    is above :data:`bids_lesionchange.image.intensity.HYPERINTENSE_LEVEL` x the follow-up's
+    white-matter peak. ``lesions_persist`` is False when less than
+    :data:`MIN_LESION_PERSISTENCE` of at least :data:`MIN_BASELINE_LESION_ML` persists: the
+    follow-up does not show the baseline's lesions, as when it is another person's scan.
+
+    Returns
+    -------
+    dict
+        ``baseline_lesion_ml``, ``persistent_fraction`` (None when the baseline has no lesion),
+        ``min_persistent_fraction`` and ``lesions_persist`` (None when not judged: less than
+        :data:`MIN_BASELINE_LESION_ML` of baseline lesion, or no white-matter peak).
+    """
+    import cc3d
+
+    from bids_lesionchange.image.intensity import HYPERINTENSE_LEVEL, white_matter_peak
+
+    result = {"baseline_lesion_ml": 0.0, "persistent_fraction": None,
+              "min_persistent_fraction": MIN_LESION_PERSISTENCE, "lesions_persist": None}
+    baseline = np.asarray(baseline, dtype=np.float32)
+    followup = np.asarray(followup, dtype=np.float32)
+    brain = np.asarray(brain_mask) > 0
+    try:
+        peaks = [white_matter_peak(image, brain) for image in (baseline, followup)]
+    except ValueError:
+        return result
+    lesion = brain & (baseline > LESION_LEVEL * peaks[0])
+    labels = cc3d.connected_components(lesion, connectivity=26)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    lesion = (sizes >= MIN_LESION_VOXELS)[labels]
+    n = int(lesion.sum())
+    if n == 0:
+        return result
+    still = ndimage.maximum_filter(followup, size=3)[lesion] > HYPERINTENSE_LEVEL * peaks[1]
+    fraction = float(still.mean())
+    volume = n * float(np.prod(np.asarray(zooms, dtype=float)[:3])) / 1000.0
+    judged = volume >= MIN_BASELINE_LESION_ML
+    result.update(baseline_lesion_ml=round(volume, 3), persistent_fraction=round(fraction, 4),
+                  lesions_persist=bool(fraction >= MIN_LESION_PERSISTENCE) if judged else None)
+    return result
+
+
 def contrast_profile(data: np.ndarray, brain_mask: np.ndarray, zooms, *, resolution_mm=None,
                      max_voxels: int = 200_000) -> dict:
     """Measure whether an image has a FLAIR's contrast: cortex brighter than deep white matter.
@@ -258,7 +323,7 @@ def same_person_measures(ncc_brain: float, parenchyma_ml_baseline: float, parenc
 
 
 def input_flags(baseline_contrast: dict, followup_contrast: dict, same_person: dict, *,
-                baseline_file, followup_file) -> list[str]:
+                baseline_file, followup_file, persistence: dict | None = None) -> list[str]:
     """Return one sentence per failed plausibility check of a pair (empty when all pass).
 
     Each names the file concerned, what was measured against which limit, and what to check.
@@ -278,4 +343,10 @@ def input_flags(baseline_contrast: dict, followup_contrast: dict, same_person: d
                      f"{same_person['ncc_brain']:.2f}, limit {same_person['min_ncc']:.2f}; parenchyma volume "
                      f"ratio {'n/a' if ratio is None else f'{ratio:.2f}'}, limit {same_person['max_volume_ratio']:.2f}); "
                      "check that both files are this subject's FLAIRs")
+    if persistence and persistence.get("lesions_persist") is False:
+        flags.append(f"{Path(followup_file).name} does not show the lesions of {Path(baseline_file).name}: "
+                     f"{100 * persistence['persistent_fraction']:.0f} % of the baseline's "
+                     f"{persistence['baseline_lesion_ml']:.1f} ml of hyperintense lesion is still hyperintense "
+                     f"at follow-up (limit {100 * persistence['min_persistent_fraction']:.0f} %; MS lesions shrink "
+                     "but do not all vanish); check that both files are this subject's FLAIRs")
     return flags

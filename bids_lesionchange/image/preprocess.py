@@ -325,7 +325,7 @@ def parenchyma_volume_ml(data: np.ndarray, mask: np.ndarray, zooms) -> float:
 
 def quality_file(baseline_file, followup_file, mask_file, registration_json, out_json,
                  *, skull_strip: str = "", resolution_json=None, baseline_source=None,
-                 followup_source=None) -> dict:
+                 followup_source=None, unnormalised=(None, None)) -> dict:
     """Write the QC measures of a preprocessed pair as JSON and return them.
 
     Keys: ``brain_mask_volume_ml``, ``brain_volume_ml`` ({baseline, followup}: parenchyma,
@@ -334,7 +334,9 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     on bias-corrected images), ``registration_failed`` and the rule that sets it, and the
     resolution matching (``resolution_matching`` block) when ``resolution_json`` is given, and
     the ``plausibility`` block (:mod:`bids_lesionchange.image.plausibility`): each session's
-    FLAIR-likeness, the same-person measures and ``flags``, one sentence per failed check naming
+    FLAIR-likeness, the same-person measures, the persistence of the baseline's lesions
+    (:func:`.plausibility.lesion_persistence`, on the images before normalisation when
+    ``unnormalised`` gives them: the 99th-percentile normalisation clips lesions) and ``flags``, one sentence per failed check naming
     ``baseline_source`` or ``followup_source`` (the user's files; default: the files given), and
     one per source whose qform and sform disagree (:func:`.io.qform_sform_note`).
     """
@@ -354,9 +356,12 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
                 for key, image in (("baseline", b), ("followup", f))}
     same_person = plausibility.same_person_measures(registration["ncc_brain"], volumes["baseline"],
                                                     volumes["followup"])
+    raw = [b, f] if None in unnormalised else [np.asanyarray(nib.load(str(path)).dataobj, dtype=np.float32)
+                                               for path in unnormalised]
+    persistence = plausibility.lesion_persistence(*raw, mask, zooms)
     flags = plausibility.input_flags(contrast["baseline"], contrast["followup"], same_person,
                                      baseline_file=baseline_source or baseline_file,
-                                     followup_file=followup_source or followup_file)
+                                     followup_file=followup_source or followup_file, persistence=persistence)
     for flag in flags:
         LOGGER.warning("%s", flag)
     # header flags: already logged when the input was first checked (check_inputs)
@@ -375,7 +380,7 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
         "registration_failed_rule": f"brain NCC after alignment (bias-corrected images) < "
                                     f"{registration['min_ncc']}",
         "plausibility": {"baseline_contrast": contrast["baseline"], "followup_contrast": contrast["followup"],
-                         "same_person": same_person, "flags": flags},
+                         "same_person": same_person, "lesion_persistence": persistence, "flags": flags},
     }
     if resolution_json:
         measures["resolution_matching"] = matching

@@ -280,6 +280,8 @@ class _QCInputSpec(BaseInterfaceInputSpec):
     resolution_json = File(exists=True, desc="the resolution-matching report")
     baseline_source = File(desc="the user's baseline FLAIR, named in the flags")
     followup_source = File(desc="the user's follow-up FLAIR, named in the flags")
+    baseline_unnormalised = File(exists=True, desc="the baseline before intensity normalisation (same grid)")
+    followup_unnormalised = File(exists=True, desc="the follow-up before intensity normalisation (same grid)")
 
 
 class _QCOutputSpec(TraitedSpec):
@@ -300,7 +302,9 @@ class PreprocQC(SimpleInterface):
                      self.inputs.registration_json, out, skull_strip=self.inputs.skull_strip,
                      resolution_json=self.inputs.resolution_json or None,
                      baseline_source=self.inputs.baseline_source or None,
-                     followup_source=self.inputs.followup_source or None)
+                     followup_source=self.inputs.followup_source or None,
+                     unnormalised=(self.inputs.baseline_unnormalised or None,
+                                   self.inputs.followup_unnormalised or None))
         self._results["out_json"] = out
         return runtime
 

@@ -172,3 +172,30 @@ def test_a_new_lesion_touching_a_ventricle_survives_the_increase_rule(tmp_path):
                                     baseline=files["b"], followup=files["f"])
     out = nib.load(labels).get_fdata()
     assert n == 1 and out[12, 12, 17] == 1 and out[15, 15, 10] == 0
+
+
+def test_drop_preexisting_components_keeps_new_and_enlarging_drops_brightened_old_lesions():
+    from bids_lesionchange.analysis.components import drop_preexisting_components
+
+    rng = np.random.default_rng(0)
+    baseline = (0.5 + 0.02 * rng.standard_normal((30, 30, 30))).astype(np.float32)  # white matter at 0.5
+    baseline[:, :, 20:] = 0.1  # CSF: dark on FLAIR
+    baseline[2:8, 2:8, 2:8] = 0.8  # an old lesion: hyperintense at baseline
+    baseline[20:27, 2:8, 2:8] = 0.8  # the old core of an enlarging lesion (7 of 10 rows)
+    labels = np.zeros(baseline.shape, np.int32)
+    labels[2:8, 2:8, 2:8] = 1  # the old lesion got brighter: not new, not enlarging
+    labels[12:16, 12:16, 12:16] = 2  # a new lesion in normal-appearing tissue
+    labels[20:30, 2:8, 2:8] = 3  # the enlarging lesion: old core + 30 % grown rim
+    brain = np.ones(baseline.shape, bool)
+    out = drop_preexisting_components(labels, baseline, brain)
+    assert out.max() == 2
+    assert out[4, 4, 4] == 0 and out[14, 14, 14] > 0 and out[25, 4, 4] > 0 and out[28, 4, 4] > 0
+    assert out[25, 4, 4] == 1  # renumbered by size: the enlarging lesion (360 voxels) is the largest
+    # The rule's parameter is what decides: ask for half the voxels to be new and the rim is too small.
+    strict = drop_preexisting_components(labels, baseline, brain, min_new_fraction=0.5)
+    assert strict.max() == 1 and strict[14, 14, 14] == 1
+    # A flat baseline has no white-matter peak: nothing removed.
+    flat = drop_preexisting_components(labels, np.full(baseline.shape, 0.5, np.float32), brain)
+    assert flat.max() == 3
+    with pytest.raises(ValueError, match="min_new_fraction"):
+        drop_preexisting_components(labels, baseline, brain, min_new_fraction=1.5)

@@ -558,7 +558,8 @@ def _t1w_like(session) -> np.ndarray:
 
 
 def _replace_followup(bids: Path, kind: str) -> Path:
-    """Replace sub-01's ses-02 FLAIR by a 10-slice slab of it, a 10 mm version, or a T1w-like image."""
+    """Replace sub-01's ses-02 FLAIR by a 10-slice slab of it, a 10 mm version, a T1w-like image, or
+    sub-02's ses-02 FLAIR (another person: the synthetic subjects share one anatomy template)."""
     import nibabel as nib
     import numpy as np
 
@@ -578,6 +579,9 @@ def _replace_followup(bids: Path, kind: str) -> Path:
     elif kind == "t1w":
         session = simulate_subject(0, "Change", seed=3, preset="small", label="01", keep_tissues=True).sessions[1]
         data = np.clip(np.rint(_t1w_like(session)), 0, 32767).astype(np.int16)
+    elif kind == "other_subject":
+        other = nib.load(str(bids / "sub-02" / "ses-02" / "anat" / "sub-02_ses-02_FLAIR.nii.gz"))
+        data, affine = np.asanyarray(other.dataobj), other.affine
     write_nifti(path, data, affine)
     return path
 
@@ -622,6 +626,18 @@ def test_end_to_end_a_t1w_named_flair_is_flagged_and_the_other_subject_is_not(tm
     assert done.returncode == 0, done.stderr[-3000:]
     sentence = f"sub-01_ses-01_FLAIR.nii.gz and {bad.name} may not be the same person or the same contrast"
     assert row["status"] == "ok" and row["input_flags"].startswith(sentence)
+    assert f"sub-01_ses-01to02: {sentence}" in done.stderr
+
+
+@pytest.mark.slow
+def test_end_to_end_another_subjects_follow_up_is_flagged_and_the_other_subject_is_not(tmp_path):
+    """The synthetic subjects share one anatomy (brain NCC about 0.85, inside the same-person range
+    of real rescans), so the same-person check passes; the follow-up does not show the baseline's
+    lesions (about 2 % of them still hyperintense), which flags the pair."""
+    done, row, bad = _run_two_subjects(tmp_path, "other_subject")
+    assert done.returncode == 0, done.stderr[-3000:]
+    sentence = f"{bad.name} does not show the lesions of sub-01_ses-01_FLAIR.nii.gz"
+    assert row["status"] == "ok" and sentence in row["input_flags"]
     assert f"sub-01_ses-01to02: {sentence}" in done.stderr
 
 

@@ -179,3 +179,42 @@ def test_a_t1w_session_is_flagged_by_name():
     assert "(depth-intensity correlation +0.26 > +0.10," in flags[0]
     unknown = {"flair_like": None, "depth_intensity_correlation": None, "max_correlation": 0.10}
     assert pl.input_flags(unknown, unknown, same, baseline_file="b", followup_file="f") == []
+
+
+# ---------------------------------------------------------------------------- lesion persistence
+def _brain_with_lesions(rng, centres, shape=(40, 40, 40)):
+    """White matter at 0.5 with noise, a dark CSF slab, 6^3-voxel lesions at 0.8 (1.6 x white matter)."""
+    data = (0.5 + 0.02 * rng.standard_normal(shape)).astype(np.float32)
+    data[:, :, 30:] = 0.1
+    for x, y, z in centres:
+        data[x:x + 6, y:y + 6, z:z + 6] = 0.8
+    return data
+
+
+def test_lesion_persistence_flags_a_follow_up_without_the_baseline_lesions():
+    rng = np.random.default_rng(1)
+    mask = np.ones((40, 40, 40), bool)
+    zooms = (2.0, 2.0, 2.0)  # 8 mm3 voxels: each lesion 1.7 ml
+    lesions = [(4, 4, 4), (20, 20, 10), (4, 28, 18)]
+    baseline = _brain_with_lesions(rng, lesions)
+    # the same lesions, shifted by one voxel (residual misalignment), and a new one
+    same = _brain_with_lesions(rng, [(x + 1, y, z) for x, y, z in lesions] + [(28, 4, 4)])
+    kept = pl.lesion_persistence(baseline, same, mask, zooms)
+    assert kept["lesions_persist"] is True and kept["persistent_fraction"] == pytest.approx(1.0)
+    assert kept["baseline_lesion_ml"] == pytest.approx(3 * 216 * 8 / 1000, rel=0.02)
+    other = _brain_with_lesions(rng, [(28, 4, 4), (28, 28, 20)])  # another person's lesions
+    gone = pl.lesion_persistence(baseline, other, mask, zooms)
+    assert gone["lesions_persist"] is False and gone["persistent_fraction"] < pl.MIN_LESION_PERSISTENCE
+    flags = pl.input_flags({}, {}, {"same_person": True}, baseline_file="/d/b.nii.gz",
+                           followup_file="/d/f.nii.gz", persistence=gone)
+    assert len(flags) == 1 and flags[0].startswith("f.nii.gz does not show the lesions of b.nii.gz: 0 % of")
+    assert "check that both files are this subject's FLAIRs" in flags[0]
+    # one shrinking lesion of three keeps two thirds: not flagged
+    shrunk = _brain_with_lesions(rng, lesions[:2])
+    assert pl.lesion_persistence(baseline, shrunk, mask, zooms)["lesions_persist"] is True
+    # under 1 ml of baseline lesion (1 mm voxels: 0.65 ml) is not judged
+    small = pl.lesion_persistence(baseline, other, mask, (1.0, 1.0, 1.0))
+    assert small["lesions_persist"] is None and small["persistent_fraction"] is not None
+    # no lesion at baseline: nothing to judge
+    clean = _brain_with_lesions(rng, [])
+    assert pl.lesion_persistence(clean, other, mask, zooms)["persistent_fraction"] is None
