@@ -194,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default: {MAX_PLAUSIBLE_FRACTION:g})")
     g.add_argument("--change-direction", choices=["increase", "any"], default="increase",
                    help="increase (default): a change must be brighter on the follow-up than at baseline, "
-                   "outside CSF and hyperintense (above the brain's median), as new and enlarging lesions "
-                   "are on FLAIR; any: every change the network finds (the paper)")
+                   "outside CSF, hyperintense (above the brain's median) and mostly in tissue that was not "
+                   "hyperintense at baseline, as new and enlarging lesions are on FLAIR; any: every change the network finds (the paper)")
     g.add_argument("--match", choices=["iou", "overlap", "msseg2"], default="iou",
                    help="lesion matching for evaluation: IoU >= 0.01 (default, the paper), any overlap, "
                    "or msseg2: the MSSEG-2 challenge's detection rule (Anima's animaSegPerfAnalyzer: "
