@@ -48,6 +48,7 @@ def _pair_entry(settings, outcome) -> dict:
         "name": pair.name, "baseline_session": ses_b, "followup_session": ses_f,
         "qc": {}, "mask_svg": out / files.mask_svg, "registration_svg": out / files.registration_svg,
         "figures": [], "lesion_rows": [], "metrics": None, "change_qc": None, "errors": [],
+        "notes": list(pair.notes),
     }
     if outcome.status != "ok":
         entry["errors"].append(f"step '{outcome.step}' failed: {outcome.message} "

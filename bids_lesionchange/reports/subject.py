@@ -72,10 +72,11 @@ def build_subject_report(
         ``figures`` (list of image paths), ``lesion_rows`` (list of lesion table rows),
         ``metrics`` (dict or None), ``change_qc`` (the out-of-domain guard's dict, see
         :func:`bids_lesionchange.analysis.plausibility.change_plausibility`, or None) and
-        ``errors`` (list of str). Any key may be missing or None: the report then says "not
-        available". A pair whose ``change_qc`` is ``out_of_domain``, whose ``qc`` holds
-        plausibility ``flags``, or whose ``metrics`` carry a ``reference_flag`` other than
-        ``none``, gets a warning box.
+        ``errors`` (list of str), ``notes`` (list of str: how the input files were chosen, e.g.
+        one FLAIR of several in a session). Any key may be missing or None: the report then
+        says "not available". A pair whose ``change_qc`` is ``out_of_domain``, whose ``qc``
+        holds plausibility ``flags``, whose ``metrics`` carry a ``reference_flag`` other than
+        ``none``, or that has ``notes``, gets a warning box.
     tracking : mapping, optional
         The longitudinal change table of a subject with two pairs or more: ``rows`` (its rows),
         ``figure`` (the volume plot) and ``table`` (its path); None: the section says why not.
@@ -95,6 +96,7 @@ def build_subject_report(
                  if pair["reference_flag"]]
     warnings += [("Out of domain", pair["heading"], pair["guard"]["message"]) for pair in prepared
                  if pair["guard"] and pair["guard"]["out_of_domain"]]
+    warnings += [("Input choice", pair["heading"], note) for pair in prepared for note in pair["notes"]]
     context = {
         "title": f"bids_lesionchange: sub-{subject}",
         "sections": SUBJECT_SECTIONS,
@@ -147,6 +149,7 @@ def _prepare_pair(pair: Mapping[str, Any], position: int) -> dict[str, Any]:
         "guard": guard,
         "input_flags": _input_flags(pair.get("qc")),
         "reference_flag": _reference_flag(metrics),
+        "notes": [str(note) for note in (pair.get("notes") or ())],
         "summary": _summary_cells(name, baseline, followup, rows, known, errors, guard),
     }
 

@@ -179,6 +179,22 @@ def test_an_implausible_reference_gets_a_warning_box(demo_inputs, tmp_path):
     assert 'class="warning-box"' not in html
 
 
+def test_the_choice_of_one_flair_of_several_gets_a_warning_box(demo_inputs, tmp_path):
+    """Issue 16 item 8d: the note of discovery.choice_note is in the report, not only in the log."""
+    from bids_lesionchange.discovery import choice_note
+
+    note = choice_note("01", "2", Path("/bids/sub-01/ses-2/anat/sub-01_ses-2_run-1_FLAIR.nii.gz"),
+                       ["sub-01_ses-2_run-2_FLAIR.nii.gz"])
+    pair = dict(demo_inputs["pair"], notes=[note])
+    html = build_subject_report(tmp_path / "r.html", subject="01", pairs=[pair], provenance={}).read_text()
+    boxes = re.findall(r'<div class="warning-box" role="alert">(.*?)</div>', html, re.S)
+    assert len(boxes) == 1 and "<strong>Input choice, " in boxes[0]
+    assert "using sub-01_ses-2_run-1_FLAIR.nii.gz" in boxes[0] and "sub-01_ses-2_run-2_FLAIR.nii.gz" in boxes[0]
+    html = build_subject_report(tmp_path / "r2.html", subject="01", pairs=[dict(pair, notes=[])],
+                                provenance={}).read_text()
+    assert 'class="warning-box"' not in html
+
+
 def test_collect_reads_the_change_qc_derivative(tmp_path):
     import json
     from types import SimpleNamespace
@@ -194,6 +210,8 @@ def test_collect_reads_the_change_qc_derivative(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(qc))
     entry = _pair_entry(SimpleNamespace(output_dir=tmp_path), PairOutcome(pair))
-    assert entry["change_qc"] == qc
+    assert entry["change_qc"] == qc and entry["notes"] == []
     other = SessionPair("02", "1", "2", tmp_path / "b.nii.gz", tmp_path / "f.nii.gz")
     assert _pair_entry(SimpleNamespace(output_dir=tmp_path), PairOutcome(other))["change_qc"] is None
+    noted = SessionPair("03", "1", "2", tmp_path / "b.nii.gz", tmp_path / "f.nii.gz", ("one of two FLAIRs",))
+    assert _pair_entry(SimpleNamespace(output_dir=tmp_path), PairOutcome(noted))["notes"] == ["one of two FLAIRs"]
