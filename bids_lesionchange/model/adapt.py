@@ -6,8 +6,12 @@ protocol at their own slice offsets, a sub-voxel shift: :func:`bids_lesionchange
 acquisition_nuisance`), so the pair differs the way two scans of an unchanged brain differ on this
 scanner, and SuperMix (lesion-like when the model was trained with it) adds the synthetic change.
 A few Adam steps at a fraction of the training learning rate then teach the model this scanner's
-texture and contrast as "no change". Between two real sessions there may be real change, so the
-baseline and the follow-up are never paired with each other.
+texture and contrast as "no change". The adapted weights are then interpolated with the base
+model's, ``base + INTERPOLATION x (fine-tuned - base)`` (weight-space ensembling, WiSE-FT:
+Wortsman et al., CVPR 2022): a few steps on a handful of crops move every weight, and the
+interpolation keeps what the base model knew about lesions while taking the step towards the
+scanner. Between two real sessions there may be real change, so the baseline and the follow-up
+are never paired with each other.
 
 The adapted model is a model directory like any other (``participant --model``), with the base
 model, the sessions, the steps, the seed and the time in its ``model.json`` under
@@ -38,6 +42,18 @@ STEP = "adapt"
 LEARNING_RATE_FACTOR = 0.25  # adaptation lr = this x the model's training learning rate
 MIN_NUISANCE = 0.03  # acquisition nuisance of the self-pairs when the model was trained without any
 DEFAULT_STEPS = 20
+INTERPOLATION = 0.5  # the adapted weights = base + INTERPOLATION x (fine-tuned - base)
+
+
+def interpolate_weights(base: Sequence[np.ndarray], tuned: Sequence[np.ndarray],
+                        factor: float = INTERPOLATION) -> list[np.ndarray]:
+    """``base + factor x (tuned - base)`` per array (0: the base model, 1: the fine-tuned one)."""
+    if not 0.0 <= factor <= 1.0:
+        raise ValueError(f"the interpolation factor must be in [0, 1], got {factor}")
+    if len(base) != len(tuned) or any(np.shape(b) != np.shape(t) for b, t in zip(base, tuned)):
+        raise ValueError("the base and the fine-tuned weights differ in number or shape")
+    return [(np.asarray(b) + factor * (np.asarray(t) - np.asarray(b))).astype(np.asarray(b).dtype)
+            for b, t in zip(base, tuned)]
 
 
 def session_self_pairs(sessions: Sequence[tuple[str, np.ndarray, np.ndarray]],
@@ -96,6 +112,7 @@ def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarr
     pairs = session_self_pairs(sessions, tuple(training.crop_shape))
     trainer = DetectorTrainer(tuned, seed=seed)
     trainer.model.load_weights(str(model_dir / spec["weights"]))
+    base_weights = [np.array(w) for w in trainer.model.get_weights()]
     vae = load_vae(model_dir) if steps else None
     rng = np.random.default_rng([seed, 5])
     losses = []
@@ -112,6 +129,8 @@ def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarr
         losses.append(trainer.train_step(np.stack([b["mixed"] for b in batch]),
                                          np.stack([b["reference"] for b in batch]),
                                          np.stack([b["label"] for b in batch]))["loss"])
+    if steps:
+        trainer.model.set_weights(interpolate_weights(base_weights, trainer.model.get_weights(), INTERPOLATION))
     seconds = time.time() - began
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MODEL_SPEC).unlink(missing_ok=True)  # an interrupted write must not look complete
@@ -125,6 +144,7 @@ def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarr
         "steps": int(steps),
         "seed": int(seed),
         "learning_rate": tuned.training.learning_rate,
+        "interpolation": INTERPOLATION if steps else None,
         "acquisition_augmentation": tuned.training.acquisition_augmentation,
         "mean_loss": float(np.mean(losses)) if losses else None,
         "seconds": round(seconds, 1),

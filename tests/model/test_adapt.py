@@ -6,7 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_lesionchange.model.adapt import adapt_detector, adapt_files, session_self_pairs
+from bids_lesionchange.model import adapt
+from bids_lesionchange.model.adapt import adapt_detector, adapt_files, interpolate_weights, session_self_pairs
 from bids_lesionchange.model.io import load_detector, read_model_spec, sha256_of
 from bids_lesionchange.model.training import train_change_detector
 
@@ -33,10 +34,37 @@ def test_adaptation_writes_a_new_verified_model_and_leaves_the_base_untouched(mi
     assert adaptation["base_detector_sha256"] == base_digest
     assert adaptation["sessions"] == ["ses-01", "ses-02"] and adaptation["steps"] == 2 and adaptation["seed"] == 1
     assert adaptation["learning_rate"] < spec["hyperparams"]["training"]["learning_rate"]
+    assert adaptation["interpolation"] == adapt.INTERPOLATION
     assert spec["hyperparams"] == json.loads((micro_model / "model.json").read_text())["hyperparams"]
     # Adam moved at least one weight (two steps with a non-zero learning rate always do)
     before, after = _weights(micro_model), _weights(out)
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_interpolate_weights():
+    base = [np.zeros((2, 3), np.float32), np.full(4, 2.0, np.float32)]
+    tuned = [np.ones((2, 3), np.float32), np.full(4, 4.0, np.float32)]
+    half = interpolate_weights(base, tuned, 0.5)
+    np.testing.assert_array_equal(half[0], np.full((2, 3), 0.5))
+    np.testing.assert_array_equal(half[1], np.full(4, 3.0))
+    assert half[0].dtype == np.float32
+    for factor, expected in ((0.0, base), (1.0, tuned)):
+        for got, want in zip(interpolate_weights(base, tuned, factor), expected):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        interpolate_weights(base, tuned, 1.5)
+    with pytest.raises(ValueError, match="number or shape"):
+        interpolate_weights(base, tuned[:1])
+
+
+def test_the_saved_weights_are_the_interpolation(micro_model, make_brain, tmp_path, monkeypatch):
+    """With the factor at 0 the fine-tuned steps are taken but the base weights are what is saved."""
+    monkeypatch.setattr(adapt, "INTERPOLATION", 0.0)
+    baseline, _, mask = make_brain((40, 40, 40), 3)
+    out = adapt_detector(micro_model, [("ses-01", baseline, mask)], tmp_path / "zero", steps=2, seed=1)
+    assert read_model_spec(out)["training"]["adaptation"]["interpolation"] == 0.0
+    for a, b in zip(_weights(micro_model), _weights(out)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_zero_steps_copies_the_weights(micro_model, make_brain, tmp_path):
