@@ -352,7 +352,8 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     matching = json.loads(Path(resolution_json).read_text()) if resolution_json else {}
     # after resolution matching both sessions have the coarser one's resolution along each axis
     fwhm = np.max([matching.get("fwhm_mm", {}).get(key, zooms) for key in ("baseline", "followup")], axis=0)
-    contrast = {key: plausibility.contrast_profile(image, mask, zooms, resolution_mm=fwhm)
+    depth = plausibility.mask_depth_mm(mask, zooms)  # one mask for both sessions
+    contrast = {key: plausibility.contrast_profile(image, mask, zooms, resolution_mm=fwhm, depth_mm=depth)
                 for key, image in (("baseline", b), ("followup", f))}
     same_person = plausibility.same_person_measures(registration["ncc_brain"], volumes["baseline"],
                                                     volumes["followup"])

@@ -218,3 +218,15 @@ def test_lesion_persistence_flags_a_follow_up_without_the_baseline_lesions():
     # no lesion at baseline: nothing to judge
     clean = _brain_with_lesions(rng, [])
     assert pl.lesion_persistence(clean, other, mask, zooms)["persistent_fraction"] is None
+
+
+def test_mask_depth_on_the_bounding_box_equals_the_whole_grid():
+    from scipy import ndimage
+
+    mask = np.zeros((30, 40, 20), bool)
+    mask[5:20, 8:35, 3:20] = True  # touches the grid's last slice: the border counts as outside
+    mask[10:12, 15:17, 10:12] = False
+    zooms = (1.0, 0.8, 2.5)
+    whole = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=zooms)[1:-1, 1:-1, 1:-1]
+    np.testing.assert_allclose(pl.mask_depth_mm(mask, zooms), whole)
+    assert not pl.mask_depth_mm(np.zeros((4, 4, 4)), zooms).any()
