@@ -101,3 +101,20 @@ def test_weight_averaging_writes_the_moving_average(nifti_pairs, micro_hyperpara
     assert len(written) == len(averaged)
     for w, a in zip(written, averaged):
         np.testing.assert_array_equal(np.asarray(w.numpy()), a)
+
+
+def test_the_compiled_training_step_is_traced_once(micro_hyperparams):
+    """Adam's moments are built with the trainer, so the first tf.function call does not trace twice."""
+    from dataclasses import replace
+
+    from bids_lesionchange.model.training import DetectorTrainer
+
+    params = replace(micro_hyperparams, training=replace(micro_hyperparams.training, graph_mode=True))
+    trainer = DetectorTrainer(params, seed=0)
+    assert trainer.optimizer.built and len(trainer.optimizer.variables) > 1
+    rng = np.random.default_rng(0)
+    shape = (2, *params.training.crop_shape)
+    for _ in range(2):
+        trainer.train_step(rng.uniform(size=shape).astype(np.float32), rng.uniform(size=shape).astype(np.float32),
+                           (rng.uniform(size=shape) > 0.9).astype(np.float32))
+    assert trainer._step.experimental_get_tracing_count() == 1
