@@ -13,7 +13,7 @@ be a hyperintensity at follow-up: components whose mean follow-up intensity does
 median of the follow-up's brain are dropped (:func:`drop_dark_components`). The CSF step comes
 first so that a new periventricular lesion is not dropped with the ventricle it touches. Last, a
 change must turn tissue that was not yet hyperintense into hyperintense tissue: a component of
-which fewer than ``MIN_NEW_FRACTION`` of the voxels were at or below ``PREEXISTING_LEVEL`` times
+which fewer than ``MIN_NEW_FRACTION`` of the voxels were at or below ``HYPERINTENSE_LEVEL`` times
 the baseline's white-matter peak is a lesion (or bright grey matter) that was already there and
 only got brighter, not a new or enlarging lesion (:func:`drop_preexisting_components`). This removes what a
 network trained on generic change also flags: darkening (lesions that shrink, residual bias
@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bids_lesionchange.image.intensity import HYPERINTENSE_LEVEL
+from bids_lesionchange.image.intensity import HYPERINTENSE_LEVEL, white_matter_peak
 
 VALID_CONNECTIVITY = (6, 18, 26)
-#: Baseline intensity, as a multiple of the baseline's white-matter peak, above which tissue
-#: already counts as hyperintense (:data:`bids_lesionchange.image.intensity.HYPERINTENSE_LEVEL`).
-PREEXISTING_LEVEL = HYPERINTENSE_LEVEL
 #: Smallest share of a change's voxels that must have been normal-appearing (not hyperintense)
 #: at baseline for the change to be a new or enlarging lesion.
 MIN_NEW_FRACTION = 0.2
@@ -104,6 +101,20 @@ def brighter_on_followup(baseline: np.ndarray, followup: np.ndarray, sigma: floa
     return difference > margin
 
 
+def _component_sums(labels: np.ndarray, values, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel counts and sums of ``values`` per label 0..n (index = label)."""
+    flat = labels.ravel()
+    return (np.bincount(flat, minlength=n + 1),
+            np.bincount(flat, weights=np.asarray(values).ravel(), minlength=n + 1))
+
+
+def _keep_components(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Labels whose entry in ``keep`` (index = label) is True, renumbered by size; 0 stays background."""
+    keep = np.array(keep, dtype=bool)
+    keep[0] = False
+    return relabel_by_size(np.where(keep[labels], labels, 0), min_size=1)
+
+
 def drop_dark_components(labels: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray) -> np.ndarray:
     """Remove components that are not hyperintense at follow-up and renumber the rest by size.
 
@@ -118,17 +129,12 @@ def drop_dark_components(labels: np.ndarray, followup: np.ndarray, brain_mask: n
     if n == 0 or not brain.any():
         return labels.astype(np.int32, copy=False)
     median = float(np.median(followup[brain]))
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
-    sums = np.bincount(labels.ravel(), weights=followup.ravel(), minlength=n + 1)
-    means = sums / np.maximum(counts, 1)
-    keep = means > median
-    keep[0] = False
-    kept = np.where(keep[labels], labels, 0)
-    return relabel_by_size(kept, min_size=1)
+    counts, sums = _component_sums(labels, followup, n)
+    return _keep_components(labels, sums / np.maximum(counts, 1) > median)
 
 
 def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_mask: np.ndarray, *,
-                                level: float = PREEXISTING_LEVEL,
+                                level: float = HYPERINTENSE_LEVEL,
                                 min_new_fraction: float = MIN_NEW_FRACTION) -> np.ndarray:
     """Remove changes that lie (almost) entirely in tissue already hyperintense at baseline.
 
@@ -140,8 +146,6 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
     is neither new nor enlarging. Kept components are renumbered by size. When the baseline has
     no white-matter peak (a flat image) nothing is removed.
     """
-    from bids_lesionchange.image.intensity import white_matter_peak
-
     labels = np.asarray(labels)
     n = int(labels.max(initial=0))
     if n == 0:
@@ -155,12 +159,8 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
         peak = white_matter_peak(baseline, np.asarray(brain_mask) > 0)
     except ValueError:
         return labels.astype(np.int32, copy=False)
-    normal = (baseline <= level * peak).ravel()
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
-    new = np.bincount(labels.ravel(), weights=normal, minlength=n + 1)
-    keep = new >= min_new_fraction * counts
-    keep[0] = False
-    return relabel_by_size(np.where(keep[labels], labels, 0), min_size=1)
+    counts, new = _component_sums(labels, baseline <= level * peak, n)
+    return _keep_components(labels, new >= min_new_fraction * counts)
 
 
 def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 0.1, min_size: int = 20, *,

@@ -207,8 +207,7 @@ def lesion_persistence(baseline: np.ndarray, followup: np.ndarray, brain_mask: n
         ``min_persistent_fraction`` and ``lesions_persist`` (None when not judged: less than
         :data:`MIN_BASELINE_LESION_ML` of baseline lesion, or no white-matter peak).
     """
-    import cc3d
-
+    from bids_lesionchange.analysis.components import label_connected_components, relabel_by_size
     from bids_lesionchange.image.intensity import HYPERINTENSE_LEVEL, white_matter_peak
 
     result = {"baseline_lesion_ml": 0.0, "persistent_fraction": None,
@@ -220,11 +219,8 @@ def lesion_persistence(baseline: np.ndarray, followup: np.ndarray, brain_mask: n
         peaks = [white_matter_peak(image, brain) for image in (baseline, followup)]
     except ValueError:
         return result
-    lesion = brain & (baseline > LESION_LEVEL * peaks[0])
-    labels = cc3d.connected_components(lesion, connectivity=26)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    lesion = (sizes >= MIN_LESION_VOXELS)[labels]
+    labels, _ = label_connected_components(brain & (baseline > LESION_LEVEL * peaks[0]), connectivity=26)
+    lesion = relabel_by_size(labels, min_size=MIN_LESION_VOXELS) > 0
     n = int(lesion.sum())
     if n == 0:
         return result
