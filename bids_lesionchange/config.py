@@ -34,6 +34,7 @@ class Settings:
     mem_gb: float | None = None
     skull_strip: str = "auto"  # "auto" | "hdbet" | "threshold" | "none"
     hdbet_mode: str = "fast"  # "fast" (1 fold, no TTA) | "accurate" (5 folds + TTA)
+    hdbet_precision: str = "auto"  # "auto" (bfloat16 where the CPU has it natively) | "float32" | "bfloat16"
     device: str = "cpu"
     threshold: float = 0.1
     resolution: float = 1.0

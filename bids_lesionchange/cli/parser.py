@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "none: the inputs are already brain-extracted")
     g.add_argument("--hdbet-mode", choices=["fast", "accurate"], default="fast",
                    help="fast: one fold, no test-time augmentation (CPU default); accurate: 5-fold ensemble")
+    g.add_argument("--hdbet-precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="auto (default): HD-BET's convolutions in bfloat16 on a CPU that computes it "
+                   "natively (AVX512_BF16 or AMX: about 2x faster, brain masks of Dice >= 0.998 "
+                   "against float32 on five real FLAIRs), float32 elsewhere")
     g.add_argument("--device", type=_device, default="cpu",
                    help="device for HD-BET: cpu, cuda or cuda:N (default: cpu); a CUDA device must be "
                    "visible to PyTorch, which is checked before the run starts")
@@ -490,6 +494,7 @@ def parse_args(argv: list[str] | None = None):
         mem_gb=opts.mem_gb,
         skull_strip=opts.skull_strip,
         hdbet_mode=opts.hdbet_mode,
+        hdbet_precision=opts.hdbet_precision,
         device=opts.device,
         threshold=opts.threshold,
         resolution=opts.output_resolution,

@@ -102,13 +102,15 @@ def followup_to_common(in_file, out_file, out_xfm, *, resolution: float = 1.0):
 
 def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: str = "fast",
                         device: str = "cpu", nthreads: int = 1, source_file=None,
-                        return_method: bool = False):
+                        return_method: bool = False, hdbet_precision: str = "auto"):
     """Write the brain mask (uint8) of the common-grid follow-up with ``method``.
 
     ``source_file`` (the user's follow-up) is named in errors. See
     :mod:`bids_lesionchange.image.skullstrip` for the methods; with ``auto`` an input that is
     already brain-extracted keeps its own support (:func:`.skullstrip.brain_extracted_support`).
-    Returns the mask's path, or ``(path, method that ran)`` with ``return_method``.
+    ``hdbet_precision`` is HD-BET's (:func:`.skullstrip.run_hdbet`). Returns the mask's path, or
+    ``(path, method that ran)`` with ``return_method`` (HD-BET: ``hdbet (float32)`` or
+    ``hdbet (bfloat16)``).
     """
     source_file = source_file or in_file
     requested = method
@@ -126,7 +128,9 @@ def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: 
                     "(--skull-strip hdbet forces HD-BET)", Path(source_file).name)
         mask, method = support, "none (input already brain-extracted)"
     elif method == "hdbet":
-        run_hdbet(in_file, out_mask, mode=hdbet_mode, device=device, nthreads=nthreads)
+        _, precision = run_hdbet(in_file, out_mask, mode=hdbet_mode, device=device, nthreads=nthreads,
+                                 precision=hdbet_precision, return_precision=True)
+        method = f"hdbet ({precision})"
         mask = _load_mask(out_mask)
     elif method == "threshold":
         mask = threshold_brain_mask(data, _zooms(img))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -253,8 +254,13 @@ def check_brain_mask(mask: np.ndarray, zooms, path, *, step: str = "skullstrip")
 
 
 def run_hdbet(in_file, out_mask, *, mode: str = "fast", device: str = "cpu",
-              nthreads: int = 1, timeout: float | None = 3600) -> Path:
+              nthreads: int = 1, precision: str = "auto", timeout: float | None = 3600,
+              return_precision: bool = False):
     """Run HD-BET on ``in_file`` in a child Python process and return the written mask path.
+
+    ``precision`` (``auto``, ``float32`` or ``bfloat16``) is resolved in the child process
+    (:func:`bids_lesionchange.image.hdbet_cli.resolve_precision`); with ``return_precision`` the
+    result is ``(path, precision that ran)``.
 
     Raises
     ------
@@ -263,7 +269,8 @@ def run_hdbet(in_file, out_mask, *, mode: str = "fast", device: str = "cpu",
     """
     in_file, out_mask = Path(in_file), Path(out_mask)
     command = [sys.executable, "-m", "bids_lesionchange.image.hdbet_cli", str(in_file),
-               str(out_mask), "--mode", mode, "--device", device, "--nthreads", str(nthreads)]
+               str(out_mask), "--mode", mode, "--device", device, "--nthreads", str(nthreads),
+               "--precision", precision]
     env = dict(os.environ, OMP_NUM_THREADS=str(nthreads), MKL_NUM_THREADS=str(nthreads))
     LOGGER.info("running HD-BET (%s, %s): %s", mode, device, " ".join(command))
     try:
@@ -276,4 +283,7 @@ def run_hdbet(in_file, out_mask, *, mode: str = "fast", device: str = "cpu",
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         raise InputError(in_file, "skullstrip", f"HD-BET failed (exit {done.returncode}): "
                          f"{tail}; use --skull-strip threshold if HD-BET cannot run here")
-    return out_mask
+    ran = re.search(r"precision (float32|bfloat16)", done.stderr)
+    ran = ran.group(1) if ran else precision
+    LOGGER.info("HD-BET ran in %s", ran)
+    return (out_mask, ran) if return_precision else out_mask

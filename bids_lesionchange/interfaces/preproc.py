@@ -68,6 +68,7 @@ class _SkullStripInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="the follow-up on the common grid")
     method = traits.Enum("auto", "hdbet", "threshold", "none", usedefault=True)
     hdbet_mode = traits.Enum("fast", "accurate", usedefault=True)
+    hdbet_precision = traits.Enum("auto", "float32", "bfloat16", usedefault=True)
     device = traits.Str("cpu", usedefault=True)
     nthreads = traits.Int(1, usedefault=True)
     source_file = File(desc="the user's file, named in errors")
@@ -90,7 +91,8 @@ class SkullStrip(SimpleInterface):
         out, method = skullstrip_followup(
             self.inputs.in_file, _out(runtime, "brain_mask.nii.gz"), method=self.inputs.method,
             hdbet_mode=self.inputs.hdbet_mode, device=self.inputs.device, nthreads=self.inputs.nthreads,
-            source_file=self.inputs.source_file or None, return_method=True)
+            source_file=self.inputs.source_file or None, return_method=True,
+            hdbet_precision=self.inputs.hdbet_precision)
         self._results["out_mask"] = str(out)
         self._results["method"] = method
         return runtime

@@ -70,6 +70,7 @@ def init_bids_lesionchange_wf(*, settings, pairs, references=None, name="bids_le
             infer=settings.mode == "infer",
             skull_strip=settings.skull_strip,
             hdbet_mode=settings.hdbet_mode,
+            hdbet_precision=settings.hdbet_precision,
             device=settings.device,
             resolution=settings.resolution,
             intensity_norm=intensity_norm,
@@ -89,7 +90,8 @@ def init_bids_lesionchange_wf(*, settings, pairs, references=None, name="bids_le
 
 
 def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=None, infer=True,
-                 skull_strip="auto", hdbet_mode="fast", device="cpu", resolution=1.0, intensity_norm="percentile",
+                 skull_strip="auto", hdbet_mode="fast", hdbet_precision="auto", device="cpu",
+                 resolution=1.0, intensity_norm="percentile",
                  threshold=0.1, min_blob_size=20, max_change_fraction=MAX_PLAUSIBLE_FRACTION,
                  adapt_steps=0, seed=0, change_direction="increase", match="iou", write_native=True,
                  omp_nthreads=1, name="pair_wf"):
@@ -117,7 +119,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
         Reference change mask of the pair: adds the evaluation.
     infer : bool
         Detect change (False: preprocess only).
-    skull_strip, hdbet_mode, device, resolution, intensity_norm
+    skull_strip, hdbet_mode, hdbet_precision, device, resolution, intensity_norm
         Preprocessing, see :func:`~bids_lesionchange.workflows.preproc.init_preproc_wf`.
     threshold, min_blob_size, max_change_fraction, adapt_steps, seed, change_direction
         Change detection, see :func:`~bids_lesionchange.workflows.change.init_change_wf`.
@@ -153,7 +155,8 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
                                                        "change_qc"]),
                          name="outputnode")
 
-    preproc_wf = init_preproc_wf(skull_strip=skull_strip, hdbet_mode=hdbet_mode, device=device,
+    preproc_wf = init_preproc_wf(skull_strip=skull_strip, hdbet_mode=hdbet_mode,
+                                 hdbet_precision=hdbet_precision, device=device,
                                  resolution=resolution, intensity_norm=intensity_norm,
                                  omp_nthreads=omp_nthreads)
     change_meta = None

@@ -22,7 +22,8 @@ MASK_METHODS = {"hdbet": "HD-BET", "threshold": "intensity threshold and morphol
                 "none": "non-zero voxels of the brain-extracted input"}
 
 
-def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", device: str = "cpu",
+def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", hdbet_precision: str = "auto",
+                    device: str = "cpu",
                     resolution: float = 1.0, intensity_norm: str = "percentile", omp_nthreads: int = 1,
                     name: str = "preproc_wf"):
     """Build the workflow (a LiterateWorkflow) that preprocesses a baseline/follow-up FLAIR pair.
@@ -41,6 +42,9 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
         installed with its weights, else threshold).
     hdbet_mode : str
         ``fast`` (one fold, no TTA) or ``accurate`` (five folds with TTA).
+    hdbet_precision : str
+        ``auto`` (bfloat16 on a CPU that computes it natively, else float32), ``float32`` or
+        ``bfloat16`` (:mod:`bids_lesionchange.image.hdbet_cli`).
     device : str
         HD-BET's device: ``cpu``, ``cuda`` or ``cuda:N``.
     resolution : float
@@ -98,7 +102,8 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", devi
     check_inputs = pe.Node(CheckInputs(), name="check_inputs")
     common_grid = pe.Node(CommonGrid(resolution=resolution), name="common_grid", mem_gb=1.0)
     skullstrip = pe.Node(
-        SkullStrip(method=skull_strip, hdbet_mode=hdbet_mode, device=device, nthreads=omp_nthreads),
+        SkullStrip(method=skull_strip, hdbet_mode=hdbet_mode, hdbet_precision=hdbet_precision,
+                   device=device, nthreads=omp_nthreads),
         name="skullstrip", n_procs=omp_nthreads,
         mem_gb=HDBET_MEM_GB[hdbet_mode] if method == "hdbet" else 1.0)
     n4_followup = pe.Node(N4Correct(out_name="followup_n4.nii.gz", nthreads=omp_nthreads),

@@ -238,3 +238,58 @@ def test_hdbet_process_flushes_denormals():
     if supported == "True":
         assert float(value) == 0.0
     assert threads == "1"
+
+
+@pytest.mark.parametrize("asked, device, native, expected", [
+    ("auto", "cpu", True, "bfloat16"),
+    ("auto", "cpu", False, "float32"),
+    ("auto", 0, True, "float32"),
+    ("float32", "cpu", True, "float32"),
+    ("bfloat16", "cpu", False, "bfloat16"),
+])
+def test_hdbet_precision_auto_is_bfloat16_only_on_a_cpu_that_has_it(monkeypatch, asked, device, native,
+                                                                     expected):
+    from bids_lesionchange.image import hdbet_cli
+
+    monkeypatch.setattr(hdbet_cli, "native_bfloat16", lambda: native)
+    assert hdbet_cli.resolve_precision(asked, device) == expected
+
+
+def test_hdbet_precision_rejects_unknown_values():
+    from bids_lesionchange.image import hdbet_cli
+
+    with pytest.raises(ValueError, match="unknown precision"):
+        hdbet_cli.resolve_precision("float16")
+
+
+def test_hdbet_bfloat16_runs_convolutions_in_bfloat16_and_returns_float32():
+    """In the HD-BET process: bfloat16 convolutions inside the network, float32 out of it, float32 after."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    code = (
+        "import torch\n"
+        "from bids_lesionchange.image.hdbet_cli import network_precision\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.conv = torch.nn.Conv3d(1, 2, 3, padding=1)\n"
+        "    def forward(self, x):\n"
+        "        return torch.softmax(self.conv(x), 1), self.conv(x)\n"
+        "seen = []\n"
+        "net = Net(); net.conv.register_forward_hook(lambda m, a, o: seen.append(o.dtype))\n"
+        "x = torch.rand(1, 1, 8, 8, 8)\n"
+        "with torch.no_grad():\n"
+        "    with network_precision('bfloat16', Net):\n"
+        "        inside = net(x)\n"
+        "    after = net(x)\n"
+        "    with network_precision('float32', Net):\n"
+        "        plain = net(x)\n"
+        "print(seen[0], inside[0].dtype, inside[1].dtype, seen[2], after[0].dtype, seen[4])\n"
+        "print(float((inside[1] - after[1]).abs().max()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dtypes, difference = out.stdout.splitlines()
+    assert dtypes.split() == ["torch.bfloat16", "torch.float32", "torch.float32", "torch.float32",
+                              "torch.float32", "torch.float32"]
+    assert 0 < float(difference) < 0.05  # bfloat16 rounding, not another computation
