@@ -90,6 +90,8 @@ def _plugin(settings) -> tuple[str, dict]:
 
 #: Step name of the check of every input file before the graph is built.
 CHECK_STEP = "check_inputs"
+POLL_SECONDS = 0.1  # how often a local Nipype plugin looks for finished nodes and ready ones
+CLUSTER_POLL_SECONDS = 2.0  # a batch plugin asks the scheduler (squeue, qstat) at each poll
 
 
 def check_pair_files(pairs: list[SessionPair]) -> tuple[list[SessionPair], list[PairOutcome]]:
@@ -203,7 +205,7 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
         "execution": {
             "crashdump_dir": str(crash_dir), "crashfile_format": "txt",
             "stop_on_first_crash": False, "remove_unnecessary_outputs": False,
-            "hash_method": "content", "poll_sleep_duration": 0.5,
+            "hash_method": "content",
         },
         "monitoring": {"enabled": False},
         "logging": {"workflow_level": "INFO", "interface_level": "WARNING"},
@@ -213,6 +215,10 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
     workflow.config["execution"]["crashdump_dir"] = str(crash_dir)
     workflow.config["execution"]["crashfile_format"] = "txt"
     plugin, plugin_args = _plugin(settings)
+    # The workflow's own config (copied when it was built) is what the plugin reads: Nipype's
+    # default 2 s poll made every node of a MultiProc run wait 1-2 s for its predecessor.
+    workflow.config["execution"]["poll_sleep_duration"] = (
+        CLUSTER_POLL_SECONDS if cluster.is_cluster_plugin(plugin) else POLL_SECONDS)
     batch_dir, cancelled = None, []
     if cluster.is_cluster_plugin(plugin):
         cluster.ensure_logname()

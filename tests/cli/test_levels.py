@@ -114,3 +114,31 @@ def test_portable_command_drops_the_machine_paths(tmp_path):
     assert command == ("bids_lesionchange bids out group --mode train --config train.toml --seed 2026 "
                        "-w /no/such/dir")
     assert str(tmp_path) not in command
+
+
+@pytest.mark.parametrize("plugin, nprocs, expected", [("MultiProc", 2, 0.1), ("Linear", 1, 0.1), ("SLURM", 1, 2.0)])
+def test_the_plugin_polls_at_the_apps_interval_not_nipypes_default(tmp_path, plugin, nprocs, expected):
+    """The workflow's own config is what Nipype's plugin reads (its 2 s default delayed every node)."""
+    import unittest.mock as mock
+
+    from bids_lesionchange.cli import cluster, levels
+    from bids_lesionchange.config import Settings
+
+    from nipype.pipeline import engine as pe
+
+    class FakeWorkflow(pe.Workflow):
+        """A real workflow (its config copied from Nipype's at creation) that records instead of running."""
+
+        seen = None
+
+        def run(self, plugin=None, plugin_args=None, updatehash=False):
+            self.seen = (plugin, float(self.config["execution"]["poll_sleep_duration"]))
+
+    settings = Settings(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
+                        mode="infer", work_dir=tmp_path / "work", nprocs=nprocs,
+                        plugin="SLURM" if plugin == "SLURM" else None)
+    workflow = FakeWorkflow(name="toy_wf")
+    with mock.patch.object(cluster, "ensure_logname"), \
+            mock.patch.object(cluster, "request_node_resources", return_value={}):
+        levels.run_graph(workflow, settings, [], "run1")
+    assert workflow.seen == (plugin, expected)
