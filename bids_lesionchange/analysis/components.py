@@ -15,7 +15,12 @@ first so that a new periventricular lesion is not dropped with the ventricle it 
 change must turn tissue that was not yet hyperintense into hyperintense tissue: a component of
 which fewer than ``MIN_NEW_FRACTION`` of the voxels were at or below ``HYPERINTENSE_LEVEL`` times
 the baseline's white-matter peak is a lesion (or bright grey matter) that was already there and
-only got brighter, not a new or enlarging lesion (:func:`drop_preexisting_components`). This removes what a
+only got brighter, not a new or enlarging lesion (:func:`drop_preexisting_components`). And a
+change must not lie mostly in the brain's outer rim: a component of which more than
+``MAX_RIM_FRACTION`` of the voxels are within ``RIM_MM`` of the brain mask's edge lies in the
+cortex of the gyral crowns and the mask's boundary, where FLAIR shows cortical lesions poorly and
+where the mask's edge, the pial CSF and its flow artefacts differ between two scans
+(:func:`drop_rim_components`). This removes what a
 network trained on generic change also flags: darkening (lesions that shrink, residual bias
 fields) and changes in dark tissue (CSF partial volume, ventricles). ``direction="any"`` is the
 paper's rule.
@@ -31,6 +36,11 @@ VALID_CONNECTIVITY = (6, 18, 26)
 #: Smallest share of a change's voxels that must have been normal-appearing (not hyperintense)
 #: at baseline for the change to be a new or enlarging lesion.
 MIN_NEW_FRACTION = 0.2
+#: Thickness (mm) of the brain's outer rim: the cortex (2-3 mm thick; Fischl & Dale, PNAS 2000)
+#: with the brain mask's edge.
+RIM_MM = 3.0
+#: Largest share of a change's voxels that may lie in the rim.
+MAX_RIM_FRACTION = 0.5
 
 
 def check_same_grid(pred: np.ndarray, ref: np.ndarray) -> None:
@@ -163,17 +173,46 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
     return _keep_components(labels, new >= min_new_fraction * counts)
 
 
+def drop_rim_components(labels: np.ndarray, brain_mask: np.ndarray, zooms=(1.0, 1.0, 1.0), *,
+                        rim_mm: float = RIM_MM, max_rim_fraction: float = MAX_RIM_FRACTION) -> np.ndarray:
+    """Remove changes lying mostly in the brain's outer rim; renumber the rest by size.
+
+    The rim is the brain mask's voxels within ``rim_mm`` (Euclidean, in mm with voxel size
+    ``zooms``) of a voxel outside the mask (:func:`bids_lesionchange.image.plausibility.mask_depth_mm`).
+    A change is dropped when more than ``max_rim_fraction`` of its voxels lie in the rim: there
+    are the cortex of the gyral crowns, which FLAIR shows poorly, and the mask's edge, where the
+    skull stripping, the pial CSF and its flow artefacts differ between two scans. A new
+    juxtacortical or subcortical lesion lies mostly in the white matter beneath and is kept.
+    """
+    from bids_lesionchange.image.plausibility import mask_depth_mm
+
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return labels.astype(np.int32, copy=False)
+    if not 0.0 <= max_rim_fraction <= 1.0:
+        raise ValueError(f"max_rim_fraction must be in [0, 1], got {max_rim_fraction}")
+    brain = np.asarray(brain_mask) > 0
+    if brain.shape != labels.shape:
+        raise ValueError(f"brain mask {brain.shape} and labels {labels.shape} differ in shape")
+    rim = brain & (mask_depth_mm(brain, zooms) <= rim_mm)
+    counts, in_rim = _component_sums(labels, rim, n)
+    return _keep_components(labels, in_rim <= max_rim_fraction * counts)
+
+
 def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 0.1, min_size: int = 20, *,
                   direction: str = "any", baseline: np.ndarray | None = None,
-                  followup: np.ndarray | None = None, noise_z: float = 0.0) -> np.ndarray:
+                  followup: np.ndarray | None = None, noise_z: float = 0.0,
+                  zooms=(1.0, 1.0, 1.0)) -> np.ndarray:
     """The app's change rule on any score map (the model's probability, or a subtraction).
 
     ``score > threshold`` inside the brain, components of at least ``min_size`` voxels; with
     ``direction="increase"`` only where the follow-up is brighter (:func:`brighter_on_followup`)
     and in parenchyma (:func:`bids_lesionchange.image.intensity.parenchyma_mask`), only
-    hyperintense components (:func:`drop_dark_components`) and only components in tissue that
-    was not already hyperintense at baseline (:func:`drop_preexisting_components`). Returns
-    labels 1..n by size.
+    hyperintense components (:func:`drop_dark_components`), only components in tissue that
+    was not already hyperintense at baseline (:func:`drop_preexisting_components`) and not
+    mostly in the brain's outer rim (:func:`drop_rim_components`; ``zooms`` is the voxel size in
+    mm, 1 mm on the app's common grid). Returns labels 1..n by size.
     """
     from bids_lesionchange.image.intensity import parenchyma_mask
 
@@ -190,7 +229,8 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
         baseline, follow, noise_z=noise_z, brain_mask=brain)
     labels = change_components(score, threshold=threshold, min_size=min_size, brain_mask=allowed)
     labels = drop_dark_components(labels, follow, brain)
-    return drop_preexisting_components(labels, baseline, brain)
+    labels = drop_preexisting_components(labels, baseline, brain)
+    return drop_rim_components(labels, brain, zooms)
 
 
 def relabel_by_size(labels: np.ndarray, min_size: int = 1) -> np.ndarray:

@@ -39,7 +39,7 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
 
     With ``direction="increase"`` (``baseline`` and ``followup`` are then required) the rule of
     :func:`bids_lesionchange.analysis.components.change_labels` applies: brighter on the follow-up,
-    not CSF, hyperintense at follow-up.
+    not CSF, hyperintense at follow-up, new tissue, not mostly in the brain's outer rim.
     """
     prob_img = nib.load(probability)
     prob = np.asarray(prob_img.dataobj, dtype=np.float32)
@@ -48,7 +48,8 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
     if direction == "increase":  # change_labels says what is missing
         images = {key: np.asarray(nib.load(path).dataobj, dtype=np.float32)
                   for key, path in (("baseline", baseline), ("followup", followup)) if path}
-    labels = change_labels(prob, brain, threshold, min_size, direction=direction, **images)
+    labels = change_labels(prob, brain, threshold, min_size, direction=direction,
+                           zooms=prob_img.header.get_zooms()[:3], **images)
     atomic_write_nifti(mask_out, labels > 0, prob_img.affine, dtype=np.uint8)
     atomic_write_nifti(labels_out, labels, prob_img.affine, dtype=np.int16 if labels.max() < 32767 else np.int32)
     return mask_out, labels_out, int(labels.max())

@@ -199,3 +199,28 @@ def test_drop_preexisting_components_keeps_new_and_enlarging_drops_brightened_ol
     assert flat.max() == 3
     with pytest.raises(ValueError, match="min_new_fraction"):
         drop_preexisting_components(labels, baseline, brain, min_new_fraction=1.5)
+
+
+def test_drop_rim_components_drops_changes_in_the_outer_rim_keeps_deeper_ones():
+    from bids_lesionchange.analysis.components import drop_rim_components
+
+    brain = np.zeros((40, 40, 40), bool)
+    brain[4:36, 4:36, 4:36] = True  # a box brain: the rim is 3 voxels deep at 1 mm
+    labels = np.zeros(brain.shape, np.int32)
+    labels[4:7, 10:16, 10:16] = 1  # all in the rim (depths 1-3 mm): cortex / mask edge
+    labels[15:21, 15:21, 15:21] = 2  # deep: a white-matter lesion
+    labels[5:11, 25:31, 25:31] = 3  # juxtacortical: 2 of its 6 rows (33 %) in the rim
+    out = drop_rim_components(labels, brain)
+    assert out.max() == 2
+    assert out[5, 12, 12] == 0 and out[17, 17, 17] > 0 and out[8, 27, 27] > 0
+    # The rim is in mm: at 2 mm voxels 3 mm is one voxel deep (depth 2 mm; the next is 4 mm),
+    # so only the outermost row of component 1 (1 of 3) is in the rim and it stays.
+    coarse = drop_rim_components(labels, brain, zooms=(2.0, 2.0, 2.0))
+    assert coarse.max() == 3
+    # The share decides: allow no voxel in the rim and the juxtacortical change goes as well.
+    strict = drop_rim_components(labels, brain, max_rim_fraction=0.0)
+    assert strict.max() == 1 and strict[17, 17, 17] == 1
+    with pytest.raises(ValueError, match="max_rim_fraction"):
+        drop_rim_components(labels, brain, max_rim_fraction=2.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        drop_rim_components(labels, brain[1:])
