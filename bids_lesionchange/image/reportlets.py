@@ -85,13 +85,14 @@ def plot_registration(fixed: np.ndarray, before: np.ndarray, after: np.ndarray, 
         smooth = ndimage.gaussian_filter(np.asarray(moving, dtype=np.float32), 1.0)
         values = smooth[dilated]
         level = threshold_otsu(values) if values.size > 1 and values.min() < values.max() else None
+        inside = np.where(dilated, smooth, 0.0)  # once per row, not once per cut
         col = 0
         for view in VIEWS:
             for index in _cuts(mask, view, cuts_per_view):
                 ax = axes[row, col]
                 ax.imshow(_slice(fixed, view, index), cmap="gray", vmin=low, vmax=high,
                           origin="lower", interpolation="nearest")
-                edges = _slice(np.where(dilated, smooth, 0.0), view, index)
+                edges = _slice(inside, view, index)
                 if level is not None and edges.min() < level < edges.max():
                     ax.contour(edges, levels=[level], colors="cyan", linewidths=0.6)
                 ax.set_axis_off()
