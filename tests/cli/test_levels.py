@@ -117,7 +117,8 @@ def test_portable_command_drops_the_machine_paths(tmp_path):
 
 
 @pytest.mark.parametrize("plugin, nprocs, expected", [("MultiProc", 2, 0.1), ("Linear", 1, 0.1), ("SLURM", 1, 2.0)])
-def test_the_plugin_polls_at_the_apps_interval_not_nipypes_default(tmp_path, plugin, nprocs, expected):
+def test_the_plugin_polls_at_the_apps_interval_not_nipypes_default(tmp_path, monkeypatch, plugin, nprocs,
+                                                                   expected):
     """The workflow's own config is what Nipype's plugin reads (its 2 s default delayed every node)."""
     import unittest.mock as mock
 
@@ -134,6 +135,11 @@ def test_the_plugin_polls_at_the_apps_interval_not_nipypes_default(tmp_path, plu
         def run(self, plugin=None, plugin_args=None, updatehash=False):
             self.seen = (plugin, float(self.config["execution"]["poll_sleep_duration"]))
 
+    from nipype import config as nipype_config
+
+    # run_graph changes Nipype's global config and logging: keep them as they are for other tests.
+    monkeypatch.setattr(nipype_config, "update_config", lambda *args, **kwargs: None)
+    monkeypatch.setattr(levels, "_route_nipype_logs", lambda: None)
     settings = Settings(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
                         mode="infer", work_dir=tmp_path / "work", nprocs=nprocs,
                         plugin="SLURM" if plugin == "SLURM" else None)
