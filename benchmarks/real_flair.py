@@ -108,7 +108,8 @@ def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dic
     import nibabel as nib
     from scipy import ndimage
 
-    from bids_lesionchange.analysis.msseg2 import MIN_LESION_VOLUME_MM3
+    from bids_lesionchange.analysis.components import label_connected_components
+    from bids_lesionchange.analysis.msseg2 import drop_small_components, voxel_volume_mm3
 
     try:
         from bidsgate.longphantom.core import Design, build
@@ -144,20 +145,19 @@ def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dic
         # reference unit (lesion-wise matching at IoU >= 0.01 then counts a detected rim).
         reference = (new | np.isin(after, enlarging)).astype(np.uint8)
         # bidsgate's label maps hold a few stray voxels of a lesion's label away from its body
-        # (1 voxel each in phantoms 3 and 5); matched lesion by lesion they would count as lesions
-        # of their own. Components of <= 3 mm^3 are not lesions (the MSSEG-2 rule,
-        # analysis.msseg2.MIN_LESION_VOLUME_MM3), so they leave the reference.
-        parts, n_parts = ndimage.label(reference, np.ones((3, 3, 3), bool))
-        voxel_mm3 = float(np.prod(after_img.header.get_zooms()[:3]))
-        small = np.flatnonzero(np.bincount(parts.ravel())[1:] * voxel_mm3 <= MIN_LESION_VOLUME_MM3) + 1
-        reference[np.isin(parts, small)] = 0
+        # (single voxels: 2 in phantom 3, 1 in phantoms 5 and 6); matched lesion by lesion they
+        # would count as lesions of their own. Components of <= 3 mm^3 are not lesions (the
+        # MSSEG-2 rule, analysis.msseg2.drop_small_components), so they leave the reference.
+        parts, n_parts = label_connected_components(reference)
+        lesions, n_lesions = drop_small_components(parts, n_parts, voxel_volume_mm3(after_img.header.get_zooms()))
+        reference = (lesions > 0).astype(np.uint8)
         ref_dir = bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
         ref_dir.mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(reference, after_img.affine),
                  str(ref_dir / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"))
         n_new = int(len(np.unique(after[new])))
         subjects[sub] = {"kind": "phantom", "seed": seed, "new_lesions": n_new, "enlarging": len(enlarging),
-                         "reference_voxels": int(reference.sum()), "stray_components_dropped": int(small.size)}
+                         "reference_voxels": int(reference.sum()), "stray_components_dropped": n_parts - n_lesions}
     desc = bids / "derivatives" / "reference" / "dataset_description.json"
     desc.write_text(json.dumps({"Name": "bidsgate longphantom reference", "BIDSVersion": "1.9.0",
                                 "DatasetType": "derivative"}) + "\n")
