@@ -3,7 +3,8 @@
 Usage: python benchmarks/skullstrip_precision.py [--name skullstrip_precision] [--repeats 1]
 
 Every real FLAIR in ``../shared/data`` (read their READMEs; skipped, with a message, when the
-directory is absent) is put on the app's common grid (RAS, 1 mm, as the skullstrip node sees it)
+directory is absent) is put on the app's 1 mm RAS common grid by the app's own step
+(:func:`bids_lesionchange.image.preprocess.followup_to_common`: the skullstrip node's input)
 and skull-stripped by HD-BET (fast mode, CPU, 2 threads) in its own process, as the app runs it
 (:func:`bids_lesionchange.image.skullstrip.run_hdbet`), once in float32 (the baseline, HD-BET's
 own precision) and once in bfloat16 (PyTorch autocast). Per image: the process's wall seconds
@@ -34,20 +35,6 @@ IMAGES = [
 PRECISIONS = ("float32", "bfloat16")
 
 
-def on_common_grid(src: Path, out: Path) -> Path:
-    """Write ``src`` resampled onto the app's 1 mm RAS common grid (the skullstrip node's input)."""
-    import nibabel as nib
-    import numpy as np
-
-    from bids_lesionchange.image.grid import common_grid, resample_to_grid
-
-    img = nib.load(str(src))
-    data = np.asanyarray(img.dataobj, dtype=np.float32)
-    shape, affine = common_grid(data.shape, img.affine, 1.0)
-    nib.save(nib.Nifti1Image(resample_to_grid(data, img.affine, shape, affine, order=1), affine), str(out))
-    return out
-
-
 def main() -> None:
     setup_logging()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -62,6 +49,7 @@ def main() -> None:
     import nibabel as nib
     import numpy as np
 
+    from bids_lesionchange.image.preprocess import followup_to_common
     from bids_lesionchange.image.skullstrip import hdbet_available, run_hdbet
 
     if not hdbet_available("fast"):
@@ -70,7 +58,8 @@ def main() -> None:
     rows, records = [], []
     with tempfile.TemporaryDirectory(prefix="skullstrip_precision_") as tmp:
         for src in images:
-            grid = on_common_grid(src, Path(tmp) / "grid.nii.gz")
+            grid, _ = followup_to_common(src, Path(tmp) / "grid.nii.gz", Path(tmp) / "grid_xfm.txt",
+                                         resolution=1.0)  # the skullstrip node's input
             masks, seconds = {}, {}
             for precision in PRECISIONS:
                 best = float("inf")

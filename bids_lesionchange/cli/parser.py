@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast: one fold, no test-time augmentation (CPU default); accurate: 5-fold ensemble")
     g.add_argument("--hdbet-precision", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="auto (default): HD-BET's convolutions in bfloat16 on a CPU that computes it "
-                   "natively (AVX512_BF16 or AMX: 1.6-1.8x faster per image, brain masks of Dice "
-                   ">= 0.997 against float32 on six real FLAIRs), float32 elsewhere")
+                   "natively (AVX512_BF16 or AMX: 1.6-1.9x faster per image, brain masks of Dice "
+                   ">= 0.998 against float32 on six real FLAIRs), float32 elsewhere")
     g.add_argument("--device", type=_device, default="cpu",
                    help="device for HD-BET: cpu, cuda or cuda:N (default: cpu); a CUDA device must be "
                    "visible to PyTorch, which is checked before the run starts")

@@ -12,8 +12,8 @@ reason on stderr).
 
 ``--precision auto`` (the default) runs the network's convolutions in bfloat16 (PyTorch's
 autocast, float32 weights and outputs) on a CPU that computes bfloat16 natively (AVX512_BF16 or
-AMX), float32 elsewhere. On a 2-core Intel Xeon with AMX the whole HD-BET process ran 1.63-1.76x
-faster on six real FLAIRs, with brain masks of Dice 0.997-1.000 against float32
+AMX), float32 elsewhere. On a 2-core Intel Xeon with AMX the whole HD-BET process ran 1.61-1.89x
+faster on six real FLAIRs, with brain masks of Dice 0.998-1.000 against float32
 (``benchmarks/skullstrip_precision.py``). On a CPU without native bfloat16 the emulation would be
 slower than float32, so ``auto`` keeps float32 there.
 """
