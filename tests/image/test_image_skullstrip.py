@@ -220,21 +220,27 @@ def test_skullstrip_auto_uses_the_support_of_a_brain_extracted_followup(syntheti
     assert "already brain-extracted" in caplog.text
 
 
-def test_hdbet_process_flushes_denormals():
-    """The HD-BET process flushes denormal floats (28x slower convolutions on AVX-512 otherwise)."""
+def _in_torch_process(code: str) -> str:
+    """Run ``code`` in a fresh Python process (torch is never imported into the test process,
+    where the HD-BET tests check it stays out); return its stdout. Skips without torch."""
     import subprocess
     import sys
 
     pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_hdbet_process_flushes_denormals():
+    """The HD-BET process flushes denormal floats (28x slower convolutions on AVX-512 otherwise)."""
     code = ("import torch\n"
             "from bids_lesionchange.image.hdbet_cli import configure_torch\n"
             "tiny = torch.tensor([1e-39], dtype=torch.float32)\n"
             "assert float(tiny * 1.0) != 0.0, 'denormals already flushed before the call'\n"
             "supported = configure_torch(1)\n"
             "print(supported, float(tiny * 1.0), torch.get_num_threads())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    supported, value, threads = out.stdout.split()
+    supported, value, threads = _in_torch_process(code).split()
     if supported == "True":
         assert float(value) == 0.0
     assert threads == "1"
@@ -264,10 +270,6 @@ def test_hdbet_precision_rejects_unknown_values():
 
 def test_hdbet_bfloat16_runs_convolutions_in_bfloat16_and_returns_float32():
     """In the HD-BET process: bfloat16 convolutions inside the network, float32 out of it, float32 after."""
-    import subprocess
-    import sys
-
-    pytest.importorskip("torch")
     code = (
         "import torch\n"
         "from bids_lesionchange.image.hdbet_cli import network_precision\n"
@@ -287,9 +289,7 @@ def test_hdbet_bfloat16_runs_convolutions_in_bfloat16_and_returns_float32():
         "        plain = net(x)\n"
         "print(seen[0], inside[0].dtype, inside[1].dtype, seen[2], after[0].dtype, seen[4])\n"
         "print(float((inside[1] - after[1]).abs().max()))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    dtypes, difference = out.stdout.splitlines()
+    dtypes, difference = _in_torch_process(code).splitlines()
     assert dtypes.split() == ["torch.bfloat16", "torch.float32", "torch.float32", "torch.float32",
                               "torch.float32", "torch.float32"]
     assert 0 < float(difference) < 0.05  # bfloat16 rounding, not another computation
