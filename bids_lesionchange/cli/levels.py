@@ -215,12 +215,12 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
     workflow.config["execution"]["crashdump_dir"] = str(crash_dir)
     workflow.config["execution"]["crashfile_format"] = "txt"
     plugin, plugin_args = _plugin(settings)
+    batched = cluster.is_cluster_plugin(plugin)
     # The workflow's own config (copied when it was built) is what the plugin reads: Nipype's
     # default 2 s poll made every node of a MultiProc run wait 1-2 s for its predecessor.
-    workflow.config["execution"]["poll_sleep_duration"] = (
-        CLUSTER_POLL_SECONDS if cluster.is_cluster_plugin(plugin) else POLL_SECONDS)
+    workflow.config["execution"]["poll_sleep_duration"] = CLUSTER_POLL_SECONDS if batched else POLL_SECONDS
     batch_dir, cancelled = None, []
-    if cluster.is_cluster_plugin(plugin):
+    if batched:
         cluster.ensure_logname()
         batch_dir = cluster.batch_directory(settings.work_dir, workflow.name)
         plugin_args = cluster.complete_plugin_args(plugin, plugin_args, batch_dir)
