@@ -42,7 +42,7 @@ from _common import (DEFAULT_MODEL, app_command, checked_model, command_line,  #
                      write_results)
 
 LOGGER = logging.getLogger("benchmarks.end_to_end")
-TARGET_SECONDS, TARGET_GB = 90.0, 4.0
+TARGET_SECONDS, TARGET_GB = 45.0, 3.0  # issue 15: per 1 mm pair with HD-BET on 2 cores
 
 
 def forward_child(model_dir: str, baseline: str, followup: str, mask: str, threads: int) -> dict:
@@ -106,11 +106,20 @@ def run_method(bids: Path, root: Path, model: Path, method: str, opts) -> dict:
               **stages,
               "finish": {"seconds": round(process_end - last, 2),
                          "peak_tree_rss_gb": max([gb for t, gb in timeline if t >= last], default=0.0)}}
+    # When no node runs (between nodes: Nipype's scheduling, hashing and result files)
+    busy, covered_until = 0.0, first
+    for node in nodes:
+        start, end = max(node["start"], covered_until), node["end"]
+        busy += max(end - start, 0.0)
+        covered_until = max(covered_until, end)
+    timeline = [{"node": n["node"], "start": round(n["start"] - process_start, 2),
+                 "end": round(n["end"] - process_start, 2)} for n in nodes]
     sub = next(p.name[4:] for p in bids.glob("sub-*"))
     files = pair_files(out, sub)
     predict_seconds = stages.get("predict", {}).get("seconds")
     return {"method": method, "command": "bids_lesionchange " + " ".join(map(str, args)), **run,
             "node_seconds_total": round(sum(n["seconds"] for n in nodes), 1), "stages": stages,
+            "between_nodes_seconds": round(last - first - busy, 2), "timeline": timeline,
             "files": {k: str(v) for k, v in files.items()}, "predict_node_seconds": predict_seconds}
 
 
@@ -188,10 +197,12 @@ def main() -> None:
     stage_rows.append(["**total (wall)**", *[r["wall_seconds"] for r in runs], *[r["peak_tree_rss_gb"] for r in runs]])
     group_headers = ["group"] + [f"{n}: s" for n in names]
     group_rows = [[g, *[r["groups"][g] for r in runs]] for g in runs[0]["groups"]]
-    summary_headers = ["skull strip", "wall s (target 90)", "peak GB, process tree (target 4)",
-                       "largest single process GB", "predict node s", "GFLOP/s predict node"]
+    summary_headers = ["skull strip", f"wall s (target {TARGET_SECONDS:g})",
+                       f"peak GB, process tree (target {TARGET_GB:g})", "largest single process GB",
+                       "predict node s", "GFLOP/s predict node", "s with no node running (first to last node)"]
     summary_rows = [[r["method"], r["wall_seconds"], r["peak_tree_rss_gb"], r["max_single_process_rss_gb"],
-                     r["predict_node_seconds"], r["predict_node_gflops_per_s"]] for r in runs]
+                     r["predict_node_seconds"], r["predict_node_gflops_per_s"], r["between_nodes_seconds"]]
+                    for r in runs]
     command = command_line()
     markdown = (
         "# End to end: one 1 mm pair through the app\n\n"

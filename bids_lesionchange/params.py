@@ -62,6 +62,10 @@ class SuperMixParams:
     # > 0: a lesion is centred at least this many voxels inside the brain mask (not on the brain's
     # outer edge, where a brighter rim is registration or skull-strip nuisance, not MS)
     lesion_min_depth: float = 0.0
+    # share of the lesion-like samples that grow a hyperintensity already in the crop instead
+    # (:func:`bids_lesionchange.synth.supermix.grow_lesions`): a rim of 1-3 voxels on part of its
+    # border takes the lesion's own brightness, as an enlarging MS lesion does
+    lesion_growth_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,7 @@ RANGES: dict[str, tuple] = {
     "supermix.lesion_radius_min": _POSITIVE,
     "supermix.lesion_radius_max": _AT_LEAST_0,
     "supermix.lesion_min_depth": _AT_LEAST_0,
+    "supermix.lesion_growth_fraction": _UNIT,
     "detector.architecture": ("siamese", "unet"),
     "detector.base_filters": _AT_LEAST_1,
     "detector.levels": (2, None, False, False),

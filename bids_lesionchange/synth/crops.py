@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from bids_lesionchange.params import SuperMixParams
-from bids_lesionchange.synth.supermix import lesion_supermix, supermix
+from bids_lesionchange.synth.supermix import grow_lesions, lesion_supermix, supermix
 
 
 @dataclass
@@ -178,7 +178,12 @@ def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
     recon = reconstruct(x, rng).astype(np.float32)
     scale = float(brain.sum()) / max(pair.brain_voxels, 1)
     if params.lesion_fraction > 0 and rng.uniform() < params.lesion_fraction:
-        mixed, label = lesion_supermix(x, recon, brain, rng, params, segment_scale=scale)
+        label = None
+        if params.lesion_growth_fraction > 0 and rng.uniform() < params.lesion_growth_fraction:
+            mixed, label = grow_lesions(x, recon, brain, rng, params)
+            label = label if label.any() else None  # no lesion to grow here: a new one instead
+        if label is None:
+            mixed, label = lesion_supermix(x, recon, brain, rng, params, segment_scale=scale)
     else:
         mixed, label = supermix(x, recon, brain, rng, params, segment_scale=scale)
     if intensity_augmentation > 0 and rng.uniform() < 0.8:

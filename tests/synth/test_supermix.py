@@ -302,3 +302,68 @@ def test_lesions_stay_off_the_brain_edge_with_a_minimum_depth():
             assert depth[components == index].max() >= 3
         assert not label[depth < 1.5].any()
     assert found >= 4
+
+
+def _brain_with_lesion(shape=(32, 32, 32)):
+    mask = np.zeros(shape, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    x = np.where(mask, 0.5, 0.0).astype(np.float32)
+    lesion = np.zeros(shape, bool)
+    lesion[13:19, 13:19, 13:19] = True
+    x[lesion] = 0.8  # 1.6 x the tissue level: a lesion already there
+    return x, mask, lesion
+
+
+def test_grown_lesions_are_a_rim_of_the_lesions_brightness_on_part_of_its_border():
+    from scipy import ndimage
+
+    from bids_lesionchange.synth.supermix import grow_lesions, tissue_level
+
+    x, mask, lesion = _brain_with_lesion()
+    level = tissue_level(x, mask)
+    # a rim of at most 3 voxels; where it dominates (alpha >= 0.5) reaches 1 voxel further, its
+    # soft edge (Gaussian, sigma <= 1, cut at alpha 0.01) at most 3
+    shell = ndimage.binary_dilation(lesion, iterations=3 + 1) & ~lesion
+    soft = ndimage.binary_dilation(lesion, iterations=3 + 3)
+    params = SuperMixParams(lesion_growth_fraction=1.0, lesion_min_depth=4.0)
+    for seed in range(6):
+        mixed, label = grow_lesions(x, x.copy(), mask, np.random.default_rng(seed), params)
+        assert label.any()
+        assert not label[lesion].any()  # the old lesion is not change
+        assert label[shell].sum() == label.sum()  # only a rim around it
+        assert label.sum() < shell.sum()  # on part of its border, not all around (a ball of radius <= 8)
+        np.testing.assert_array_equal(mixed[lesion], x[lesion])
+        np.testing.assert_array_equal(mixed[~soft], x[~soft])
+        assert (mixed >= x - 1e-6).all()
+        assert (mixed[label] - x[label] >= 0.1 * level - 1e-6).all()
+        assert mixed.max() <= 0.8 * 1.1 * 1.15 + 1e-5  # the lesion's brightness, +-10 % and the texture's 15 %
+
+
+def test_growth_spares_csf_and_needs_a_lesion():
+    from bids_lesionchange.synth.supermix import grow_lesions
+
+    x, mask, lesion = _brain_with_lesion()
+    x[:, :, 19:] = np.where(mask[:, :, 19:], 0.05, 0.0)  # CSF against the lesion's upper face
+    params = SuperMixParams(lesion_growth_fraction=1.0, lesion_min_depth=4.0)
+    for seed in range(6):
+        _, label = grow_lesions(x, x.copy(), mask, np.random.default_rng(seed), params)
+        assert not label[:, :, 19:].any()
+    plain = np.where(mask, 0.5, 0.0).astype(np.float32)
+    mixed, label = grow_lesions(plain, plain.copy(), mask, np.random.default_rng(0), params)
+    assert not label.any()
+    np.testing.assert_array_equal(mixed, plain)
+
+
+def test_growth_fraction_grows_a_lesion_and_falls_back_to_a_new_one_without():
+    from scipy import ndimage
+
+    x, mask, lesion = _brain_with_lesion()
+    params = _lesion_params(lesion_growth_fraction=1.0, lesion_min_depth=4.0)
+    grown = synthetic_change_sample(PairVolumes("p", x, x.copy(), mask), (32, 32, 32),
+                                    lambda volume, rng: volume.copy(), np.random.default_rng(1), params)
+    assert grown["label"].any()
+    assert not (grown["label"] & ~ndimage.binary_dilation(lesion, iterations=4)).any()
+    plain = np.where(mask, 0.5, 0.0).astype(np.float32)
+    new = synthetic_change_sample(PairVolumes("p", plain, plain.copy(), mask), (32, 32, 32),
+                                  lambda volume, rng: volume.copy(), np.random.default_rng(1), params)
+    assert new["label"].any()  # no lesion to grow: lesion_supermix drew a new one
