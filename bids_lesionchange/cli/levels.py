@@ -201,24 +201,24 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
     from bids_lesionchange.workflows.base import pair_workflow_name
 
     crash_dir = settings.output_dir / "logs" / f"crash-{run_uuid}"
-    ncfg.update_config({
-        "execution": {
-            "crashdump_dir": str(crash_dir), "crashfile_format": "txt",
-            "stop_on_first_crash": False, "remove_unnecessary_outputs": False,
-            "hash_method": "content",
-        },
-        "monitoring": {"enabled": False},
-        "logging": {"workflow_level": "INFO", "interface_level": "WARNING"},
-    })
-    _route_nipype_logs()
-    workflow.base_dir = str(settings.work_dir)
-    workflow.config["execution"]["crashdump_dir"] = str(crash_dir)
-    workflow.config["execution"]["crashfile_format"] = "txt"
     plugin, plugin_args = _plugin(settings)
     batched = cluster.is_cluster_plugin(plugin)
-    # The workflow's own config (copied when it was built) is what the plugin reads: Nipype's
-    # default 2 s poll made every node of a MultiProc run wait 1-2 s for its predecessor.
-    workflow.config["execution"]["poll_sleep_duration"] = CLUSTER_POLL_SECONDS if batched else POLL_SECONDS
+    execution = {
+        "crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": False,
+        # a cached step is reused when its inputs hold the same bytes (not the same file times:
+        # a copied or re-downloaded dataset does not redo the preprocessing)
+        "hash_method": "content",
+        # Nipype's default 2 s poll made every node of a MultiProc run wait 1-2 s for its predecessor
+        "poll_sleep_duration": CLUSTER_POLL_SECONDS if batched else POLL_SECONDS,
+    }
+    ncfg.update_config({"execution": execution, "monitoring": {"enabled": False},
+                        "logging": {"workflow_level": "INFO", "interface_level": "WARNING"}})
+    _route_nipype_logs()
+    workflow.base_dir = str(settings.work_dir)
+    # The workflow's own config (copied from Nipype's when it was built) is what its run reads:
+    # the global update above alone does not reach it.
+    workflow.config["execution"].update({key: str(value) if isinstance(value, bool) else value
+                                         for key, value in execution.items()})
     batch_dir, cancelled = None, []
     if batched:
         cluster.ensure_logname()

@@ -12,6 +12,11 @@ def _out(runtime, name: str) -> str:
     return os.path.join(runtime.cwd, name)
 
 
+# Threads change how fast a step runs, not its result: a re-run with another --nprocs or
+# --omp-nthreads reuses the cached step (Nipype leaves nohash inputs out of a node's hash).
+_THREADS_DESC = "threads of the step (not part of the cache key)"
+
+
 class _CheckInputsInputSpec(BaseInterfaceInputSpec):
     baseline_flair = File(exists=True, mandatory=True, desc="FLAIR of the earlier session")
     followup_flair = File(exists=True, mandatory=True, desc="FLAIR of the later session")
@@ -70,7 +75,7 @@ class _SkullStripInputSpec(BaseInterfaceInputSpec):
     hdbet_mode = traits.Enum("fast", "accurate", usedefault=True)
     hdbet_precision = traits.Enum("auto", "float32", "bfloat16", usedefault=True)
     device = traits.Str("cpu", usedefault=True)
-    nthreads = traits.Int(1, usedefault=True)
+    nthreads = traits.Int(1, usedefault=True, nohash=True, desc=_THREADS_DESC)
     source_file = File(desc="the user's file, named in errors")
 
 
@@ -102,7 +107,7 @@ class _N4InputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
     mask_file = File(exists=True, mandatory=True, desc="brain mask on the same grid")
     out_name = traits.Str("n4.nii.gz", usedefault=True)
-    nthreads = traits.Int(1, usedefault=True)
+    nthreads = traits.Int(1, usedefault=True, nohash=True, desc=_THREADS_DESC)
     source_file = File(desc="the user's file, named in errors")
 
 
@@ -130,7 +135,7 @@ class _CoarseRegInputSpec(BaseInterfaceInputSpec):
     fixed_file = File(exists=True, mandatory=True, desc="bias-corrected follow-up, common grid")
     mask_file = File(exists=True, mandatory=True, desc="brain mask on the common grid")
     moving_file = File(exists=True, mandatory=True, desc="the baseline FLAIR (native)")
-    nthreads = traits.Int(1, usedefault=True)
+    nthreads = traits.Int(1, usedefault=True, nohash=True, desc=_THREADS_DESC)
 
 
 class _XfmOutputSpec(TraitedSpec):
@@ -181,7 +186,7 @@ class _RigidRegInputSpec(BaseInterfaceInputSpec):
     init_xfm = File(exists=True, mandatory=True, desc="coarse native-to-common transform")
     source_file = File(desc="the user's baseline, named in errors")
     min_ncc = traits.Float(0.5, usedefault=True, desc="brain NCC below which it failed")
-    nthreads = traits.Int(1, usedefault=True)
+    nthreads = traits.Int(1, usedefault=True, nohash=True, desc=_THREADS_DESC)
 
 
 class _RigidRegOutputSpec(TraitedSpec):

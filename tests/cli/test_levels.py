@@ -117,7 +117,7 @@ def test_portable_command_drops_the_machine_paths(tmp_path):
 
 
 @pytest.mark.parametrize("plugin, nprocs, expected", [("MultiProc", 2, 0.1), ("Linear", 1, 0.1), ("SLURM", 1, 2.0)])
-def test_the_plugin_polls_at_the_apps_interval_not_nipypes_default(tmp_path, monkeypatch, plugin, nprocs,
+def test_the_workflow_runs_with_the_apps_execution_settings_not_nipypes_defaults(tmp_path, monkeypatch, plugin, nprocs,
                                                                    expected):
     """The workflow's own config is what Nipype's plugin reads (its 2 s default delayed every node)."""
     import unittest.mock as mock
@@ -133,7 +133,9 @@ def test_the_plugin_polls_at_the_apps_interval_not_nipypes_default(tmp_path, mon
         seen = None
 
         def run(self, plugin=None, plugin_args=None, updatehash=False):
-            self.seen = (plugin, float(self.config["execution"]["poll_sleep_duration"]))
+            execution = self.config["execution"]
+            self.seen = (plugin, float(execution["poll_sleep_duration"]))
+            self.settings = {key: execution[key] for key in ("hash_method", "crashdump_dir", "crashfile_format")}
 
     from nipype import config as nipype_config
 
@@ -148,3 +150,17 @@ def test_the_plugin_polls_at_the_apps_interval_not_nipypes_default(tmp_path, mon
             mock.patch.object(cluster, "request_node_resources", return_value={}):
         levels.run_graph(workflow, settings, [], "run1")
     assert workflow.seen == (plugin, expected)
+    # and so are the app's other execution settings: caches keyed by file contents, crash files in
+    # the output's logs (Nipype's defaults: file times, the current directory, pickles)
+    assert workflow.settings == {"hash_method": "content", "crashdump_dir": str(tmp_path / "out" / "logs" / "crash-run1"),
+                                 "crashfile_format": "txt"}
+
+
+@pytest.mark.parametrize("interface", ["SkullStrip", "N4Correct", "CoarseRegistration", "RigidRegistration"])
+def test_thread_counts_are_not_part_of_a_steps_cache_key(interface):
+    """A re-run with another --nprocs/--omp-nthreads reuses the cached preprocessing."""
+    from bids_lesionchange.interfaces import preproc
+
+    one, two = getattr(preproc, interface)(nthreads=1), getattr(preproc, interface)(nthreads=2)
+    assert one.inputs.get_hashval()[1] == two.inputs.get_hashval()[1]
+    assert one.inputs.nthreads != two.inputs.nthreads
