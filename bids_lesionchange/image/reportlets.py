@@ -19,7 +19,8 @@ _AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 
 def _slice(volume: np.ndarray, view: str, index: int) -> np.ndarray:
-    return np.take(volume, index, axis=_AXIS[view]).T  # rows: the later axis, drawn upwards
+    # a view by basic indexing (np.take copies a non-contiguous volume whole for every slice)
+    return volume[(slice(None),) * _AXIS[view] + (int(index),)].T  # rows: the later axis, drawn upwards
 
 
 def _cuts(mask: np.ndarray, view: str, count: int) -> list[int]:

