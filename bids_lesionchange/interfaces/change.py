@@ -24,7 +24,8 @@ class _PredictInputSpec(BaseInterfaceInputSpec):
                               desc="SHA-256 of the detector weights: part of the node's hash, so new weights "
                               "at the same path (an adapted copy, a retrained model) are never served from "
                               "the cache")
-    num_threads = traits.Int(1, usedefault=True, desc="TensorFlow threads")
+    num_threads = traits.Int(1, usedefault=True, nohash=True,
+                             desc="TensorFlow threads (not part of the cache key: they change the speed)")
 
 
 class _PredictOutputSpec(TraitedSpec):

@@ -112,3 +112,50 @@ def test_unet_variant_predicts_through_the_same_function(tmp_path, make_brain):
     baseline, followup, mask = make_brain((18, 18, 18))
     out = predict_change(loaded, spec, baseline, followup, mask)
     assert out.shape == (18, 18, 18) and np.all(out[~mask] == 0)
+
+
+def test_the_forward_graph_is_traced_once_for_every_shape_and_matches_keras(saved_model, make_brain):
+    from bids_lesionchange.model.detector import detector_inputs, inference_model
+    from bids_lesionchange.model.inference import forward_function
+
+    model_dir, _ = saved_model
+    loaded, spec = load_detector(model_dir)
+    for shape in ((24, 28, 20), (32, 24, 28)):
+        baseline, followup, mask = make_brain(shape)
+        inputs = detector_inputs(followup[None], baseline[None], "siamese")
+        expected = np.asarray(inference_model(loaded).predict_on_batch(inputs))
+        got = np.asarray(forward_function(loaded)(*inputs))
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    # one trace for both shapes (Keras' predict_on_batch traced again for each new shape)
+    assert forward_function(loaded).experimental_get_tracing_count() == 1
+
+
+def test_predict_files_loads_a_model_once_and_again_when_its_weights_change(saved_model, make_brain, tmp_path,
+                                                                             monkeypatch):
+    import os
+    import shutil
+
+    import nibabel as nib
+
+    from bids_lesionchange.model import files, io
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(saved_model[0], model_dir)
+    paths = []
+    for name, data in zip(("b", "f", "m"), make_brain((24, 28, 20))):
+        paths.append(str(tmp_path / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(np.asarray(data, np.float32), np.eye(4)), paths[-1])
+    loads = []
+    original = io.load_detector
+    monkeypatch.setattr(io, "load_detector", lambda *a, **k: loads.append(a) or original(*a, **k))
+    files._LOADED.clear()
+    first = files.predict_files(str(model_dir), *paths, str(tmp_path / "p1.nii.gz"))
+    files.predict_files(str(model_dir), *paths, str(tmp_path / "p2.nii.gz"))
+    assert len(loads) == 1
+    np.testing.assert_array_equal(np.asarray(nib.load(first).dataobj), np.asarray(nib.load(str(tmp_path / "p2.nii.gz")).dataobj))
+    weights = model_dir / DETECTOR_WEIGHTS
+    info = weights.stat()
+    os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))  # new weights at the same path
+    files.predict_files(str(model_dir), *paths, str(tmp_path / "p3.nii.gz"))
+    assert len(loads) == 2
+    files._LOADED.clear()
