@@ -290,7 +290,6 @@ def contrast_profile(data: np.ndarray, brain_mask: np.ndarray, zooms, *, resolut
         coarse), ``max_correlation``, ``flair_like`` (bool, or None when not judged) and
         ``resolution_mm`` (the second-finest axis, mm).
     """
-    from scipy.stats import spearmanr
     from skimage.filters import threshold_otsu
 
     data = np.asarray(data, dtype=np.float32)
@@ -310,11 +309,36 @@ def contrast_profile(data: np.ndarray, brain_mask: np.ndarray, zooms, *, resolut
     if n < 100:
         return result
     step = max(1, n // max_voxels)
-    rho = float(spearmanr(data[chosen][::step], depth[chosen][::step]).statistic)
+    rho = spearman(data[chosen][::step], depth[chosen][::step])
     if not math.isfinite(rho):
         return result
     result.update(depth_intensity_correlation=round(rho, 4), flair_like=rho <= MAX_FLAIR_DEPTH_CORRELATION)
     return result
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``values``, ties sharing their mean rank (``scipy.stats.rankdata``'s "average")."""
+    values = np.asarray(values).ravel()
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], values.size]
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(first) - 1]
+    return ranks
+
+
+def spearman(first: np.ndarray, second: np.ndarray) -> float:
+    """Spearman's rank correlation (Pearson's of the average ranks; NaN when one side is constant).
+
+    numpy only: ``scipy.stats`` takes about a second to import in each worker process.
+    """
+    a, b = average_ranks(first), average_ranks(second)
+    a -= a.mean()
+    b -= b.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / denominator) if denominator > 0 else math.nan
 
 
 def same_person_measures(ncc_brain: float, parenchyma_ml_baseline: float, parenchyma_ml_followup: float) -> dict:

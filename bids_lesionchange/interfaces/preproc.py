@@ -12,6 +12,12 @@ def _out(runtime, name: str) -> str:
     return os.path.join(runtime.cwd, name)
 
 
+#: Suffix of the full-head float images that only later steps read (no derivative copies them):
+#: uncompressed. gzip cost 0.4-0.9 s per write and 0.2-0.3 s per read of each of the six at 1 mm
+#: (about 8 s of a pair's CPU time, measured on the work dir of benchmarks/end_to_end.py), for
+#: about 60 MB more work directory per pair; derivatives stay .nii.gz.
+SCRATCH_NII = ".nii"
+
 # Threads change how fast a step runs, not its result: a re-run with another --nprocs or
 # --omp-nthreads reuses the cached step (Nipype leaves nohash inputs out of a node's hash).
 _THREADS_DESC = "threads of the step (not part of the cache key)"
@@ -62,7 +68,7 @@ class CommonGrid(SimpleInterface):
         from bids_lesionchange.image.preprocess import followup_to_common
 
         out_file, out_xfm = followup_to_common(
-            self.inputs.in_file, _out(runtime, "followup_common.nii.gz"),
+            self.inputs.in_file, _out(runtime, "followup_common" + SCRATCH_NII),
             _out(runtime, "from-followup_to-common_mode-image_xfm.txt"),
             resolution=self.inputs.resolution)
         self._results.update(out_file=str(out_file), out_xfm=str(out_xfm))
@@ -205,7 +211,7 @@ class RigidRegistration(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_lesionchange.image.preprocess import register_baseline_file
 
-        names = {"out_file": "baseline_common.nii.gz", "out_mask": "brain_mask.nii.gz",
+        names = {"out_file": "baseline_common" + SCRATCH_NII, "out_mask": "brain_mask.nii.gz",
                  "out_xfm": "from-baseline_to-common_mode-image_xfm.txt",
                  "out_report": "registration.json"}
         paths = {key: _out(runtime, name) for key, name in names.items()}
@@ -242,8 +248,8 @@ class MatchResolution(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_lesionchange.image.preprocess import match_resolution_file
 
-        paths = {"baseline_file": _out(runtime, "baseline_matched.nii.gz"),
-                 "followup_file": _out(runtime, "followup_matched.nii.gz"),
+        paths = {"baseline_file": _out(runtime, "baseline_matched" + SCRATCH_NII),
+                 "followup_file": _out(runtime, "followup_matched" + SCRATCH_NII),
                  "out_report": _out(runtime, "resolution.json")}
         i = self.inputs
         match_resolution_file(i.baseline_file, i.followup_file, i.baseline_native, i.followup_native,

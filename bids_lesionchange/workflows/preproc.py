@@ -11,7 +11,7 @@ from bids_lesionchange.interfaces.preproc import (CheckInputs, CoarseRegistratio
                                                   MaskReport, MaskToNative, MatchResolution,
                                                   N4Correct, Normalise,
                                                   PreprocQC, RegistrationReport,
-                                                  RigidRegistration, SkullStrip)
+                                                  RigidRegistration, SCRATCH_NII, SkullStrip)
 
 HDBET_MEM_GB = {"fast": 3.5, "accurate": 4.0}
 #: The outputs of :func:`init_preproc_wf`.
@@ -106,12 +106,12 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", hdbe
                    device=device, nthreads=omp_nthreads),
         name="skullstrip", n_procs=omp_nthreads,
         mem_gb=HDBET_MEM_GB[hdbet_mode] if method == "hdbet" else 1.0)
-    n4_followup = pe.Node(N4Correct(out_name="followup_n4.nii.gz", nthreads=omp_nthreads),
+    n4_followup = pe.Node(N4Correct(out_name="followup_n4" + SCRATCH_NII, nthreads=omp_nthreads),
                           name="n4_followup", n_procs=omp_nthreads, mem_gb=1.5)
     coarse_reg = pe.Node(CoarseRegistration(nthreads=omp_nthreads), name="coarse_reg",
                          n_procs=omp_nthreads, mem_gb=1.5)
     baseline_mask = pe.Node(MaskToNative(), name="baseline_mask", mem_gb=1.0)
-    n4_baseline = pe.Node(N4Correct(out_name="baseline_n4.nii.gz", nthreads=omp_nthreads),
+    n4_baseline = pe.Node(N4Correct(out_name="baseline_n4" + SCRATCH_NII, nthreads=omp_nthreads),
                           name="n4_baseline", n_procs=omp_nthreads, mem_gb=1.5)
     rigid_reg = pe.Node(RigidRegistration(nthreads=omp_nthreads), name="rigid_reg",
                         n_procs=omp_nthreads, mem_gb=2.0)

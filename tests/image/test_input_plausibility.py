@@ -230,3 +230,18 @@ def test_mask_depth_on_the_bounding_box_equals_the_whole_grid():
     whole = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=zooms)[1:-1, 1:-1, 1:-1]
     np.testing.assert_allclose(pl.mask_depth_mm(mask, zooms), whole)
     assert not pl.mask_depth_mm(np.zeros((4, 4, 4)), zooms).any()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spearman_is_scipys_with_ties_and_without(seed):
+    from scipy.stats import rankdata, spearmanr
+
+    from bids_lesionchange.image.plausibility import average_ranks, spearman
+
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=500).astype(np.float32)
+    b = np.round(a + rng.normal(size=500), 1)  # many ties
+    np.testing.assert_array_equal(average_ranks(b), rankdata(b))
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert np.isnan(spearman(a, np.ones(500)))
