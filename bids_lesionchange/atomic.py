@@ -123,6 +123,23 @@ def atomic_write_nifti(path: Path | str, image: Any, affine: Any = None, *, dtyp
     return atomic_save(save, path)
 
 
+def atomic_gzip(src: Path | str, dst: Path | str, *, compresslevel: int = 1) -> Path:
+    """Write the gzip of ``src``'s bytes to ``dst`` atomically (an ``.nii`` becomes an ``.nii.gz``); return ``dst``.
+
+    Level 1, as nibabel writes ``.nii.gz``; the gzip header carries no time, so the bytes depend
+    only on the content.
+    """
+    import gzip
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        with open(src, "rb") as source, open(tmp, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel,
+                               mtime=0) as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+    return Path(dst)
+
+
 def atomic_copy(src: Path | str, dst: Path | str) -> Path:
     """Copy the bytes of ``src`` to ``dst`` atomically; return ``dst``."""
     return atomic_write_bytes(dst, Path(src).read_bytes())

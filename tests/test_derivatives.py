@@ -86,3 +86,29 @@ def test_orphan_sidecars_are_those_without_any_data_file(tmp_path):
     # the mask has its data; the dseg sidecar still has the dseg.tsv; the probseg sidecar has nothing;
     # a QC JSON is data, not a sidecar
     assert orphan_sidecars(tmp_path, outputs) == [tmp_path / sidecar_path(outputs.probability)]
+
+
+def test_a_sink_gzips_an_uncompressed_work_image_and_copies_the_rest(tmp_path):
+    """The work dir keeps some images as .nii (read by several steps); their derivatives are .nii.gz."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from bids_lesionchange.interfaces.bids import DerivativeSink
+
+    data = np.random.default_rng(0).random((9, 8, 7)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.2, 3.0, 1.0])), str(tmp_path / "prob.nii"))
+    out = tmp_path / "out"
+    result = DerivativeSink(in_file=str(tmp_path / "prob.nii"), base_directory=str(out),
+                            out_path="sub-01/anat/x_probseg.nii.gz", meta_dict={"a": 1}).run()
+    stored = Path(result.outputs.out_file)
+    assert stored == out / "sub-01/anat/x_probseg.nii.gz"
+    assert gzip.decompress(stored.read_bytes()) == (tmp_path / "prob.nii").read_bytes()
+    image = nib.load(str(stored))
+    np.testing.assert_array_equal(np.asarray(image.dataobj), data)
+    assert image.header.get_zooms() == (1.0, 1.2, 3.0)
+    assert (out / "sub-01/anat/x_probseg.json").is_file()
+    (tmp_path / "t.tsv").write_text("a\tb\n")
+    copied = DerivativeSink(in_file=str(tmp_path / "t.tsv"), base_directory=str(out), out_path="t.tsv").run()
+    assert Path(copied.outputs.out_file).read_text() == "a\tb\n"

@@ -8,7 +8,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits,
 )
 
-from bids_lesionchange.atomic import atomic_copy, atomic_write_json
+from bids_lesionchange.atomic import atomic_copy, atomic_gzip, atomic_write_json
 from bids_lesionchange.derivatives import sidecar_path
 
 
@@ -24,7 +24,11 @@ class _DerivativeSinkOutputSpec(TraitedSpec):
 
 
 class DerivativeSink(SimpleInterface):
-    """Copy a result to its BIDS-Derivatives name, then write its optional JSON sidecar, each atomically."""
+    """Copy a result to its BIDS-Derivatives name, then write its optional JSON sidecar, each atomically.
+
+    An uncompressed ``.nii`` from the work directory is gzipped when its derivative name ends in
+    ``.nii.gz``.
+    """
 
     input_spec = _DerivativeSinkInputSpec
     output_spec = _DerivativeSinkOutputSpec
@@ -33,7 +37,11 @@ class DerivativeSink(SimpleInterface):
         dst = Path(self.inputs.base_directory) / self.inputs.out_path
         # The data file first: a write that fails (full disk) then leaves no sidecar describing a
         # file that is not there (issue 16); each write is atomic on its own.
-        self._results["out_file"] = str(atomic_copy(self.inputs.in_file, dst))
+        if str(self.inputs.in_file).endswith(".nii") and dst.name.endswith(".nii.gz"):
+            # an image the work dir keeps uncompressed (read by several steps) is stored gzipped
+            self._results["out_file"] = str(atomic_gzip(self.inputs.in_file, dst))
+        else:
+            self._results["out_file"] = str(atomic_copy(self.inputs.in_file, dst))
         if self.inputs.meta_dict:
             atomic_write_json(sidecar_path(dst), self.inputs.meta_dict)
         return runtime

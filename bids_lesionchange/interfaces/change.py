@@ -41,7 +41,8 @@ class SiameseUNetPredict(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_lesionchange.model.files import predict_files
 
-        out = _out(runtime, "change_probability.nii.gz")
+        # uncompressed: components, plausibility, the lesion table and the native map read it
+        out = _out(runtime, "change_probability.nii")
         predict_files(self.inputs.model_dir, self.inputs.baseline, self.inputs.followup,
                       self.inputs.brain_mask, out, num_threads=self.inputs.num_threads)
         self._results["probability"] = out

@@ -15,7 +15,8 @@ def _out(runtime, name: str) -> str:
 #: Suffix of the full-head float images that only later steps read (no derivative copies them):
 #: uncompressed. gzip cost 0.4-0.9 s per write and 0.2-0.3 s per read of each of the six at 1 mm
 #: (about 8 s of a pair's CPU time, measured on the work dir of benchmarks/end_to_end.py), for
-#: about 60 MB more work directory per pair; derivatives stay .nii.gz.
+#: about 60 MB more work directory per pair. The normalised images and the probability map,
+#: read by several later steps, are uncompressed too; their derivative sinks gzip them.
 SCRATCH_NII = ".nii"
 
 # Threads change how fast a step runs, not its result: a re-run with another --nprocs or

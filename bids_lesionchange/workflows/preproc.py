@@ -116,9 +116,9 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", hdbe
     rigid_reg = pe.Node(RigidRegistration(nthreads=omp_nthreads), name="rigid_reg",
                         n_procs=omp_nthreads, mem_gb=2.0)
     match_resolution = pe.Node(MatchResolution(), name="match_resolution", mem_gb=1.5)
-    normalise_baseline = pe.Node(Normalise(out_name="baseline_preproc.nii.gz", method=intensity_norm),
+    normalise_baseline = pe.Node(Normalise(out_name="baseline_preproc" + SCRATCH_NII, method=intensity_norm),
                                  name="normalise_baseline", mem_gb=1.0)
-    normalise_followup = pe.Node(Normalise(out_name="followup_preproc.nii.gz", method=intensity_norm),
+    normalise_followup = pe.Node(Normalise(out_name="followup_preproc" + SCRATCH_NII, method=intensity_norm),
                                  name="normalise_followup", mem_gb=1.0)
     qc = pe.Node(PreprocQC(), name="qc", mem_gb=1.0)
     mask_report = pe.Node(MaskReport(), name="mask_report", mem_gb=1.0)
