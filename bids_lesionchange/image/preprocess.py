@@ -42,9 +42,9 @@ from bids_lesionchange.image import register as reg
 from bids_lesionchange.image.grid import common_grid, resample_to_grid
 from bids_lesionchange.image.intensity import n4_bias_correct, normalise, parenchyma_mask
 from bids_lesionchange.image.io import load_flair, qform_sform_note, save_image
-from bids_lesionchange.image.skullstrip import (brain_extracted_support, check_brain_mask, foreground_mask,
-                                                nonzero_brain_mask, resolve_skull_strip_method, run_hdbet,
-                                                threshold_brain_mask)
+from bids_lesionchange.image.skullstrip import (BRAIN_EXTRACTED_ML, brain_extracted_support, check_brain_mask,
+                                                foreground_mask, nonzero_brain_mask, resolve_skull_strip_method,
+                                                run_hdbet, threshold_brain_mask)
 from bids_lesionchange.image.transforms import read_xfm, to_native, write_xfm
 
 LOGGER = logging.getLogger("bids_lesionchange.image.preprocess")
@@ -71,7 +71,8 @@ def check_pair(baseline, followup) -> dict:
     Returns
     -------
     dict
-        ``{"baseline": ..., "followup": ...}``: each session's field-of-view measures.
+        ``{"baseline": ..., "followup": ...}``: each session's field-of-view measures and the
+        volume of its foreground (head, or brain if brain-extracted), ``foreground_ml``.
     """
     coverage = {}
     for key, path in (("baseline", baseline), ("followup", followup)):
@@ -80,6 +81,7 @@ def check_pair(baseline, followup) -> dict:
         plausibility.check_voxel_size(zooms, path)
         head = foreground_mask(np.asanyarray(img.dataobj), zooms)
         coverage[key] = plausibility.check_coverage(head, zooms, path)
+        coverage[key]["foreground_ml"] = round(float(head.sum()) * float(np.prod(zooms)) / 1000.0, 1)
     if Path(baseline).resolve() == Path(followup).resolve():
         raise InputError(baseline, "load", "the baseline and follow-up are the same file; "
                          "give the FLAIRs of two different sessions")
@@ -100,15 +102,31 @@ def followup_to_common(in_file, out_file, out_xfm, *, resolution: float = 1.0):
     return save_image(data, affine, out_file), write_xfm(np.eye(4), out_xfm, source="follow-up")
 
 
+def could_be_brain_extracted(foreground_ml: float | None) -> bool:
+    """False when a foreground volume (ml, or None: unknown) is far outside a brain's.
+
+    With a 25 % margin around :data:`.skullstrip.BRAIN_EXTRACTED_ML`: the volume is measured on
+    the native grid, the brain-extracted test on the common one.
+    """
+    if foreground_ml is None:
+        return True
+    low, high = BRAIN_EXTRACTED_ML
+    return 0.75 * low <= float(foreground_ml) <= 1.25 * high
+
+
 def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: str = "fast",
                         device: str = "cpu", nthreads: int = 1, source_file=None,
-                        return_method: bool = False, hdbet_precision: str = "auto"):
+                        return_method: bool = False, hdbet_precision: str = "auto",
+                        foreground_ml: float | None = None):
     """Write the brain mask (uint8) of the common-grid follow-up with ``method``.
 
     ``source_file`` (the user's follow-up) is named in errors. See
     :mod:`bids_lesionchange.image.skullstrip` for the methods; with ``auto`` an input that is
     already brain-extracted keeps its own support (:func:`.skullstrip.brain_extracted_support`).
-    ``hdbet_precision`` is HD-BET's (:func:`.skullstrip.run_hdbet`). Returns the mask's path, or
+    ``hdbet_precision`` is HD-BET's (:func:`.skullstrip.run_hdbet`). ``foreground_ml``, the
+    follow-up's foreground volume from :func:`check_pair`, skips that test when it is far outside
+    a brain's volume (a skull-on head: the test's foreground mask cost 1-2 s at 1 mm).
+    Returns the mask's path, or
     ``(path, method that ran)`` with ``return_method`` (HD-BET: ``hdbet (float32)`` or
     ``hdbet (bfloat16)``).
     """
@@ -120,7 +138,11 @@ def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: 
         raise InputError(source_file, "skullstrip", str(err)) from None
     img = nib.load(str(in_file))
     data = np.asanyarray(img.dataobj, dtype=np.float32)
-    support = brain_extracted_support(data, _zooms(img)) if requested == "auto" else None
+    support = None
+    if requested == "auto" and not could_be_brain_extracted(foreground_ml):
+        LOGGER.debug("skull stripping: the foreground of %.0f ml is a head, not a brain", foreground_ml)
+    elif requested == "auto":
+        support = brain_extracted_support(data, _zooms(img))
     if support is not None:
         # Already brain-extracted (how public MS data are distributed): its own support is the
         # mask; HD-BET on such images can miss most of the brain.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
-                                    traits)
+                                    isdefined, traits)
 
 
 def _out(runtime, name: str) -> str:
@@ -32,6 +32,7 @@ class _CheckInputsInputSpec(BaseInterfaceInputSpec):
 class _CheckInputsOutputSpec(TraitedSpec):
     baseline_flair = File(exists=True)
     followup_flair = File(exists=True)
+    followup_foreground_ml = traits.Float(desc="volume of the follow-up's foreground (head, or brain)")
 
 
 class CheckInputs(SimpleInterface):
@@ -43,9 +44,10 @@ class CheckInputs(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_lesionchange.image.preprocess import check_pair
 
-        check_pair(self.inputs.baseline_flair, self.inputs.followup_flair)
+        coverage = check_pair(self.inputs.baseline_flair, self.inputs.followup_flair)
         self._results.update(baseline_flair=self.inputs.baseline_flair,
-                             followup_flair=self.inputs.followup_flair)
+                             followup_flair=self.inputs.followup_flair,
+                             followup_foreground_ml=coverage["followup"]["foreground_ml"])
         return runtime
 
 
@@ -84,6 +86,8 @@ class _SkullStripInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     nthreads = traits.Int(1, usedefault=True, nohash=True, desc=_THREADS_DESC)
     source_file = File(desc="the user's file, named in errors")
+    foreground_ml = traits.Float(desc="the follow-up's foreground volume (check_inputs): a head skips "
+                                 "the brain-extracted test")
 
 
 class _SkullStripOutputSpec(TraitedSpec):
@@ -104,7 +108,8 @@ class SkullStrip(SimpleInterface):
             self.inputs.in_file, _out(runtime, "brain_mask.nii.gz"), method=self.inputs.method,
             hdbet_mode=self.inputs.hdbet_mode, device=self.inputs.device, nthreads=self.inputs.nthreads,
             source_file=self.inputs.source_file or None, return_method=True,
-            hdbet_precision=self.inputs.hdbet_precision)
+            hdbet_precision=self.inputs.hdbet_precision,
+            foreground_ml=self.inputs.foreground_ml if isdefined(self.inputs.foreground_ml) else None)
         self._results["out_mask"] = str(out)
         self._results["method"] = method
         return runtime

@@ -103,6 +103,11 @@ def test_check_pair_refuses_a_10_mm_scan_and_a_slab_and_passes_a_whole_head(tmp_
     other = _save(tmp_path / "other.nii.gz", 90.0 * _head((80, 95, 75), zooms, RADII), zooms)
     coverage = check_pair(good, other)
     assert set(coverage) == {"baseline", "followup"}
+    head = nib.load(str(good))
+    from bids_lesionchange.image.skullstrip import foreground_mask
+
+    expected = foreground_mask(np.asarray(head.dataobj), zooms).sum() * 8.0 / 1000.0
+    assert coverage["baseline"]["foreground_ml"] == pytest.approx(expected, abs=0.05)
 
     thick = _save(tmp_path / "thick.nii.gz", 100.0 * _head((70, 85, 14), (2.0, 2.0, 10.0), RADII), (2.0, 2.0, 10.0))
     with pytest.raises(InputError, match=rf"^check_inputs: {thick}: the voxel size \(2.0, 2.0, 10.0\) mm"):
@@ -245,3 +250,22 @@ def test_spearman_is_scipys_with_ties_and_without(seed):
     assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
     assert spearman(a, -a) == pytest.approx(-1.0)
     assert np.isnan(spearman(a, np.ones(500)))
+
+
+def test_a_head_sized_foreground_skips_the_brain_extracted_test(tmp_path, monkeypatch):
+    from bids_lesionchange.image import preprocess as pp
+
+    assert not pp.could_be_brain_extracted(3600.0)  # a skull-on head
+    assert not pp.could_be_brain_extracted(250.0)
+    assert pp.could_be_brain_extracted(1300.0) and pp.could_be_brain_extracted(None)
+    assert pp.could_be_brain_extracted(2800.0)  # within the margin: tested
+    zooms = (2.0, 2.0, 2.0)
+    image = _save(tmp_path / "head.nii.gz", 100.0 * _head((80, 95, 75), zooms, RADII), zooms)
+    calls = []
+    monkeypatch.setattr(pp, "brain_extracted_support", lambda *a: calls.append(a) or None)
+    monkeypatch.setattr(pp, "resolve_skull_strip_method", lambda method, mode: "threshold")  # no HD-BET here
+    pp.skullstrip_followup(image, tmp_path / "m1.nii.gz", method="auto", foreground_ml=3600.0)
+    assert calls == []
+    pp.skullstrip_followup(image, tmp_path / "m2.nii.gz", method="auto", foreground_ml=1300.0)
+    pp.skullstrip_followup(image, tmp_path / "m3.nii.gz", method="auto")
+    assert len(calls) == 2
