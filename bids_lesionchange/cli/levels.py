@@ -205,9 +205,11 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
     batched = cluster.is_cluster_plugin(plugin)
     execution = {
         "crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": False,
-        # a cached step is reused when its inputs hold the same bytes (not the same file times:
-        # a copied or re-downloaded dataset does not redo the preprocessing)
-        "hash_method": "content",
+        # a cached step is reused when its input files keep their size and time. Hashing their
+        # contents instead (robust to a copied dataset) cost 1.7 s per 1 mm pair between the steps
+        # (47 ms per work-dir image, hashed at every step that reads it; benchmarks/end_to_end.py,
+        # hash_content_r* against hash_timestamp_r*)
+        "hash_method": "timestamp",
         # Nipype's default 2 s poll made every node of a MultiProc run wait 1-2 s for its predecessor
         "poll_sleep_duration": CLUSTER_POLL_SECONDS if batched else POLL_SECONDS,
     }

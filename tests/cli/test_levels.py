@@ -150,9 +150,10 @@ def test_the_workflow_runs_with_the_apps_execution_settings_not_nipypes_defaults
             mock.patch.object(cluster, "request_node_resources", return_value={}):
         levels.run_graph(workflow, settings, [], "run1")
     assert workflow.seen == (plugin, expected)
-    # and so are the app's other execution settings: caches keyed by file contents, crash files in
-    # the output's logs (Nipype's defaults: file times, the current directory, pickles)
-    assert workflow.settings == {"hash_method": "content", "crashdump_dir": str(tmp_path / "out" / "logs" / "crash-run1"),
+    # and so are the app's other execution settings: crash files as text in the output's logs
+    # (Nipype's defaults: the current directory, pickles), caches keyed by file times
+    assert workflow.settings == {"hash_method": "timestamp",
+                                 "crashdump_dir": str(tmp_path / "out" / "logs" / "crash-run1"),
                                  "crashfile_format": "txt"}
 
 
