@@ -139,9 +139,7 @@ def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: 
     img = nib.load(str(in_file))
     data = np.asanyarray(img.dataobj, dtype=np.float32)
     support = None
-    if requested == "auto" and not could_be_brain_extracted(foreground_ml):
-        LOGGER.debug("skull stripping: the foreground of %.0f ml is a head, not a brain", foreground_ml)
-    elif requested == "auto":
+    if requested == "auto" and could_be_brain_extracted(foreground_ml):
         support = brain_extracted_support(data, _zooms(img))
     if support is not None:
         # Already brain-extracted (how public MS data are distributed): its own support is the

@@ -15,8 +15,10 @@ _LOADED: dict[tuple, tuple] = {}
 
 
 def _weights_key(model_dir: str) -> tuple:
+    from bids_lesionchange.model.io import DETECTOR_WEIGHTS
+
     try:
-        info = os.stat(os.path.join(model_dir, "detector.weights.h5"))
+        info = os.stat(os.path.join(model_dir, DETECTOR_WEIGHTS))
         return os.path.abspath(model_dir), info.st_mtime_ns, info.st_size
     except OSError:
         return os.path.abspath(model_dir), None, None

@@ -139,6 +139,19 @@ def tissue_level(x: np.ndarray, brain_mask: np.ndarray) -> float:
     return float(np.median(values)) if values.size else 0.0
 
 
+def _depth_in_brain(brain: np.ndarray) -> np.ndarray:
+    """Distance (voxels) of every voxel to the nearest non-brain voxel; the crop's own border is not the brain's edge."""
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(np.pad(brain, 1, mode="edge"))[1:-1, 1:-1, 1:-1]
+
+
+def _ball(axes: Sequence[np.ndarray], centre, radius: float) -> np.ndarray:
+    """The voxels within ``radius`` of ``centre`` on the grid spanned by ``axes``."""
+    d0, d1, d2 = ((axis - c) ** 2 for axis, c in zip(axes, centre))
+    return d0[:, None, None] + d1[None, :, None] + d2[None, None, :] <= radius ** 2
+
+
 def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, rng: np.random.Generator,
                     params: SuperMixParams, *, segment_scale: float = 1.0, return_segments: bool = False):
     """Mix new hyperintense lesions, shaped by SLIC superpixels, into ``x``; return the change label.
@@ -196,7 +209,7 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
     if params.lesion_min_depth > 0:
         # Only superpixels reaching at least lesion_min_depth voxels inside the brain (the crop's
         # own border is not the brain's edge), and later only centres there.
-        depth = ndimage.distance_transform_edt(np.pad(brain, 1, mode="edge"))[1:-1, 1:-1, 1:-1]
+        depth = _depth_in_brain(brain)
         deep = depth >= params.lesion_min_depth
         reach = np.bincount(segments.ravel(), weights=deep.ravel(), minlength=counts.size)
         keep &= reach > 0
@@ -228,9 +241,7 @@ def lesion_supermix(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, 
             centre = voxels[rng.integers(len(voxels))]
             radius = float(rng.uniform(params.lesion_radius_min, max(params.lesion_radius_max,
                                                                      params.lesion_radius_min)))
-            d0, d1, d2 = ((axis - c) ** 2 for axis, c in zip(axes, centre))
-            ball = d0[:, None, None] + d1[None, :, None] + d2[None, None, :] <= radius ** 2
-            cut |= ball & inside
+            cut |= _ball(axes, centre, radius) & inside
         core = cut
     if deep is not None:
         core &= depth >= min(2.0, params.lesion_min_depth)  # never up to the brain's edge
@@ -262,8 +273,8 @@ def grow_lesions(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, rng
     and at least 2 voxels inside the brain; there the image takes the lesion's median brightness
     times U(0.9, 1.1) with the VAE reconstruction's texture (+-15 %) and a soft edge, as in
     :func:`lesion_supermix`. The label is where the rim dominates (``alpha >= 0.5``, up to one voxel
-    past it) and ``x'`` rose by at least 0.1 times the tissue level. Without a hyperintensity the crop is returned unchanged with an empty label (the caller
-    then draws a new lesion instead).
+    past it) and ``x'`` rose by at least 0.1 times the tissue level. Without a hyperintensity the
+    crop is returned unchanged with an empty label (the caller then draws a new lesion instead).
     """
     from scipy import ndimage
 
@@ -276,7 +287,7 @@ def grow_lesions(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, rng
     empty = np.zeros(x.shape, dtype=bool)
     if level <= 0:
         return x.copy(), empty
-    depth = ndimage.distance_transform_edt(np.pad(brain, 1, mode="edge"))[1:-1, 1:-1, 1:-1]
+    depth = _depth_in_brain(brain)
     labels, n = ndimage.label((x > 1.3 * level) & brain)
     if n == 0:
         return x.copy(), empty
@@ -301,9 +312,7 @@ def grow_lesions(x: np.ndarray, x_recon: np.ndarray, brain_mask: np.ndarray, rng
             continue
         centre = border[rng.integers(len(border))]
         radius = float(rng.uniform(3.0, 8.0))
-        d0, d1, d2 = ((axis - c) ** 2 for axis, c in zip(axes, centre))
-        ball = d0[:, None, None] + d1[None, :, None] + d2[None, None, :] <= radius ** 2
-        rim = grown & ~lesion & ball & tissue
+        rim = grown & ~lesion & _ball(axes, centre, radius) & tissue
         if not rim.any():
             continue
         brightness = float(np.median(x[lesion])) * float(rng.uniform(0.9, 1.1))
