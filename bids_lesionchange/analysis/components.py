@@ -112,10 +112,16 @@ def brighter_on_followup(baseline: np.ndarray, followup: np.ndarray, sigma: floa
 
 
 def _component_sums(labels: np.ndarray, values, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel counts and sums of ``values`` per label 0..n (index = label)."""
+    """Voxel counts and sums of ``values`` per label 0..n (index = label; entry 0 is left at 0).
+
+    Only the labelled voxels are counted: a change is a few hundred voxels of a volume of
+    millions, and a bincount over the whole grid cost 0.2 s per call at 1 mm.
+    """
     flat = labels.ravel()
-    return (np.bincount(flat, minlength=n + 1),
-            np.bincount(flat, weights=np.asarray(values).ravel(), minlength=n + 1))
+    inside = np.flatnonzero(flat)
+    ids = flat[inside]
+    return (np.bincount(ids, minlength=n + 1),
+            np.bincount(ids, weights=np.asarray(values).ravel()[inside], minlength=n + 1))
 
 
 def _keep_components(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -214,8 +220,6 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
     mostly in the brain's outer rim (:func:`drop_rim_components`; ``zooms`` is the voxel size in
     mm, 1 mm on the app's common grid). Returns labels 1..n by size.
     """
-    from bids_lesionchange.image.intensity import parenchyma_mask
-
     brain = np.asarray(brain_mask) > 0
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -223,6 +227,30 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
         return change_components(score, threshold=threshold, min_size=min_size, brain_mask=brain)
     if baseline is None or followup is None:
         raise ValueError("direction='increase' needs the preprocessed baseline and follow-up")
+    score = np.asarray(score)
+    baseline, followup = np.asarray(baseline), np.asarray(followup)
+    if not (score.shape == brain.shape == baseline.shape == followup.shape):
+        raise ValueError(f"score {score.shape}, brain mask {brain.shape}, baseline {baseline.shape} and "
+                         f"follow-up {followup.shape} differ in shape; resample them onto one grid")
+    labels = np.zeros(brain.shape, dtype=np.int32)
+    if not brain.any():
+        return labels
+    # Every step looks at the brain and a few voxels around it (the 1-voxel Gaussian of
+    # brighter_on_followup reaches 4, the brain's depth needs 1 outside): the rule runs on the
+    # brain's bounding box with a margin, which gives the labels of the whole grid (same voxels,
+    # same C order of first voxels for the size ties) at half the cost or less.
+    margin = 6
+    box = tuple(slice(max(int(idx.min()) - margin, 0), min(int(idx.max()) + margin + 1, side))
+                for idx, side in zip(np.nonzero(brain), brain.shape))
+    labels[box] = _increase_labels(score[box], brain[box], threshold, min_size, baseline[box], followup[box],
+                                   noise_z, zooms)
+    return labels
+
+
+def _increase_labels(score, brain, threshold, min_size, baseline, followup, noise_z, zooms) -> np.ndarray:
+    """:func:`change_labels` with ``direction="increase"`` on arrays already checked (and cropped)."""
+    from bids_lesionchange.image.intensity import parenchyma_mask
+
     follow = np.asarray(followup, dtype=np.float32)
     parenchyma = parenchyma_mask(follow, brain)
     allowed = (brain if parenchyma is None else parenchyma) & brighter_on_followup(
@@ -252,14 +280,19 @@ def relabel_by_size(labels: np.ndarray, min_size: int = 1) -> np.ndarray:
         Labels 1..n, n the number of components kept.
     """
     labels = np.asarray(labels)
-    sizes = np.bincount(labels.ravel().astype(np.int64))
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat)  # only labelled voxels: a few of the grid's millions
+    ids = flat[inside].astype(np.int64, copy=False)
+    sizes = np.bincount(ids, minlength=1)
     sizes[0] = 0
     present = np.flatnonzero(sizes >= max(int(min_size), 1))
     # Sort by size descending, then by original label ascending (stable on the label order).
     order = present[np.lexsort((present, -sizes[present]))]
     lookup = np.zeros(sizes.size, dtype=np.int32)
     lookup[order] = np.arange(1, order.size + 1, dtype=np.int32)
-    return lookup[labels]
+    out = np.zeros(labels.shape, dtype=np.int32)
+    out.ravel()[inside] = lookup[ids]
+    return out
 
 
 def change_components(

@@ -224,3 +224,40 @@ def test_drop_rim_components_drops_changes_in_the_outer_rim_keeps_deeper_ones():
         drop_rim_components(labels, brain, max_rim_fraction=2.0)
     with pytest.raises(ValueError, match="differ in shape"):
         drop_rim_components(labels, brain[1:])
+
+
+@pytest.mark.parametrize("offset", [(25, 18, 22), (0, 18, 22), (50, 0, 48)])
+def test_change_labels_on_the_brains_box_equal_the_rule_on_the_whole_grid(offset):
+    """change_labels runs the increase rule on the brain's bounding box (speed); the labels, their
+    numbering by size and the order of equal sizes must be those of the rule on the whole grid,
+    also when the brain touches the grid's edge."""
+    from scipy import ndimage
+
+    from bids_lesionchange.analysis.components import _increase_labels, change_labels
+
+    rng = np.random.default_rng(3)
+    shape = (90, 80, 90)
+    brain = np.zeros(shape, bool)
+    brain[tuple(slice(o, o + s) for o, s in zip(offset, (40, 44, 42)))] = True
+    baseline = np.where(brain, rng.normal(0.5, 0.03, shape), 0).astype(np.float32)
+    baseline[brain & (rng.random(shape) < 0.1)] = 0.15  # CSF-like voxels
+    # Follow-up brighter or darker in patches everywhere, up to the brain's edge, where the 1-voxel
+    # Gaussian of the difference sees the zeros outside the brain (a box without a margin would
+    # not), and changes flagged independently of them.
+    patches = ndimage.gaussian_filter(rng.normal(size=shape), 1.5)
+    followup = np.where(brain, baseline + 0.05 * patches / patches.std(), 0).astype(np.float32)
+    blobs = ndimage.gaussian_filter(rng.normal(size=shape), 2.0)
+    probability = np.where(brain, (blobs > 1.0 * blobs.std()) * 0.9, 0).astype(np.float32)
+    whole = _increase_labels(probability, brain, 0.1, 20, baseline, followup, 0.0, (1.0, 1.0, 1.0))
+    cropped = change_labels(probability, brain, 0.1, 20, direction="increase", baseline=baseline,
+                            followup=followup)
+    assert whole.max() >= 3
+    assert cropped.dtype == np.int32 and np.array_equal(cropped, whole)
+
+
+def test_change_labels_names_arrays_of_different_shapes():
+    from bids_lesionchange.analysis.components import change_labels
+
+    a = np.zeros((8, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="differ in shape"):
+        change_labels(a, a > -1, 0.1, 1, direction="increase", baseline=a, followup=np.zeros((8, 8, 9), np.float32))
