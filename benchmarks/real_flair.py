@@ -30,6 +30,10 @@ is absent):
    grown rim alone cannot be cut out), without stray fragments of <= 3 mm^3 (the MSSEG-2 rule:
    bidsgate's label maps hold a few single voxels of a lesion's label). LTPR, LFPR, PPV, lesion F1
    (IoU >= 0.01); voxel Dice is therefore pessimistic for enlarging lesions.
+4. **New-lesion phantoms of the other real FLAIRs** (``--new-lesion-seeds``; same bidsgate
+   generator, no lesion mask, so new lesions only): four more scanners and geometries (1 mm 3D,
+   2D with 3 and 5.5 mm slices), so that detection is not judged on one scan
+   (:func:`write_new_lesion_phantoms`).
 """
 
 from __future__ import annotations
@@ -188,6 +192,97 @@ def difference_stats(base: np.ndarray, follow: np.ndarray, brain: np.ndarray) ->
     return {"sd": sd, "fine": fine}
 
 
+# Sources of the new-lesion phantoms: every real single FLAIR but patient 26 (whose full phantoms,
+# with enlarging lesions from its lesion mask, are part 3): four scanners, 1 mm 3D and 2D with 3 and
+# 5.5 mm slices, skull on and brain-extracted.
+NEW_LESION_SOURCES = ("niivue", "nihbase", "synthsr", "tcga")
+
+
+def _wm_likelihood(flair_img, brain_img) -> np.ndarray:
+    """A T1w stand-in for bidsgate's lesion placement: 1000 x exp(-((x / wm_peak - 1) / 0.08)^2 / 2)."""
+    from scipy import ndimage
+
+    from bids_lesionchange.image.intensity import white_matter_peak
+
+    data = np.asarray(flair_img.dataobj, dtype=np.float32)
+    brain = np.asarray(brain_img.dataobj) > 0
+    relative = data / white_matter_peak(data, brain)
+    zooms = np.asarray(flair_img.header.get_zooms()[:3], dtype=float)
+    likelihood = ndimage.gaussian_filter(np.exp(-0.5 * ((relative - 1.0) / 0.08) ** 2), 1.0 / zooms)
+    return np.where(brain, 1000.0 * likelihood, 0.0).astype(np.float32)
+
+
+def write_new_lesion_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dict]:
+    """bidsgate longphantoms with new lesions only, of the real FLAIRs that have no lesion mask.
+
+    Each source gets ``bidsgate``'s longphantom (visits at 0 and 1 year: 6 new lesions,
+    repositioning by at most 1 degree and 1 mm, atrophy, gain, noise) with an empty lesion mask (so nothing enlarges or
+    shrinks) and the app's own skull strip of the native FLAIR as the brain mask. bidsgate places
+    lesions in white matter found on a T1w (its bright part); these scans have no T1w, so a
+    white-matter likelihood made from the FLAIR stands in for it: bright where the FLAIR is near
+    its white-matter peak (:func:`bids_lesionchange.image.intensity.white_matter_peak`), dark in grey
+    matter (1.05-1.15 x white matter on FLAIR), CSF and lesions. bidsgate writes the visits
+    brain-masked, so the app sees brain-extracted images of each scanner's texture and geometry.
+    Subjects ``nph<source><seed>``; reference = the new lesions (components > 3 mm^3).
+    """
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.components import label_connected_components
+    from bids_lesionchange.analysis.msseg2 import drop_small_components, voxel_volume_mm3
+    from bids_lesionchange.image.preprocess import skullstrip_followup
+
+    try:
+        from bidsgate.longphantom.core import Design, build
+    except ImportError:
+        LOGGER.warning("bidsgate is not installed (pip install bidsgate lesiontrack): no new-lesion phantom")
+        return {}
+    subjects = {}
+    for label in NEW_LESION_SOURCES:
+        path, role = SOURCES[label]
+        if not path.is_file():
+            LOGGER.warning("%s is absent: no new-lesion phantom of it", path)
+            continue
+        src = scratch / label
+        src.mkdir(parents=True, exist_ok=True)
+        brain_file, empty_file = src / "brainmask.nii.gz", src / "no_lesions.nii.gz"
+        if not brain_file.is_file():
+            skullstrip_followup(str(path), str(brain_file), method="auto", nthreads=2)
+        t1_file = src / "wm_likelihood.nii.gz"
+        if not (empty_file.is_file() and t1_file.is_file()):
+            img = nib.load(str(path))
+            nib.save(nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine), str(empty_file))
+            nib.save(nib.Nifti1Image(_wm_likelihood(img, nib.load(str(brain_file))), img.affine), str(t1_file))
+        for seed in seeds:
+            sub = f"nph{label}{seed}"
+            out = src / f"seed{seed}"
+            if not (out / "truth.tsv").is_file():
+                # bidsgate repositions each visit by up to one voxel (and 1 degree), by interpolating
+                # the image: on 3-5.5 mm slices that is a blend of slices 3-5.5 mm apart, which no
+                # rescan makes (a rescan samples the head anew). So the shift is capped at 1 mm, as
+                # on the 1 mm grids it was designed for.
+                zooms = nib.load(str(path)).header.get_zooms()[:3]
+                build(str(t1_file), str(path), str(empty_file), str(brain_file), str(out),
+                      Design(times=(0.0, 1.0), seed=seed, rigid_trans_vox=min(1.0, 1.0 / float(max(zooms)))))
+            for ses, visit in (("01", "visit-00"), ("02", "visit-01")):
+                dest = _flair(bids, sub, ses)
+                if not dest.is_file():
+                    shutil.copyfile(out / visit / "FLAIR.nii.gz", dest)
+            after_img = nib.load(str(out / "visit-01" / "truth_labels.nii.gz"))
+            after = np.asarray(after_img.dataobj)
+            parts, n_parts = label_connected_components(after >= 1000)
+            lesions, n_lesions = drop_small_components(parts, n_parts, voxel_volume_mm3(after_img.header.get_zooms()))
+            reference = (lesions > 0).astype(np.uint8)
+            ref_dir = bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
+            ref_dir.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(reference, after_img.affine),
+                     str(ref_dir / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"))
+            zooms = [round(float(z), 2) for z in after_img.header.get_zooms()[:3]]
+            subjects[sub] = {"kind": "new-lesion phantom", "source": label, "role": role, "seed": seed,
+                             "voxel_mm": zooms, "new_lesions": n_lesions,
+                             "reference_voxels": int(reference.sum())}
+    return subjects
+
+
 def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scratch: Path) -> dict:
     """Apply every method's rule to one pair; count changes, the fraction above threshold, and metrics."""
     import nibabel as nib
@@ -304,6 +399,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=777, help="seed of the NoChange self-pairs (training used 2026)")
     parser.add_argument("--pairs-per-source", type=int, default=2)
     parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--new-lesion-seeds", type=int, nargs="*", default=[1, 2],
+                        help="seeds of the new-lesion phantoms of the other real FLAIRs (none: skip them)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2],
                         help="thresholds of the subtraction baseline (follow-up - baseline, images in [0, 1])")
     parser.add_argument("--noise-z", type=float, nargs="*", default=[2.0],
@@ -323,7 +420,8 @@ def main() -> None:
     bids.mkdir(parents=True, exist_ok=True)
     (bids / "dataset_description.json").write_text(json.dumps({"Name": "real FLAIR benchmark", "BIDSVersion": "1.9.0"}) + "\n")
     subjects = {**write_nochange(bids, root / "self_pairs", opts.pairs_per_source, opts.seed),
-                **write_nih(bids), **write_phantoms(bids, root / "phantoms", opts.phantom_seeds)}
+                **write_nih(bids), **write_phantoms(bids, root / "phantoms", opts.phantom_seeds),
+                **write_new_lesion_phantoms(bids, root / "new_lesion_phantoms", opts.new_lesion_seeds)}
     out = root / f"out-{model.name}"
     seconds, failed = run_app(bids, out, model, root, opts.nprocs)
     methods = {"model": ("model", KAPPA, "increase", 0.0), "model, any direction": ("model", KAPPA, "any", 0.0)}
@@ -382,6 +480,22 @@ def main() -> None:
                markdown_table(["method", *keys, "per phantom F1/LFP"], rows),
                "Phantoms: " + ", ".join(f"{s} ({r['new_lesions']} new, {r['enlarging']} enlarging)"
                                         for s, r in phantoms.items()) + "\n"]
+    new_lesion = group("new-lesion phantom")
+    if new_lesion:
+        keys = ("LTPR", "LFPR", "PPV", "lesion_F1", "dice")
+        rows = []
+        for m in methods:
+            vals = {k: float(np.nanmean([r["scores"][m][k] for r in new_lesion.values()])) for k in keys}
+            rows.append([m, *[vals[k] for k in keys],
+                         " ".join(f"{fmt(r['scores'][m]['lesion_F1'])}/{int(r['scores'][m]['LFP'])}"
+                                  for r in new_lesion.values())])
+        md += ["## 4. New-lesion phantoms of the other real FLAIRs (bidsgate, 0 -> 1 year; mean over phantoms)\n",
+               markdown_table(["method", *keys, "per phantom F1/LFP"], rows),
+               "Phantoms: " + ", ".join(f"{s} ({r['source']}, {'x'.join(map(str, r['voxel_mm']))} mm, "
+                                        f"{r['new_lesions']} new)" for s, r in new_lesion.items()) + "\n",
+               "Per source, the model: " + "; ".join(
+                   f"{s}: LTPR {fmt(r['scores']['model']['LTPR'])}, {int(r['scores']['model']['LFP'])} false"
+                   for s, r in new_lesion.items()) + "\n"]
     if failed:
         md += ["## Pairs the app could not process\n",
                markdown_table(["pair", "step: message"], [[f"sub-{s}", m[:200]] for s, m in failed.items()])]
