@@ -261,3 +261,32 @@ def test_change_labels_names_arrays_of_different_shapes():
     a = np.zeros((8, 8, 8), np.float32)
     with pytest.raises(ValueError, match="differ in shape"):
         change_labels(a, a > -1, 0.1, 1, direction="increase", baseline=a, followup=np.zeros((8, 8, 9), np.float32))
+
+
+@pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (0.9, 0.9, 3.0), (1.2, 0.8, 2.0)])
+def test_drop_rim_components_measures_depth_as_the_whole_brains_distance_transform(zooms):
+    """The rim test measures each change's depth on its own box; it must keep and drop exactly
+    what the definition (mask_depth_mm of the whole brain, the grid's border outside) does, also
+    for changes at the grid's border and through anisotropic voxels."""
+    from scipy import ndimage
+
+    from bids_lesionchange.analysis.components import MAX_RIM_FRACTION, RIM_MM, drop_rim_components
+    from bids_lesionchange.image.plausibility import mask_depth_mm
+
+    rng = np.random.default_rng(11)
+    kept_some = dropped_some = False
+    for trial in range(6):
+        shape = tuple(int(s) for s in rng.integers(24, 44, 3))
+        brain = ndimage.gaussian_filter(rng.random(shape), 3) > 0.5 if trial % 2 else np.ones(shape, bool)
+        blobs = ndimage.gaussian_filter(rng.random(shape), 1.5)
+        labels, n = ndimage.label((blobs > np.percentile(blobs, 90)) & brain)
+        rim = brain & (mask_depth_mm(brain, zooms) <= RIM_MM)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        in_rim = np.bincount(labels.ravel(), weights=rim.ravel(), minlength=n + 1)
+        expected_kept = {k for k in range(1, n + 1) if in_rim[k] <= MAX_RIM_FRACTION * sizes[k]}
+        out = drop_rim_components(labels, brain, zooms)
+        kept = {int(k) for k in np.unique(labels[out > 0])}
+        assert kept == expected_kept
+        kept_some |= bool(kept)
+        dropped_some |= len(kept) < n
+    assert kept_some and dropped_some
