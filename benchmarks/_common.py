@@ -259,6 +259,16 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
     return "\n".join(lines) + "\n"
 
 
+REAL_FLAIR_ROOT = Path("/tmp/bids_lesionchange_bench/real_flair")
+
+
+def real_flair_pairs(outputs: Path | None, model_dir: Path, subjects: Sequence[str]) -> tuple[Path, list[str]]:
+    """``real_flair.py``'s derivatives of a model (``outputs``, default its ``out-<model name>``)
+    and the subjects among ``subjects`` that have a probability map there."""
+    outputs = outputs or REAL_FLAIR_ROOT / f"out-{model_dir.name}"
+    return outputs, [s for s in subjects if pair_files(outputs, s)["probability"].is_file()]
+
+
 def write_results(name: str, data: dict | None, markdown: str | None = None) -> list[Path]:
     """The one writer of ``results/``: ``NAME.json`` (``data``) and ``NAME.md`` (``markdown``, printed).
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from _common import (DEFAULT_MODEL, checked_model, command_line, machine, markdown_table, pair_files,
-                     setup_logging, write_results)
+                     real_flair_pairs, setup_logging, write_results)
 from real_flair import BLOB, KAPPA  # the same change rule as the real-FLAIR benchmark
 SUBJECTS = ["nih01", "phantom1", "phantom2", "nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "tcga1"]
 
@@ -48,8 +48,7 @@ def main() -> None:
     parser.add_argument("--name", default="precision")
     args = parser.parse_args()
     model_dir = checked_model(parser, args.model)
-    outputs = args.outputs or Path("/tmp/bids_lesionchange_bench/real_flair") / f"out-{model_dir.name}"
-    subjects = [s for s in args.subjects if pair_files(outputs, s)["brain_mask"].is_file()]
+    outputs, subjects = real_flair_pairs(args.outputs, model_dir, args.subjects)
     if not subjects:
         print(f"no preprocessed real pairs in {outputs}: run benchmarks/real_flair.py --model {args.model} first")
         return
