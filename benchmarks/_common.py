@@ -207,6 +207,7 @@ def pair_files(out: Path, sub: str, bids: Path | None = None) -> dict[str, Path]
         "probability": out / outputs.probability,
         "labels": out / outputs.labels,
         "metrics": out / outputs.metrics,
+        "preproc_qc": out / outputs.preproc_qc,
     }
     if bids is not None:
         files["reference"] = (bids / "derivatives" / "truth" / f"sub-{sub}" / "ses-02" / "anat"
@@ -257,6 +258,17 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def pair_psf_fwhm(files: dict):
+    """The pair's coarser point-spread function (mm per grid axis) from its preprocessing QC JSON,
+    as the app's components step reads it (None without the report)."""
+    from bids_lesionchange.analysis.components import pair_psf_fwhm as from_report
+
+    path = files.get("preproc_qc")
+    if path is None or not Path(path).is_file():
+        return None
+    return from_report(json.loads(Path(path).read_text()).get("resolution_matching"))
 
 
 REAL_FLAIR_ROOT = Path("/tmp/bids_lesionchange_bench/real_flair")

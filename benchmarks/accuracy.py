@@ -40,7 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DEFAULT_MODEL, app_command, change_subjects, checked_model, command_line,  # noqa: E402
-                     ensure_synth_cohort, fmt, machine, markdown_table, pair_files, run_checked, setup_logging, write_results)
+                     ensure_synth_cohort, fmt, machine, markdown_table, pair_files, pair_psf_fwhm, run_checked,
+                     setup_logging, write_results)
 
 LOGGER = logging.getLogger("benchmarks.accuracy")
 SHOWN = ("LTPR", "LFPR", "PPV", "lesion_F1", "dice")
@@ -104,7 +105,7 @@ def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, sc
         for t in thresholds:
             for b in blobs:
                 labels = change_labels(score, brain, t, b, direction=direction, baseline=baseline,
-                                       followup=followup)
+                                       followup=followup, psf_fwhm=pair_psf_fwhm(files))
                 labels_file = scratch / f"sub-{sub}_t{t}_blob{b}_labels.nii.gz"
                 nib.save(nib.Nifti1Image(labels.astype(np.int32), follow_img.affine), str(labels_file))
                 metrics_file = scratch / f"sub-{sub}_t{t}_blob{b}_metrics.tsv"

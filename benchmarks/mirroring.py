@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DEFAULT_MODEL, REAL_FLAIR_ROOT, checked_model, command_line, fmt, machine,  # noqa: E402
-                     markdown_table, pair_files, real_flair_pairs, setup_logging, write_results)
+                     markdown_table, pair_files, pair_psf_fwhm, real_flair_pairs, setup_logging, write_results)
 from real_flair import BLOB, KAPPA  # noqa: E402  the same change rule as the real-FLAIR benchmark
 
 SUBJECTS = ["nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "p262", "synthsr1", "synthsr2", "tcga1",
@@ -79,7 +79,8 @@ def main() -> None:
         reference = opts.reference / f"sub-{sub}" / "ses-02" / "anat" / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"
         row = {}
         for method, (score, threshold) in scores.items():
-            labels = change_labels(score, brain, threshold, BLOB, direction="increase", baseline=base, followup=follow)
+            labels = change_labels(score, brain, threshold, BLOB, direction="increase", baseline=base, followup=follow,
+                                   psf_fwhm=pair_psf_fwhm(files))
             entry = {"changes": int(labels.max()), "percent_above": round(100 * float((score[brain] > threshold).mean()), 3)}
             if reference.is_file():
                 tag = method.split()[0].replace("-", "")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from _common import (DEFAULT_MODEL, checked_model, command_line, machine, markdown_table, pair_files,
-                     real_flair_pairs, setup_logging, write_results)
+                     pair_psf_fwhm, real_flair_pairs, setup_logging, write_results)
 from real_flair import BLOB, KAPPA  # the same change rule as the real-FLAIR benchmark
 SUBJECTS = ["nih01", "phantom1", "phantom2", "nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "tcga1"]
 
@@ -80,7 +80,7 @@ def main() -> None:
         for precision, (model, _) in models.items():
             probability, seconds = predict_timed(model, spec, base, follow, brain)
             labels = change_labels(probability, brain, KAPPA, BLOB, direction="increase", baseline=base,
-                                   followup=follow)
+                                   followup=follow, psf_fwhm=pair_psf_fwhm(files))
             result[precision] = {"seconds": round(seconds, 3), "gflops_per_s": round(gflop / seconds, 1),
                                  "fraction_of_fp32_peak": round(gflop / seconds / peak, 3),
                                  "changes": int(labels.max()), "mask": labels > 0, "probability": probability}

@@ -6,8 +6,10 @@ Usage::
         [--real-flair DIR] [--accuracy DIR ...]
 
 The app drops a change of which fewer than ``MIN_NEW_FRACTION`` (0.2) of the voxels were
-normal-appearing at baseline (at or below 1.15 x the baseline's white-matter peak): a lesion that
-was already there (:func:`bids_lesionchange.analysis.components.drop_preexisting_components`).
+normal-appearing at baseline (at or below 1.15 x the baseline's white-matter peak, and, for a pair
+with thick slices, not within half the coarser session's point-spread function of a voxel above
+it): a lesion that was already there
+(:func:`bids_lesionchange.analysis.components.drop_preexisting_components`).
 The step is a filter on each change, so a higher floor removes exactly the kept changes whose
 fraction is below it. This script reads the changes the app already wrote (``real_flair.py``'s
 ``out-<model>``: NoChange self-pairs, the NIH pair, the bidsgate phantoms; ``accuracy.py``'s
@@ -23,7 +25,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REAL_FLAIR_ROOT, command_line, machine, markdown_table, pair_files, setup_logging, write_results  # noqa: E402,E501
+from _common import (REAL_FLAIR_ROOT, command_line, machine, markdown_table, pair_files, pair_psf_fwhm,  # noqa: E402
+                     setup_logging, write_results)
 
 SELF_PAIRS = ["nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "p262", "synthsr1", "synthsr2", "tcga1", "tcga2"]
 HELD_OUT = ("nihbase1", "nihbase2", "niivue1", "niivue2")
@@ -34,6 +37,9 @@ def changes(out: Path, sub: str, truth: Path | None) -> list[tuple[float, bool |
     import nibabel as nib
     import numpy as np
 
+    from scipy import ndimage
+
+    from bids_lesionchange.analysis.components import psf_reach
     from bids_lesionchange.image.grid import resample_to_grid
     from bids_lesionchange.image.intensity import HYPERINTENSE_LEVEL, white_matter_peak
     from bids_lesionchange.image.transforms import read_xfm
@@ -49,7 +55,12 @@ def changes(out: Path, sub: str, truth: Path | None) -> list[tuple[float, bool |
         reference = resample_to_grid((np.asarray(ref.dataobj) > 0).astype(np.uint8), ref.affine, labels.shape,
                                      img.affine, world_transform=np.linalg.inv(read_xfm(str(files["followup_xfm"]))),
                                      order=0) > 0
-    normal = base <= HYPERINTENSE_LEVEL * white_matter_peak(base, brain)
+    peak = white_matter_peak(base, brain)
+    normal = base <= HYPERINTENSE_LEVEL * peak
+    psf = pair_psf_fwhm(files)  # as the app: thick slices widen "already hyperintense"
+    reach = None if psf is None else psf_reach(psf / np.asarray(img.header.get_zooms()[:3], dtype=float))
+    if reach is not None:
+        normal &= ~ndimage.binary_dilation(base > HYPERINTENSE_LEVEL * peak, reach)
     found = []
     for label in range(1, int(labels.max()) + 1):
         member = labels == label

@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DEFAULT_MODEL, REPO, app_command, checked_model, command_line, fmt, machine,  # noqa: E402
-                     markdown_table, setup_logging, write_results)
+                     markdown_table, pair_psf_fwhm, setup_logging, write_results)
 
 LOGGER = logging.getLogger("benchmarks.real_flair")
 DATA = REPO.parent / "shared" / "data"
@@ -297,11 +297,12 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
     base = np.asarray(nib.load(str(files["baseline"])).dataobj, dtype=np.float32)
     brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
     prob = np.asarray(nib.load(str(files["probability"])).dataobj, dtype=np.float32)
+    psf = pair_psf_fwhm(files)  # the app's pre-existing-lesion step widens by thick slices
     rows = {"difference": difference_stats(base, follow, brain)}
     for name, (kind, threshold, direction, noise_z) in methods.items():
         score = prob if kind == "model" else follow - base
         labels = change_labels(score, brain, threshold, BLOB, direction=direction, baseline=base, followup=follow,
-                               noise_z=noise_z)
+                               noise_z=noise_z, psf_fwhm=psf)
         row = {"n_changes": int(labels.max()), "fraction_above": float((score[brain] > threshold).mean()),
                "change_voxels": int((labels > 0).sum())}
         if reference is not None:

@@ -149,9 +149,27 @@ def drop_dark_components(labels: np.ndarray, followup: np.ndarray, brain_mask: n
     return _keep_components(labels, sums / np.maximum(counts, 1) > median)
 
 
+def psf_reach(psf_fwhm_voxels) -> np.ndarray | None:
+    """The structuring element "within half a point-spread function" of a pair, or None (1 voxel).
+
+    An ellipsoid with semi-axes of half the pair's coarser FWHM along each grid axis, in voxels
+    (at least half a voxel, so an axis sampled finer than 2 voxels is not widened): the reach of
+    a lesion's partial volume in the coarser session. None when no axis reaches a neighbour.
+    """
+    if psf_fwhm_voxels is None:
+        return None
+    semi = np.maximum(np.asarray(psf_fwhm_voxels, dtype=float)[:3] / 2.0, 0.5)
+    half = np.floor(semi).astype(int)
+    if not half.any():
+        return None
+    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
+    return sum((g / a) ** 2 for g, a in zip(grids, semi)) <= 1.0
+
+
 def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_mask: np.ndarray, *,
                                 level: float = HYPERINTENSE_LEVEL,
-                                min_new_fraction: float = MIN_NEW_FRACTION) -> np.ndarray:
+                                min_new_fraction: float = MIN_NEW_FRACTION,
+                                psf_fwhm_voxels=None) -> np.ndarray:
     """Remove changes that lie (almost) entirely in tissue already hyperintense at baseline.
 
     A new lesion appears in normal-appearing tissue and an enlarging one grows into it, so at
@@ -161,6 +179,12 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
     contrast differs between the sessions (another scanner, protocol or partial volume), which
     is neither new nor enlarging. Kept components are renumbered by size. When the baseline has
     no white-matter peak (a flat image) nothing is removed.
+
+    ``psf_fwhm_voxels``: the FWHM of the pair's coarser acquisition along each grid axis, in grid
+    voxels (the resolution-matching report). A thick slice spreads an existing lesion over its
+    neighbours with a partial volume that depends on where the slices fell, which differs between
+    two sessions: so a voxel within half that FWHM of a baseline hyperintensity
+    (:func:`psf_reach`) does not count as normal-appearing. For a 1 mm 3D pair nothing widens.
     """
     labels = np.asarray(labels)
     n = int(labels.max(initial=0))
@@ -175,7 +199,13 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
         peak = white_matter_peak(baseline, np.asarray(brain_mask) > 0)
     except ValueError:
         return labels.astype(np.int32, copy=False)
-    counts, new = _component_sums(labels, baseline <= level * peak, n)
+    normal = baseline <= level * peak
+    reach = psf_reach(psf_fwhm_voxels)
+    if reach is not None:
+        from scipy import ndimage
+
+        normal &= ~ndimage.binary_dilation(baseline > level * peak, reach)
+    counts, new = _component_sums(labels, normal, n)
     return _keep_components(labels, new >= min_new_fraction * counts)
 
 
@@ -226,14 +256,16 @@ def drop_rim_components(labels: np.ndarray, brain_mask: np.ndarray, zooms=(1.0, 
 def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 0.1, min_size: int = 20, *,
                   direction: str = "any", baseline: np.ndarray | None = None,
                   followup: np.ndarray | None = None, noise_z: float = 0.0,
-                  zooms=(1.0, 1.0, 1.0)) -> np.ndarray:
+                  zooms=(1.0, 1.0, 1.0), psf_fwhm=None) -> np.ndarray:
     """The app's change rule on any score map (the model's probability, or a subtraction).
 
     ``score > threshold`` inside the brain, components of at least ``min_size`` voxels; with
     ``direction="increase"`` only where the follow-up is brighter (:func:`brighter_on_followup`)
     and in parenchyma (:func:`bids_lesionchange.image.intensity.parenchyma_mask`), only
     hyperintense components (:func:`drop_dark_components`), only components in tissue that
-    was not already hyperintense at baseline (:func:`drop_preexisting_components`) and not
+    was not already hyperintense at baseline (:func:`drop_preexisting_components`; ``psf_fwhm``,
+    the FWHM in mm of the pair's coarser acquisition along each grid axis, see
+    :func:`pair_psf_fwhm`, widens "already hyperintense" by the reach of a thick slice) and not
     mostly in the brain's outer rim (:func:`drop_rim_components`; ``zooms`` is the voxel size in
     mm, 1 mm on the app's common grid). Returns labels 1..n by size.
     """
@@ -256,15 +288,28 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
     # brighter_on_followup reaches 4, the brain's depth needs 1 outside): the rule runs on the
     # brain's bounding box with a margin, which gives the labels of the whole grid (same voxels,
     # same C order of first voxels for the size ties) at half the cost or less.
-    margin = 6
+    psf_voxels = None if psf_fwhm is None else np.asarray(psf_fwhm, dtype=float)[:3] / np.asarray(zooms, dtype=float)[:3]
+    reach = psf_reach(psf_voxels)
+    margin = max(6, 0 if reach is None else max(reach.shape) // 2 + 1)
     box = tuple(slice(max(int(idx.min()) - margin, 0), min(int(idx.max()) + margin + 1, side))
                 for idx, side in zip(np.nonzero(brain), brain.shape))
     labels[box] = _increase_labels(score[box], brain[box], threshold, min_size, baseline[box], followup[box],
-                                   noise_z, zooms)
+                                   noise_z, zooms, psf_voxels)
     return labels
 
 
-def _increase_labels(score, brain, threshold, min_size, baseline, followup, noise_z, zooms) -> np.ndarray:
+def pair_psf_fwhm(resolution_matching: dict | None) -> np.ndarray | None:
+    """The FWHM (mm) of a pair's coarser session along each grid axis, from the preprocessing's
+    resolution-matching report (``fwhm_mm`` of baseline and follow-up), or None without one."""
+    try:
+        fwhm = resolution_matching["fwhm_mm"]
+        return np.maximum(np.asarray(fwhm["baseline"], dtype=float), np.asarray(fwhm["followup"], dtype=float))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _increase_labels(score, brain, threshold, min_size, baseline, followup, noise_z, zooms,
+                     psf_voxels=None) -> np.ndarray:
     """:func:`change_labels` with ``direction="increase"`` on arrays already checked (and cropped)."""
     from bids_lesionchange.image.intensity import parenchyma_mask
 
@@ -274,7 +319,7 @@ def _increase_labels(score, brain, threshold, min_size, baseline, followup, nois
         baseline, follow, noise_z=noise_z, brain_mask=brain)
     labels = change_components(score, threshold=threshold, min_size=min_size, brain_mask=allowed)
     labels = drop_dark_components(labels, follow, brain)
-    labels = drop_preexisting_components(labels, baseline, brain)
+    labels = drop_preexisting_components(labels, baseline, brain, psf_fwhm_voxels=psf_voxels)
     return drop_rim_components(labels, brain, zooms)
 
 

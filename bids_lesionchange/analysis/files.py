@@ -16,7 +16,7 @@ import numpy as np
 from bids_lesionchange.analysis.cohort import (
     CHANGE_COLUMNS, PAIR_COLUMNS, PairRecord, cohort_sidecars, cohort_tables,
 )
-from bids_lesionchange.analysis.components import change_labels
+from bids_lesionchange.analysis.components import change_labels, pair_psf_fwhm
 from bids_lesionchange.analysis.lesions import (
     DSEG_LOOKUP_COLUMNS, LESION_TABLE_COLUMNS, baseline_hyperintensities, change_dseg_lookup, lesion_table,
     lesion_table_sidecar,
@@ -34,12 +34,15 @@ LOGGER = logging.getLogger("bids_lesionchange.analysis")
 
 def components_files(probability: str, brain_mask: str, mask_out: str, labels_out: str,
                      threshold: float = 0.1, min_size: int = 20, *, direction: str = "any",
-                     baseline: str | None = None, followup: str | None = None) -> tuple[str, str, int]:
+                     baseline: str | None = None, followup: str | None = None,
+                     preproc_qc: str | None = None) -> tuple[str, str, int]:
     """Threshold a probability image and write the binary change mask and the component labels.
 
     With ``direction="increase"`` (``baseline`` and ``followup`` are then required) the rule of
     :func:`bids_lesionchange.analysis.components.change_labels` applies: brighter on the follow-up,
     not CSF, hyperintense at follow-up, new tissue, not mostly in the brain's outer rim.
+    ``preproc_qc``: the pair's preprocessing QC JSON, whose resolution-matching report gives the
+    sessions' point-spread functions (thick slices widen "already hyperintense at baseline").
     """
     prob_img = nib.load(probability)
     prob = np.asarray(prob_img.dataobj, dtype=np.float32)
@@ -48,8 +51,12 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
     if direction == "increase":  # change_labels says what is missing
         images = {key: np.asarray(nib.load(path).dataobj, dtype=np.float32)
                   for key, path in (("baseline", baseline), ("followup", followup)) if path}
+    psf_fwhm = None
+    if preproc_qc:
+        with open(preproc_qc) as handle:
+            psf_fwhm = pair_psf_fwhm(json.load(handle).get("resolution_matching"))
     labels = change_labels(prob, brain, threshold, min_size, direction=direction,
-                           zooms=prob_img.header.get_zooms()[:3], **images)
+                           zooms=prob_img.header.get_zooms()[:3], psf_fwhm=psf_fwhm, **images)
     atomic_write_nifti(mask_out, labels > 0, prob_img.affine, dtype=np.uint8)
     atomic_write_nifti(labels_out, labels, prob_img.affine, dtype=np.int16 if labels.max() < 32767 else np.int32)
     return mask_out, labels_out, int(labels.max())

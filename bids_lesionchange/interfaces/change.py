@@ -94,6 +94,8 @@ class _ComponentsInputSpec(BaseInterfaceInputSpec):
                             desc="increase: only where the follow-up is brighter (new/enlarging lesions)")
     baseline = File(exists=True, desc="preprocessed baseline (for direction=increase)")
     followup = File(exists=True, desc="preprocessed follow-up (for direction=increase)")
+    preproc_qc = File(exists=True, desc="preprocessing QC JSON: its resolution-matching report gives the "
+                                        "sessions' point-spread functions (for direction=increase)")
 
 
 class _ComponentsOutputSpec(TraitedSpec):
@@ -115,7 +117,7 @@ class ChangeComponents(SimpleInterface):
             self.inputs.probability, self.inputs.brain_mask, _out(runtime, "change_mask.nii.gz"),
             _out(runtime, "change_dseg.nii.gz"), self.inputs.threshold, self.inputs.min_size,
             direction=self.inputs.direction, baseline=self.inputs.baseline or None,
-            followup=self.inputs.followup or None)
+            followup=self.inputs.followup or None, preproc_qc=self.inputs.preproc_qc or None)
         self._results.update(mask=mask, labels=labels, n_components=n)
         return runtime
 

@@ -17,7 +17,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
 from bids_lesionchange.workflows.change import (
-    CHANGE_FIELDS, detector_digest, init_change_wf, init_evaluate_wf, init_native_wf,
+    CHANGE_FIELDS, CHANGE_INPUTS, detector_digest, init_change_wf, init_evaluate_wf, init_native_wf,
 )
 from bids_lesionchange.workflows.outputs import init_ds_pair_wf
 from bids_lesionchange.workflows.preproc import PREPROC_FIELDS, init_preproc_wf
@@ -183,8 +183,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
                                adapt_steps=adapt_steps, seed=seed, change_direction=change_direction,
                                omp_nthreads=omp_nthreads)
     workflow.connect([
-        (preproc_wf, change_wf, [(f"outputnode.{field}", f"inputnode.{field}")
-                                 for field in ("baseline_preproc", "followup_preproc", "brain_mask")]),
+        (preproc_wf, change_wf, [(f"outputnode.{field}", f"inputnode.{field}") for field in CHANGE_INPUTS]),
         (change_wf, outputnode, [("outputnode.probability", "probability"), ("outputnode.mask", "mask"),
                                  ("outputnode.labels", "labels"), ("outputnode.table", "table"),
                                  ("outputnode.change_qc", "change_qc")]),

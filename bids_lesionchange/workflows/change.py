@@ -14,6 +14,8 @@ from bids_lesionchange.interfaces.preproc import ResampleToNative
 
 #: The outputs of :func:`init_change_wf`.
 CHANGE_FIELDS = ("probability", "mask", "labels", "lookup", "table", "table_sidecar", "change_qc")
+#: What change detection takes from preprocessing (``qc_json``: the resolution-matching report).
+CHANGE_INPUTS = ("baseline_preproc", "followup_preproc", "brain_mask", "qc_json")
 
 
 def detector_digest(model_dir) -> str:
@@ -64,6 +66,9 @@ def init_change_wf(*, model_dir, model_sha256=None, threshold=0.1, min_blob_size
     ------
     baseline_preproc, followup_preproc, brain_mask
         The preprocessed pair on the common grid.
+    qc_json
+        The preprocessing QC JSON (optional): its resolution-matching report gives each session's
+        point-spread function, which the change rule's pre-existing-lesion step widens by.
 
     Outputs
     -------
@@ -81,8 +86,7 @@ def init_change_wf(*, model_dir, model_sha256=None, threshold=0.1, min_blob_size
         f"{threshold} formed the changes, connected components of fewer than {min_blob_size} voxels were "
         f"discarded ({change_direction!r} direction), and each change was described in a lesion table. "
     )
-    inputnode = pe.Node(niu.IdentityInterface(fields=["baseline_preproc", "followup_preproc", "brain_mask"]),
-                        name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=list(CHANGE_INPUTS)), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=list(CHANGE_FIELDS)), name="outputnode")
 
     if model_sha256 is None:
@@ -98,7 +102,7 @@ def init_change_wf(*, model_dir, model_sha256=None, threshold=0.1, min_blob_size
     images = [("baseline_preproc", "baseline"), ("followup_preproc", "followup"), ("brain_mask", "brain_mask")]
     workflow.connect([
         (inputnode, predict, images),
-        (inputnode, components, images),
+        (inputnode, components, images + [("qc_json", "preproc_qc")]),
         (predict, components, [("probability", "probability")]),
         (predict, plausibility, [("probability", "probability")]),
         (inputnode, plausibility, [("brain_mask", "brain_mask")]),

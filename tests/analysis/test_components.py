@@ -226,8 +226,9 @@ def test_drop_rim_components_drops_changes_in_the_outer_rim_keeps_deeper_ones():
         drop_rim_components(labels, brain[1:])
 
 
-@pytest.mark.parametrize("offset", [(25, 18, 22), (0, 18, 22), (50, 0, 48)])
-def test_change_labels_on_the_brains_box_equal_the_rule_on_the_whole_grid(offset):
+@pytest.mark.parametrize("offset, psf", [((25, 18, 22), None), ((0, 18, 22), None), ((50, 0, 48), None),
+                                         ((0, 18, 22), (1.0, 1.0, 5.0)), ((50, 0, 48), (8.0, 1.0, 14.0))])
+def test_change_labels_on_the_brains_box_equal_the_rule_on_the_whole_grid(offset, psf):
     """change_labels runs the increase rule on the brain's bounding box (speed); the labels, their
     numbering by size and the order of equal sizes must be those of the rule on the whole grid,
     also when the brain touches the grid's edge."""
@@ -248,9 +249,9 @@ def test_change_labels_on_the_brains_box_equal_the_rule_on_the_whole_grid(offset
     followup = np.where(brain, baseline + 0.05 * patches / patches.std(), 0).astype(np.float32)
     blobs = ndimage.gaussian_filter(rng.normal(size=shape), 2.0)
     probability = np.where(brain, (blobs > 1.0 * blobs.std()) * 0.9, 0).astype(np.float32)
-    whole = _increase_labels(probability, brain, 0.1, 20, baseline, followup, 0.0, (1.0, 1.0, 1.0))
+    whole = _increase_labels(probability, brain, 0.1, 20, baseline, followup, 0.0, (1.0, 1.0, 1.0), psf)
     cropped = change_labels(probability, brain, 0.1, 20, direction="increase", baseline=baseline,
-                            followup=followup)
+                            followup=followup, psf_fwhm=psf)
     assert whole.max() >= 3
     assert cropped.dtype == np.int32 and np.array_equal(cropped, whole)
 
@@ -290,3 +291,65 @@ def test_drop_rim_components_measures_depth_as_the_whole_brains_distance_transfo
         kept_some |= bool(kept)
         dropped_some |= len(kept) < n
     assert kept_some and dropped_some
+
+
+def test_psf_reach_widens_only_axes_sampled_coarser_than_two_voxels():
+    from bids_lesionchange.analysis.components import psf_reach
+
+    assert psf_reach(None) is None
+    assert psf_reach([1.0, 1.0, 1.0]) is None  # a 1 mm 3D pair: nothing widens
+    assert psf_reach([1.0, 1.4, 1.9]) is None
+    reach = psf_reach([1.0, 1.0, 3.0])  # 3 mm slices along the third axis: +-1 voxel
+    assert reach.shape == (1, 1, 3) and reach.all()
+    reach = psf_reach([4.0, 1.0, 6.0])  # semi-axes 2 and 3 voxels: an ellipse, not a box
+    assert reach.shape == (5, 1, 7) and reach[2, 0, 3] and not reach[0, 0, 0] and reach[0, 0, 3] and reach[2, 0, 0]
+
+
+def test_thick_slices_make_a_change_at_an_old_lesions_edge_pre_existing_and_leave_a_new_one():
+    """A change whose voxels lie within half the coarser session's slice of an old lesion is the
+    old lesion's partial volume (dropped with the pair's PSF); a new lesion away from it stays."""
+    from bids_lesionchange.analysis.components import drop_preexisting_components
+
+    rng = np.random.default_rng(1)
+    baseline = (0.5 + 0.02 * rng.standard_normal((40, 40, 40))).astype(np.float32)  # white matter
+    baseline[:, 32:, :] = 0.1  # CSF: dark on FLAIR
+    baseline[10:18, 10:18, 10:14] = 0.8  # an old lesion, hyperintense at baseline
+    labels = np.zeros(baseline.shape, np.int32)
+    labels[10:18, 10:18, 13:16] = 1  # brighter at follow-up: 1 slice of the old lesion + 2 above it
+    labels[25:30, 25:30, 25:30] = 2  # a new lesion in normal-appearing white matter
+    brain = np.ones(baseline.shape, bool)
+    same_protocol = drop_preexisting_components(labels, baseline, brain, psf_fwhm_voxels=[1.0, 1.0, 1.0])
+    assert set(np.unique(same_protocol)) == {0, 1, 2}  # 2 of 3 rows normal-appearing: kept
+    assert np.array_equal(same_protocol, drop_preexisting_components(labels, baseline, brain))
+    thick = drop_preexisting_components(labels, baseline, brain, psf_fwhm_voxels=[1.0, 1.0, 5.0])
+    assert thick[12, 12, 14] == 0 and thick[27, 27, 27] == 1 and thick.max() == 1
+
+
+def test_components_files_reads_the_pairs_psf_from_the_preprocessing_qc(tmp_path):
+    import json
+
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.files import components_files
+
+    shape = (40, 40, 40)
+    rng = np.random.default_rng(2)
+    baseline = (0.5 + 0.02 * rng.standard_normal(shape)).astype(np.float32)
+    baseline[:, 32:, :] = 0.1
+    baseline[10:18, 10:18, 10:14] = 0.8
+    followup = baseline.copy()
+    followup[10:18, 10:18, 13:16] = 0.9
+    probability = np.zeros(shape, np.float32)
+    probability[10:18, 10:18, 13:16] = 0.9
+    files = {}
+    for name, data in (("p", probability), ("b", baseline), ("f", followup), ("m", np.ones(shape, np.uint8))):
+        files[name] = str(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(data, np.eye(4)), files[name])
+    counts = {}
+    for protocol, fwhm in (("3d", [1.0, 1.0, 1.0]), ("2d", [0.9, 0.9, 5.0])):
+        qc = tmp_path / f"qc_{protocol}.json"
+        qc.write_text(json.dumps({"resolution_matching": {"fwhm_mm": {"baseline": [1.0, 1.0, 1.0], "followup": fwhm}}}))
+        counts[protocol] = components_files(files["p"], files["m"], str(tmp_path / f"mask_{protocol}.nii.gz"),
+                                            str(tmp_path / f"dseg_{protocol}.nii.gz"), 0.1, 20, direction="increase",
+                                            baseline=files["b"], followup=files["f"], preproc_qc=str(qc))[2]
+    assert counts == {"3d": 1, "2d": 0}
