@@ -15,7 +15,9 @@ first so that a new periventricular lesion is not dropped with the ventricle it 
 change must turn tissue that was not yet hyperintense into hyperintense tissue: a component of
 which fewer than ``MIN_NEW_FRACTION`` of the voxels were at or below ``HYPERINTENSE_LEVEL`` times
 the baseline's white-matter peak is a lesion (or bright grey matter) that was already there and
-only got brighter, not a new or enlarging lesion (:func:`drop_preexisting_components`). And a
+only got brighter, not a new or enlarging lesion (:func:`drop_preexisting_components`; with thick
+slices, voxels within half the coarser session's point-spread function of such tissue do not count
+as normal-appearing either, :func:`psf_reach`). And a
 change must not lie mostly in the brain's outer rim: a component of which more than
 ``MAX_RIM_FRACTION`` of the voxels are within ``RIM_MM`` of the brain mask's edge lies in the
 cortex of the gyral crowns and the mask's boundary, where FLAIR shows cortical lesions poorly and
