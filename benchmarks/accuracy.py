@@ -102,10 +102,11 @@ def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, sc
         baseline = np.asarray(nib.load(files["baseline"]).dataobj, dtype=np.float32)
         brain = np.asarray(nib.load(files["brain_mask"]).dataobj) > 0
         score = make_map(files, baseline, followup)
+        psf = pair_psf_fwhm(files)  # the app's components step reads it from the preprocessing QC
         for t in thresholds:
             for b in blobs:
                 labels = change_labels(score, brain, t, b, direction=direction, baseline=baseline,
-                                       followup=followup, psf_fwhm=pair_psf_fwhm(files))
+                                       followup=followup, psf_fwhm=psf)
                 labels_file = scratch / f"sub-{sub}_t{t}_blob{b}_labels.nii.gz"
                 nib.save(nib.Nifti1Image(labels.astype(np.int32), follow_img.affine), str(labels_file))
                 metrics_file = scratch / f"sub-{sub}_t{t}_blob{b}_metrics.tsv"

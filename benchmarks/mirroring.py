@@ -67,6 +67,7 @@ def main() -> None:
         base = np.asarray(nib.load(str(files["baseline"])).dataobj, dtype=np.float32)
         brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
         left_right = int(np.argmax(np.abs(img.affine[0, :3])))  # the grid axis closest to world x
+        psf = pair_psf_fwhm(files)  # the app's components step reads it from the preprocessing QC
         passes = {}
         for axes in axis_sets:
             def flip(a, axes=axes):
@@ -80,7 +81,7 @@ def main() -> None:
         row = {}
         for method, (score, threshold) in scores.items():
             labels = change_labels(score, brain, threshold, BLOB, direction="increase", baseline=base, followup=follow,
-                                   psf_fwhm=pair_psf_fwhm(files))
+                                   psf_fwhm=psf)
             entry = {"changes": int(labels.max()), "percent_above": round(100 * float((score[brain] > threshold).mean()), 3)}
             if reference.is_file():
                 tag = method.split()[0].replace("-", "")

@@ -77,10 +77,11 @@ def main() -> None:
         shape = tuple(int(np.ceil((s.stop - s.start) / multiple) * multiple) for s in box)
         gflop = forward_flops(detector, shape, final_only=True) / 1e9
         result = {}
+        psf = pair_psf_fwhm(files)  # the app's components step reads it from the preprocessing QC
         for precision, (model, _) in models.items():
             probability, seconds = predict_timed(model, spec, base, follow, brain)
             labels = change_labels(probability, brain, KAPPA, BLOB, direction="increase", baseline=base,
-                                   followup=follow, psf_fwhm=pair_psf_fwhm(files))
+                                   followup=follow, psf_fwhm=psf)
             result[precision] = {"seconds": round(seconds, 3), "gflops_per_s": round(gflop / seconds, 1),
                                  "fraction_of_fp32_peak": round(gflop / seconds / peak, 3),
                                  "changes": int(labels.max()), "mask": labels > 0, "probability": probability}

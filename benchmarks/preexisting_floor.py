@@ -37,11 +37,8 @@ def changes(out: Path, sub: str, truth: Path | None) -> list[tuple[float, bool |
     import nibabel as nib
     import numpy as np
 
-    from scipy import ndimage
-
-    from bids_lesionchange.analysis.components import psf_reach
+    from bids_lesionchange.analysis.components import normal_appearing
     from bids_lesionchange.image.grid import resample_to_grid
-    from bids_lesionchange.image.intensity import HYPERINTENSE_LEVEL, white_matter_peak
     from bids_lesionchange.image.transforms import read_xfm
 
     files = pair_files(out, sub)
@@ -55,12 +52,8 @@ def changes(out: Path, sub: str, truth: Path | None) -> list[tuple[float, bool |
         reference = resample_to_grid((np.asarray(ref.dataobj) > 0).astype(np.uint8), ref.affine, labels.shape,
                                      img.affine, world_transform=np.linalg.inv(read_xfm(str(files["followup_xfm"]))),
                                      order=0) > 0
-    peak = white_matter_peak(base, brain)
-    normal = base <= HYPERINTENSE_LEVEL * peak
     psf = pair_psf_fwhm(files)  # as the app: thick slices widen "already hyperintense"
-    reach = None if psf is None else psf_reach(psf / np.asarray(img.header.get_zooms()[:3], dtype=float))
-    if reach is not None:
-        normal &= ~ndimage.binary_dilation(base > HYPERINTENSE_LEVEL * peak, reach)
+    normal = normal_appearing(base, brain, None if psf is None else psf / np.asarray(img.header.get_zooms()[:3]))
     found = []
     for label in range(1, int(labels.max()) + 1):
         member = labels == label

@@ -107,13 +107,46 @@ def write_nih(bids: Path) -> dict[str, dict]:
     return {"nih01": {"kind": "real pair"}}
 
 
+def _reference_path(bids: Path, sub: str) -> Path:
+    """Where a phantom's reference change mask lives (the app's ``--reference-dir`` layout)."""
+    return (bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
+            / f"sub-{sub}_ses-02_desc-change_mask.nii.gz")
+
+
+def _add_phantom(bids: Path, sub: str, out: Path, reference: np.ndarray, affine: np.ndarray,
+                 zooms) -> tuple[int, int, int]:
+    """Put a bidsgate phantom (``out``: visit-00, visit-01) in the BIDS tree as ``sub`` (ses-01, ses-02)
+    with its reference change mask; return (reference voxels, components, lesions kept).
+
+    bidsgate's label maps hold a few stray voxels of a lesion's label away from its body (single
+    voxels: 2 in phantom 3, 1 in phantoms 5 and 6); matched lesion by lesion they would count as
+    lesions of their own. Components of <= 3 mm^3 are not lesions (the MSSEG-2 rule,
+    analysis.msseg2.drop_small_components), so they leave the reference.
+    """
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.components import label_connected_components
+    from bids_lesionchange.analysis.msseg2 import drop_small_components, voxel_volume_mm3
+
+    for ses, visit in (("01", "visit-00"), ("02", "visit-01")):
+        dest = _flair(bids, sub, ses)
+        if not dest.is_file():
+            shutil.copyfile(out / visit / "FLAIR.nii.gz", dest)
+    parts, n_parts = label_connected_components(reference)
+    lesions, n_lesions = drop_small_components(parts, n_parts, voxel_volume_mm3(zooms))
+    kept = (lesions > 0).astype(np.uint8)
+    path = _reference_path(bids, sub)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(kept, affine), str(path))
+    (bids / "derivatives" / "reference" / "dataset_description.json").write_text(json.dumps(
+        {"Name": "bidsgate longphantom reference", "BIDSVersion": "1.9.0", "DatasetType": "derivative"}) + "\n")
+    return int(kept.sum()), n_parts, n_lesions
+
+
 def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dict]:
     """bidsgate longphantoms of patient 26 (visits 0 and 1 year) with their reference change masks."""
     import nibabel as nib
     from scipy import ndimage
-
-    from bids_lesionchange.analysis.components import label_connected_components
-    from bids_lesionchange.analysis.msseg2 import drop_small_components, voxel_volume_mm3
 
     try:
         from bidsgate.longphantom.core import Design, build
@@ -135,10 +168,6 @@ def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dic
         if not (out / "truth.tsv").is_file():
             build(str(P26 / "T1w.nii.gz"), str(P26 / "FLAIR.nii.gz"), str(P26 / "lesion_mask.nii.gz"),
                   str(brain_file), str(out), Design(times=(0.0, 1.0), seed=seed))
-        for ses, visit in (("01", "visit-00"), ("02", "visit-01")):
-            dest = _flair(bids, sub, ses)
-            if not dest.is_file():
-                shutil.copyfile(out / visit / "FLAIR.nii.gz", dest)
         after_img = nib.load(str(out / "visit-01" / "truth_labels.nii.gz"))
         after = np.asarray(after_img.dataobj)
         design = json.loads((out / "design.json").read_text())
@@ -147,24 +176,11 @@ def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dic
         # Each visit has its own rigid repositioning and atrophy warp, so the grown rim of an
         # enlarging lesion cannot be cut out voxel-wise: the whole lesion at follow-up is the
         # reference unit (lesion-wise matching at IoU >= 0.01 then counts a detected rim).
-        reference = (new | np.isin(after, enlarging)).astype(np.uint8)
-        # bidsgate's label maps hold a few stray voxels of a lesion's label away from its body
-        # (single voxels: 2 in phantom 3, 1 in phantoms 5 and 6); matched lesion by lesion they
-        # would count as lesions of their own. Components of <= 3 mm^3 are not lesions (the
-        # MSSEG-2 rule, analysis.msseg2.drop_small_components), so they leave the reference.
-        parts, n_parts = label_connected_components(reference)
-        lesions, n_lesions = drop_small_components(parts, n_parts, voxel_volume_mm3(after_img.header.get_zooms()))
-        reference = (lesions > 0).astype(np.uint8)
-        ref_dir = bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
-        ref_dir.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(reference, after_img.affine),
-                 str(ref_dir / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"))
+        voxels, n_parts, n_lesions = _add_phantom(bids, sub, out, new | np.isin(after, enlarging), after_img.affine,
+                                                  after_img.header.get_zooms())
         n_new = int(len(np.unique(after[new])))
         subjects[sub] = {"kind": "phantom", "seed": seed, "new_lesions": n_new, "enlarging": len(enlarging),
-                         "reference_voxels": int(reference.sum()), "stray_components_dropped": n_parts - n_lesions}
-    desc = bids / "derivatives" / "reference" / "dataset_description.json"
-    desc.write_text(json.dumps({"Name": "bidsgate longphantom reference", "BIDSVersion": "1.9.0",
-                                "DatasetType": "derivative"}) + "\n")
+                         "reference_voxels": voxels, "stray_components_dropped": n_parts - n_lesions}
     return subjects
 
 
@@ -227,8 +243,6 @@ def write_new_lesion_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> di
     """
     import nibabel as nib
 
-    from bids_lesionchange.analysis.components import label_connected_components
-    from bids_lesionchange.analysis.msseg2 import drop_small_components, voxel_volume_mm3
     from bids_lesionchange.image.preprocess import skullstrip_followup
 
     try:
@@ -248,38 +262,28 @@ def write_new_lesion_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> di
         if not brain_file.is_file():
             skullstrip_followup(str(path), str(brain_file), method="auto", nthreads=2)
         t1_file = src / "wm_likelihood.nii.gz"
+        img = nib.load(str(path))
         if not (empty_file.is_file() and t1_file.is_file()):
-            img = nib.load(str(path))
             nib.save(nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine), str(empty_file))
             nib.save(nib.Nifti1Image(_wm_likelihood(img, nib.load(str(brain_file))), img.affine), str(t1_file))
+        # bidsgate repositions each visit by up to one voxel (and 1 degree), by interpolating the
+        # image: on 3-5.5 mm slices that is a blend of slices 3-5.5 mm apart, which no rescan makes
+        # (a rescan samples the head anew). So the shift is capped at 1 mm, as on the 1 mm grids it
+        # was designed for.
+        shift_vox = min(1.0, 1.0 / float(max(img.header.get_zooms()[:3])))
         for seed in seeds:
             sub = f"nph{label}{seed}"
             out = src / f"seed{seed}"
             if not (out / "truth.tsv").is_file():
-                # bidsgate repositions each visit by up to one voxel (and 1 degree), by interpolating
-                # the image: on 3-5.5 mm slices that is a blend of slices 3-5.5 mm apart, which no
-                # rescan makes (a rescan samples the head anew). So the shift is capped at 1 mm, as
-                # on the 1 mm grids it was designed for.
-                zooms = nib.load(str(path)).header.get_zooms()[:3]
                 build(str(t1_file), str(path), str(empty_file), str(brain_file), str(out),
-                      Design(times=(0.0, 1.0), seed=seed, rigid_trans_vox=min(1.0, 1.0 / float(max(zooms)))))
-            for ses, visit in (("01", "visit-00"), ("02", "visit-01")):
-                dest = _flair(bids, sub, ses)
-                if not dest.is_file():
-                    shutil.copyfile(out / visit / "FLAIR.nii.gz", dest)
+                      Design(times=(0.0, 1.0), seed=seed, rigid_trans_vox=shift_vox))
             after_img = nib.load(str(out / "visit-01" / "truth_labels.nii.gz"))
-            after = np.asarray(after_img.dataobj)
-            parts, n_parts = label_connected_components(after >= 1000)
-            lesions, n_lesions = drop_small_components(parts, n_parts, voxel_volume_mm3(after_img.header.get_zooms()))
-            reference = (lesions > 0).astype(np.uint8)
-            ref_dir = bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
-            ref_dir.mkdir(parents=True, exist_ok=True)
-            nib.save(nib.Nifti1Image(reference, after_img.affine),
-                     str(ref_dir / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"))
-            zooms = [round(float(z), 2) for z in after_img.header.get_zooms()[:3]]
+            zooms = after_img.header.get_zooms()[:3]
+            voxels, _, n_lesions = _add_phantom(bids, sub, out, np.asarray(after_img.dataobj) >= 1000,
+                                                after_img.affine, zooms)
             subjects[sub] = {"kind": "new-lesion phantom", "source": label, "role": role, "seed": seed,
-                             "voxel_mm": zooms, "new_lesions": n_lesions,
-                             "reference_voxels": int(reference.sum())}
+                             "voxel_mm": [round(float(z), 2) for z in zooms], "new_lesions": n_lesions,
+                             "reference_voxels": voxels}
     return subjects
 
 
@@ -316,6 +320,18 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
                         for k in ("LTPR", "LFPR", "PPV", "lesion_F1", "dice", "n_ref", "LFP")})
         rows[name] = row
     return rows
+
+
+def phantom_table(phantoms: dict, methods) -> str:
+    """Markdown table of lesion-wise scores per method: means over the phantoms, and F1/false per phantom."""
+    keys = ("LTPR", "LFPR", "PPV", "lesion_F1", "dice")
+    rows = []
+    for m in methods:
+        vals = {k: float(np.nanmean([r["scores"][m][k] for r in phantoms.values()])) for k in keys}
+        rows.append([m, *[vals[k] for k in keys],
+                     " ".join(f"{fmt(r['scores'][m]['lesion_F1'])}/{int(r['scores'][m]['LFP'])}"
+                              for r in phantoms.values())])
+    return markdown_table(["method", *keys, "per phantom F1/LFP"], rows)
 
 
 def picture(out: Path, sub: str, path: Path, title: str) -> None:
@@ -432,8 +448,7 @@ def main() -> None:
     for sub in failed:
         LOGGER.warning("sub-%s failed in the app (%s); not scored", sub, failed[sub])
     for sub, info in ((s, i) for s, i in subjects.items() if s not in failed):
-        ref = (bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
-               / f"sub-{sub}_ses-02_desc-change_mask.nii.gz")
+        ref = _reference_path(bids, sub)
         results[sub] = {**info, "scores": score_pair(out, sub, methods, ref if ref.is_file() else None,
                                                      root / "scores" / model.name)}
 
@@ -470,28 +485,14 @@ def main() -> None:
         md.append(f"Picture: `{_shown(opts.picture)}`\n")
     phantoms = group("phantom")
     if phantoms:
-        keys = ("LTPR", "LFPR", "PPV", "lesion_F1", "dice")
-        rows = []
-        for m in methods:
-            vals = {k: float(np.nanmean([r["scores"][m][k] for r in phantoms.values()])) for k in keys}
-            rows.append([m, *[vals[k] for k in keys],
-                         " ".join(f"{fmt(r['scores'][m]['lesion_F1'])}/{int(r['scores'][m]['LFP'])}"
-                                  for r in phantoms.values())])
         md += ["## 3. bidsgate longphantom of patient 26 (0 -> 1 year; new + enlarging, mean over phantoms)\n",
-               markdown_table(["method", *keys, "per phantom F1/LFP"], rows),
+               phantom_table(phantoms, methods),
                "Phantoms: " + ", ".join(f"{s} ({r['new_lesions']} new, {r['enlarging']} enlarging)"
                                         for s, r in phantoms.items()) + "\n"]
     new_lesion = group("new-lesion phantom")
     if new_lesion:
-        keys = ("LTPR", "LFPR", "PPV", "lesion_F1", "dice")
-        rows = []
-        for m in methods:
-            vals = {k: float(np.nanmean([r["scores"][m][k] for r in new_lesion.values()])) for k in keys}
-            rows.append([m, *[vals[k] for k in keys],
-                         " ".join(f"{fmt(r['scores'][m]['lesion_F1'])}/{int(r['scores'][m]['LFP'])}"
-                                  for r in new_lesion.values())])
         md += ["## 4. New-lesion phantoms of the other real FLAIRs (bidsgate, 0 -> 1 year; mean over phantoms)\n",
-               markdown_table(["method", *keys, "per phantom F1/LFP"], rows),
+               phantom_table(new_lesion, methods),
                "Phantoms: " + ", ".join(f"{s} ({r['source']}, {'x'.join(map(str, r['voxel_mm']))} mm, "
                                         f"{r['new_lesions']} new)" for s, r in new_lesion.items()) + "\n",
                "Per source, the model: " + "; ".join(

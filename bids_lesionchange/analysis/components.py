@@ -197,18 +197,33 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
     baseline = np.asarray(baseline, dtype=np.float32)
     if baseline.shape != labels.shape:
         raise ValueError(f"baseline {baseline.shape} and labels {labels.shape} differ in shape")
+    normal = normal_appearing(baseline, brain_mask, psf_fwhm_voxels, level=level)
+    if normal is None:
+        return labels.astype(np.int32, copy=False)
+    counts, new = _component_sums(labels, normal, n)
+    return _keep_components(labels, new >= min_new_fraction * counts)
+
+
+def normal_appearing(baseline: np.ndarray, brain_mask: np.ndarray, psf_fwhm_voxels=None, *,
+                     level: float = HYPERINTENSE_LEVEL) -> np.ndarray | None:
+    """Voxels normal-appearing at baseline, as :func:`drop_preexisting_components` counts them.
+
+    At or below ``level`` times the baseline's white-matter peak and, with thick slices
+    (``psf_fwhm_voxels``), not within :func:`psf_reach` of a voxel above it. None when the
+    baseline has no white-matter peak (a flat image).
+    """
+    baseline = np.asarray(baseline, dtype=np.float32)
     try:
         peak = white_matter_peak(baseline, np.asarray(brain_mask) > 0)
     except ValueError:
-        return labels.astype(np.int32, copy=False)
+        return None
     normal = baseline <= level * peak
     reach = psf_reach(psf_fwhm_voxels)
     if reach is not None:
         from scipy import ndimage
 
         normal &= ~ndimage.binary_dilation(baseline > level * peak, reach)
-    counts, new = _component_sums(labels, normal, n)
-    return _keep_components(labels, new >= min_new_fraction * counts)
+    return normal
 
 
 def drop_rim_components(labels: np.ndarray, brain_mask: np.ndarray, zooms=(1.0, 1.0, 1.0), *,
@@ -290,7 +305,8 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
     # brighter_on_followup reaches 4, the brain's depth needs 1 outside): the rule runs on the
     # brain's bounding box with a margin, which gives the labels of the whole grid (same voxels,
     # same C order of first voxels for the size ties) at half the cost or less.
-    psf_voxels = None if psf_fwhm is None else np.asarray(psf_fwhm, dtype=float)[:3] / np.asarray(zooms, dtype=float)[:3]
+    psf_voxels = None if psf_fwhm is None else (np.asarray(psf_fwhm, dtype=float)[:3]
+                                                / np.asarray(zooms, dtype=float)[:3])
     reach = psf_reach(psf_voxels)
     margin = max(6, 0 if reach is None else max(reach.shape) // 2 + 1)
     box = tuple(slice(max(int(idx.min()) - margin, 0), min(int(idx.max()) + margin + 1, side))
