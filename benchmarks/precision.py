@@ -8,7 +8,8 @@ pair twice in this process, once with the model loaded in float32 (the app's) an
 Keras' ``mixed_bfloat16`` policy (``load_detector(..., precision="bfloat16")``). Per pair: the
 seconds of one full-brain pass (after a warm-up pass), GFLOP/s against this CPU's FP32 peak,
 the largest probability difference, the number of changes and the Dice of the two change masks
-(same rule as real_flair.py: kappa 0.1, follow-up brighter, blobs >= 20 voxels). bfloat16 is
+(same rule as real_flair.py: kappa 0.1, follow-up brighter, blobs >= 20 voxels) and, where the pair has
+a reference (bidsgate phantoms), LTPR, PPV, lesion F1 and false changes of each precision. bfloat16 is
 fast only where the CPU has AVX512_BF16 or AMX (recorded in the results' CPU description).
 Writes benchmarks/results/precision.json and .md; skips (exit 0, a message) when the real pairs
 are absent.
@@ -21,10 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from _common import (DEFAULT_MODEL, checked_model, command_line, machine, markdown_table, pair_files,
+from _common import (DEFAULT_MODEL, REAL_FLAIR_ROOT, checked_model, command_line, machine, markdown_table, pair_files,
                      pair_psf_fwhm, real_flair_pairs, setup_logging, write_results)
 from real_flair import BLOB, KAPPA  # the same change rule as the real-FLAIR benchmark
-SUBJECTS = ["nih01", "phantom1", "phantom2", "nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "tcga1"]
+SUBJECTS = ["nih01", "nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "p262", "synthsr1", "synthsr2", "tcga1",
+            "tcga2", "phantom1", "phantom2", "phantom3", "phantom4", "phantom5", "phantom6", "nphniivue1",
+            "nphniivue2", "nphnihbase1", "nphnihbase2", "nphsynthsr1", "nphsynthsr2", "nphtcga1", "nphtcga2"]
+SCORES = ("LTPR", "PPV", "lesion_F1", "LFP")
 
 
 def predict_timed(model, spec, baseline, followup, brain):
@@ -45,6 +49,8 @@ def main() -> None:
                         help="real_flair.py's output directory (default: its out-<model name> under "
                              "/tmp/bids_lesionchange_bench/real_flair)")
     parser.add_argument("--subjects", nargs="+", default=SUBJECTS)
+    parser.add_argument("--reference", type=Path, default=REAL_FLAIR_ROOT / "bids" / "derivatives" / "reference",
+                        help="real_flair.py's reference change masks (phantoms are scored where one exists)")
     parser.add_argument("--name", default="precision")
     args = parser.parse_args()
     model_dir = checked_model(parser, args.model)
@@ -57,6 +63,8 @@ def main() -> None:
     import numpy as np
 
     from bids_lesionchange.analysis.components import change_labels
+    from bids_lesionchange.analysis.files import evaluate_files
+    from bids_lesionchange.analysis.tables import read_table_tsv
     from bids_lesionchange.model.detector import forward_flops
     from bids_lesionchange.model.inference import brain_bounding_box
     from bids_lesionchange.model.io import hyperparams_from_dict, load_detector
@@ -68,6 +76,8 @@ def main() -> None:
     cpu = machine()
     peak = cpu["cpu"]["fp32_peak_gflops"]
     rows, records = [], []
+    scratch = outputs.parent / "scores" / f"precision-{model_dir.name}"
+    scratch.mkdir(parents=True, exist_ok=True)
     for sub in subjects:
         files = pair_files(outputs, sub)
         base = nib.load(files["baseline"]).get_fdata(dtype=np.float32)
@@ -85,6 +95,13 @@ def main() -> None:
             result[precision] = {"seconds": round(seconds, 3), "gflops_per_s": round(gflop / seconds, 1),
                                  "fraction_of_fp32_peak": round(gflop / seconds / peak, 3),
                                  "changes": int(labels.max()), "mask": labels > 0, "probability": probability}
+            reference = args.reference / f"sub-{sub}" / "ses-02" / "anat" / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"
+            if reference.is_file():
+                labels_file, metrics = scratch / f"{sub}_{precision}.nii.gz", scratch / f"{sub}_{precision}.tsv"
+                nib.save(nib.Nifti1Image(labels.astype(np.int32), nib.load(files["followup"]).affine), str(labels_file))
+                evaluate_files(str(labels_file), str(reference), str(files["followup_xfm"]), str(metrics), pair=sub)
+                scored = read_table_tsv(metrics)[0]
+                result[precision]["scores"] = {k: round(float(scored[k]), 3) for k in SCORES}
         a, b = result["float32"], result["bfloat16"]
         both = int(np.count_nonzero(a["mask"] & b["mask"]))
         total = int(np.count_nonzero(a["mask"]) + np.count_nonzero(b["mask"]))
@@ -95,8 +112,9 @@ def main() -> None:
                   "speedup": round(a["seconds"] / b["seconds"], 2),
                   **{p: {k: v for k, v in r.items() if k not in ("mask", "probability")} for p, r in result.items()}}
         records.append(record)
+        f1 = [f"{r['scores']['lesion_F1']:.3f}" if "scores" in r else "" for r in (a, b)]
         rows.append([sub, " x ".join(map(str, shape)), a["seconds"], b["seconds"], record["speedup"],
-                     a["fraction_of_fp32_peak"], a["changes"], b["changes"], record["mask_dice"],
+                     a["fraction_of_fp32_peak"], a["changes"], b["changes"], *f1, record["mask_dice"],
                      record["max_abs_probability_difference"]])
     speedups = [r["speedup"] for r in records]
     same = sum(r["float32"]["changes"] == r["bfloat16"]["changes"] for r in records)
@@ -107,9 +125,15 @@ def main() -> None:
           f"FP32 peak {peak} GFLOP/s ({cpu['cpu']['clock_ghz']} GHz x {cpu['cpu']['fp32_flop_per_cycle']} "
           f"FLOP/cycle x cores). Load average at start {cpu['load_average_1min']}.\n",
           markdown_table(["pair", "network input", "float32 s", "bfloat16 s", "speed-up", "float32: fraction of FP32 peak",
-                          "changes float32", "changes bfloat16", "mask Dice", "max |dp|"], rows),
+                          "changes float32", "changes bfloat16", "lesion F1 float32", "lesion F1 bfloat16",
+                          "mask Dice", "max |dp|"], rows),
           f"\nMedian speed-up {float(np.median(speedups)):.2f}x; same number of changes on {same} of "
           f"{len(records)} pairs; lowest mask Dice {min(r['mask_dice'] for r in records):.3f}.\n"]
+    scored = [r for r in records if "scores" in r["float32"]]
+    if scored:
+        md.append(markdown_table(["precision", f"scored pairs ({len(scored)}): mean " + ", ".join(SCORES)],
+                                 [[p, ", ".join(f"{np.mean([r[p]['scores'][k] for r in scored]):.3f}" for k in SCORES)]
+                                  for p in ("float32", "bfloat16")]))
     write_results(args.name, {"command": command_line(), "machine": cpu, "model": str(model_dir),
                               "kappa": KAPPA, "min_blob_voxels": BLOB, "pairs": records}, "\n".join(md))
 
