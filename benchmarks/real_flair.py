@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/real_flair.py                    # needs ../shared/data (~25 min on 2 cores)
     python benchmarks/real_flair.py --model DIR        # another model directory
+    python benchmarks/real_flair.py --growth-factors 2 3   # enlarging lesions grown x 2, x 3 too (default: x 2)
 
 Writes ``benchmarks/results/real_flair.{json,md}``, the picture
 ``docs/img/real_pair_detections.png`` and prints the tables. The model and a subtraction baseline
@@ -29,7 +30,10 @@ is absent):
    and the enlarging ones (whole lesion at follow-up: the visits are not voxel-aligned, so the
    grown rim alone cannot be cut out), without stray fragments of <= 3 mm^3 (the MSSEG-2 rule:
    bidsgate's label maps hold a few single voxels of a lesion's label). LTPR, LFPR, PPV, lesion F1
-   (IoU >= 0.01); voxel Dice is therefore pessimistic for enlarging lesions.
+   (IoU >= 0.01); voxel Dice is therefore pessimistic for enlarging lesions. bidsgate enlarges a
+   lesion by pushing its edge outward (a radial displacement; 0.37 mm, median, at its x 1.3 per
+   year); part 3b repeats these phantoms with the enlarging lesions grown by ``--growth-factors``
+   and counts the new and the enlarging lesions found (:func:`found_by_kind`).
 4. **New-lesion phantoms of the other real FLAIRs** (``--new-lesion-seeds``; same bidsgate
    generator, no lesion mask, so new lesions only): four more scanners and geometries (1 mm 3D,
    2D with 3 and 5.5 mm slices), so that detection is not judged on one scan
@@ -143,8 +147,31 @@ def _add_phantom(bids: Path, sub: str, out: Path, reference: np.ndarray, affine:
     return int(kept.sum()), n_parts, n_lesions
 
 
-def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dict]:
-    """bidsgate longphantoms of patient 26 (visits 0 and 1 year) with their reference change masks."""
+def _radial_growth_mm(truth_tsv: Path, lesions: list[int]) -> list[float]:
+    """How far (mm) each enlarging lesion's edge moved: the growth of its equivalent sphere's radius.
+
+    bidsgate's longphantom enlarges a lesion by a radial displacement field (the lesion and the
+    tissue around it are pushed outward, volume x ``grow`` per year), so the change a scanner can
+    see is the edge's shift, ``r1 - r0`` with ``r = (3 V / 4 pi)^(1/3)`` of the volumes of its truth
+    table at the two visits.
+    """
+    rows = [line.split("\t") for line in truth_tsv.read_text().splitlines()]
+    header = rows[0]
+    volume = {(int(r[header.index("visit")]), int(r[header.index("lesion")])): float(r[header.index("volume_mm3")])
+              for r in rows[1:]}
+    return [round(float((3 * volume[(1, k)] / (4 * np.pi)) ** (1 / 3) - (3 * volume[(0, k)] / (4 * np.pi)) ** (1 / 3)), 2)
+            for k in lesions]
+
+
+def write_phantoms(bids: Path, scratch: Path, seeds: list[int], growth_factors: list[float] = ()) -> dict[str, dict]:
+    """bidsgate longphantoms of patient 26 (visits 0 and 1 year) with their reference change masks.
+
+    Subjects ``phantom<seed>`` use bidsgate's design (enlarging lesions grow x 1.3 in volume per
+    year); ``phantom<seed>g<10 x factor>`` (``growth_factors``) are the same phantoms (same seed: the
+    same new lesions, the same lesions enlarge) with the enlarging lesions grown by ``factor``
+    instead: how detection of enlarging lesions depends on how far their edge moves. Each phantom's
+    directory also gets ``reference_kind.nii.gz`` (1 new, 2 enlarging) for the per-kind counts.
+    """
     import nibabel as nib
     from scipy import ndimage
 
@@ -162,12 +189,15 @@ def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dic
     scratch.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(brain, img.affine), str(brain_file))
     subjects = {}
-    for seed in seeds:
-        sub = f"phantom{seed}"
+    designs = [(f"phantom{seed}", seed, None) for seed in seeds]
+    designs += [(f"phantom{seed}g{round(10 * g)}", seed, float(g)) for g in growth_factors for seed in seeds]
+    for sub, seed, grow in designs:
         out = scratch / sub
         if not (out / "truth.tsv").is_file():
+            design = Design(times=(0.0, 1.0), seed=seed) if grow is None else \
+                Design(times=(0.0, 1.0), seed=seed, grow=grow)
             build(str(P26 / "T1w.nii.gz"), str(P26 / "FLAIR.nii.gz"), str(P26 / "lesion_mask.nii.gz"),
-                  str(brain_file), str(out), Design(times=(0.0, 1.0), seed=seed))
+                  str(brain_file), str(out), design)
         after_img = nib.load(str(out / "visit-01" / "truth_labels.nii.gz"))
         after = np.asarray(after_img.dataobj)
         design = json.loads((out / "design.json").read_text())
@@ -178,9 +208,15 @@ def write_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dic
         # reference unit (lesion-wise matching at IoU >= 0.01 then counts a detected rim).
         voxels, n_parts, n_lesions = _add_phantom(bids, sub, out, new | np.isin(after, enlarging), after_img.affine,
                                                   after_img.header.get_zooms())
+        kind_map = out / "reference_kind.nii.gz"
+        nib.save(nib.Nifti1Image((new + 2 * np.isin(after, enlarging)).astype(np.uint8), after_img.affine),
+                 str(kind_map))
         n_new = int(len(np.unique(after[new])))
-        subjects[sub] = {"kind": "phantom", "seed": seed, "new_lesions": n_new, "enlarging": len(enlarging),
-                         "reference_voxels": voxels, "stray_components_dropped": n_parts - n_lesions}
+        subjects[sub] = {"kind": "phantom" if grow is None else "growth phantom", "seed": seed,
+                         "grow": design["grow"], "new_lesions": n_new, "enlarging": len(enlarging),
+                         "edge_shift_mm": _radial_growth_mm(out / "truth.tsv", enlarging),
+                         "reference_voxels": voxels, "stray_components_dropped": n_parts - n_lesions,
+                         "kind_map": str(kind_map)}
     return subjects
 
 
@@ -287,8 +323,42 @@ def write_new_lesion_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> di
     return subjects
 
 
-def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scratch: Path) -> dict:
-    """Apply every method's rule to one pair; count changes, the fraction above threshold, and metrics."""
+def found_by_kind(labels: np.ndarray, reference: Path, kind_map: Path, xfm: Path, grid_affine) -> dict:
+    """Reference lesions of each kind (1 new, 2 enlarging) and how many of them ``labels`` found.
+
+    The reference and its kind map are brought onto the common grid as the app's evaluation does
+    (nearest neighbour through the follow-up's transform); a reference lesion (connected component)
+    takes the kind most of its voxels have and is found when a change matches it at IoU >= 0.01
+    (:func:`bids_lesionchange.analysis.metrics.match_matrix`, the lesion-wise rule of the scores).
+    """
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.components import label_connected_components
+    from bids_lesionchange.analysis.metrics import match_matrix
+    from bids_lesionchange.image.grid import resample_to_grid
+    from bids_lesionchange.image.transforms import read_xfm
+
+    world = np.linalg.inv(read_xfm(str(xfm)))
+    on_grid = []
+    for path in (reference, kind_map):
+        img = nib.load(str(path))
+        on_grid.append(np.rint(resample_to_grid(np.asarray(img.dataobj).astype(np.uint8), img.affine, labels.shape,
+                                                grid_affine, world_transform=world, order=0)).astype(np.int64))
+    ref_labels, n_ref = label_connected_components(on_grid[0] > 0)
+    found = match_matrix(labels, ref_labels).any(axis=0)
+    counts = {"new": [0, 0], "enlarging": [0, 0]}
+    for lesion in range(1, n_ref + 1):
+        kinds = np.bincount(on_grid[1][ref_labels == lesion], minlength=3)[1:]
+        entry = counts["new" if kinds[0] >= kinds[1] else "enlarging"]
+        entry[0] += int(found[lesion])
+        entry[1] += 1
+    return counts
+
+
+def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scratch: Path,
+               kind_map: Path | None = None) -> dict:
+    """Apply every method's rule to one pair; count changes, the fraction above threshold, and metrics
+    (with ``kind_map``: also the new and the enlarging reference lesions found, :func:`found_by_kind`)."""
     import nibabel as nib
 
     from bids_lesionchange.analysis.components import change_labels
@@ -318,6 +388,8 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
             m = read_table_tsv(metrics)[0]
             row.update({k: float(m[k]) if m[k] not in ("n/a", "") else float("nan")
                         for k in ("LTPR", "LFPR", "PPV", "lesion_F1", "dice", "n_ref", "LFP")})
+            if kind_map is not None:
+                row["found"] = found_by_kind(labels, reference, kind_map, files["xfm"], img.affine)
         rows[name] = row
     return rows
 
@@ -332,6 +404,22 @@ def phantom_table(phantoms: dict, methods) -> str:
                      " ".join(f"{fmt(r['scores'][m]['lesion_F1'])}/{int(r['scores'][m]['LFP'])}"
                               for r in phantoms.values())])
     return markdown_table(["method", *keys, "per phantom F1/LFP"], rows)
+
+
+def growth_table(groups: dict[float, dict], methods) -> str:
+    """Markdown table: per volume growth factor and method, the new and the enlarging lesions found
+    (sums over the phantoms), false changes (sum) and the mean lesion F1; with the edge shifts."""
+    rows = []
+    for grow, phantoms in groups.items():
+        shifts = [x for r in phantoms.values() for x in r["edge_shift_mm"]]
+        for m in methods:
+            found = [r["scores"][m]["found"] for r in phantoms.values()]
+            rows.append([f"x {grow:g}", f"{np.median(shifts):.2f} ({min(shifts):.2f}-{max(shifts):.2f})", m,
+                         *[f"{sum(f[k][0] for f in found)} / {sum(f[k][1] for f in found)}" for k in ("new", "enlarging")],
+                         int(sum(r["scores"][m]["LFP"] for r in phantoms.values())),
+                         fmt(np.mean([r["scores"][m]["lesion_F1"] for r in phantoms.values()]))])
+    return markdown_table(["enlarging lesions' volume per year", "edge shift, mm: median (range)", "method",
+                           "new lesions found", "enlarging lesions found", "false changes", "lesion F1, mean"], rows)
 
 
 def picture(out: Path, sub: str, path: Path, title: str) -> None:
@@ -416,6 +504,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=777, help="seed of the NoChange self-pairs (training used 2026)")
     parser.add_argument("--pairs-per-source", type=int, default=2)
     parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--growth-factors", type=float, nargs="*", default=[2.0],
+                        help="also the patient-26 phantoms with their enlarging lesions grown by these volume "
+                             "factors instead of bidsgate's 1.3 (none: skip)")
     parser.add_argument("--new-lesion-seeds", type=int, nargs="*", default=[1, 2],
                         help="seeds of the new-lesion phantoms of the other real FLAIRs (none: skip them)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2],
@@ -437,7 +528,7 @@ def main() -> None:
     bids.mkdir(parents=True, exist_ok=True)
     (bids / "dataset_description.json").write_text(json.dumps({"Name": "real FLAIR benchmark", "BIDSVersion": "1.9.0"}) + "\n")
     subjects = {**write_nochange(bids, root / "self_pairs", opts.pairs_per_source, opts.seed),
-                **write_nih(bids), **write_phantoms(bids, root / "phantoms", opts.phantom_seeds),
+                **write_nih(bids), **write_phantoms(bids, root / "phantoms", opts.phantom_seeds, opts.growth_factors),
                 **write_new_lesion_phantoms(bids, root / "new_lesion_phantoms", opts.new_lesion_seeds)}
     out = root / f"out-{model.name}"
     seconds, failed = run_app(bids, out, model, root, opts.nprocs)
@@ -449,8 +540,9 @@ def main() -> None:
         LOGGER.warning("sub-%s failed in the app (%s); not scored", sub, failed[sub])
     for sub, info in ((s, i) for s, i in subjects.items() if s not in failed):
         ref = _reference_path(bids, sub)
+        kind_map = Path(info["kind_map"]) if "kind_map" in info else None
         results[sub] = {**info, "scores": score_pair(out, sub, methods, ref if ref.is_file() else None,
-                                                     root / "scores" / model.name)}
+                                                     root / "scores" / model.name, kind_map)}
 
     def group(kind):
         return {s: r for s, r in results.items() if r["kind"] == kind}
@@ -489,6 +581,19 @@ def main() -> None:
                phantom_table(phantoms, methods),
                "Phantoms: " + ", ".join(f"{s} ({r['new_lesions']} new, {r['enlarging']} enlarging)"
                                         for s, r in phantoms.items()) + "\n"]
+        grown = group("growth phantom")
+        by_growth = {phantoms[next(iter(phantoms))]["grow"]: phantoms}
+        for r in sorted(grown.values(), key=lambda r: r["grow"]):
+            by_growth.setdefault(r["grow"], {})
+        for s, r in grown.items():
+            by_growth[r["grow"]][s] = r
+        md += ["### 3b. New and enlarging lesions found, against how far the enlarging lesions' edge moved\n",
+               "bidsgate enlarges a lesion by pushing it and the tissue around it outward (a radial "
+               "displacement), so what changes in the image is the lesion's edge, shifted by the growth of "
+               "its radius. The rows below x 1.3 (bidsgate's design, the phantoms above) are the same "
+               "phantoms (same seeds: the same new lesions, the same lesions enlarge) with the enlarging "
+               "lesions grown more (`--growth-factors`).\n",
+               growth_table(by_growth, methods)]
     new_lesion = group("new-lesion phantom")
     if new_lesion:
         md += ["## 4. New-lesion phantoms of the other real FLAIRs (bidsgate, 0 -> 1 year; mean over phantoms)\n",
