@@ -323,13 +323,16 @@ def write_new_lesion_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> di
     return subjects
 
 
-def found_by_kind(labels: np.ndarray, reference: Path, kind_map: Path, xfm: Path, grid_affine) -> dict:
+def found_by_kind(labels: np.ndarray, reference: Path, kind_map: Path, xfm: Path, grid_affine,
+                  rise: np.ndarray | None = None) -> dict:
     """Reference lesions of each kind (1 new, 2 enlarging) and how many of them ``labels`` found.
 
     The reference and its kind map are brought onto the common grid as the app's evaluation does
     (nearest neighbour through the follow-up's transform); a reference lesion (connected component)
     takes the kind most of its voxels have and is found when a change matches it at IoU >= 0.01
     (:func:`bids_lesionchange.analysis.metrics.match_matrix`, the lesion-wise rule of the scores).
+    ``lesions`` lists each one: kind, voxels on the grid, mean of ``rise`` (follow-up - baseline)
+    over it, found.
     """
     import nibabel as nib
 
@@ -346,12 +349,15 @@ def found_by_kind(labels: np.ndarray, reference: Path, kind_map: Path, xfm: Path
                                                 grid_affine, world_transform=world, order=0)).astype(np.int64))
     ref_labels, n_ref = label_connected_components(on_grid[0] > 0)
     found = match_matrix(labels, ref_labels).any(axis=0)
-    counts = {"new": [0, 0], "enlarging": [0, 0]}
+    counts = {"new": [0, 0], "enlarging": [0, 0], "lesions": []}
     for lesion in range(1, n_ref + 1):
-        kinds = np.bincount(on_grid[1][ref_labels == lesion], minlength=3)[1:]
-        entry = counts["new" if kinds[0] >= kinds[1] else "enlarging"]
-        entry[0] += int(found[lesion])
-        entry[1] += 1
+        inside = ref_labels == lesion
+        kinds = np.bincount(on_grid[1][inside], minlength=3)[1:3]
+        kind = "new" if kinds[0] >= kinds[1] else "enlarging"
+        counts[kind][0] += int(found[lesion])
+        counts[kind][1] += 1
+        counts["lesions"].append({"kind": kind, "voxels": int(inside.sum()), "found": bool(found[lesion]),
+                                  "rise": round(float(rise[inside].mean()), 3) if rise is not None else None})
     return counts
 
 
@@ -389,7 +395,7 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
             row.update({k: float(m[k]) if m[k] not in ("n/a", "") else float("nan")
                         for k in ("LTPR", "LFPR", "PPV", "lesion_F1", "dice", "n_ref", "LFP")})
             if kind_map is not None:
-                row["found"] = found_by_kind(labels, reference, kind_map, files["xfm"], img.affine)
+                row["found"] = found_by_kind(labels, reference, kind_map, files["xfm"], img.affine, follow - base)
         rows[name] = row
     return rows
 
@@ -404,6 +410,30 @@ def phantom_table(phantoms: dict, methods) -> str:
                      " ".join(f"{fmt(r['scores'][m]['lesion_F1'])}/{int(r['scores'][m]['LFP'])}"
                               for r in phantoms.values())])
     return markdown_table(["method", *keys, "per phantom F1/LFP"], rows)
+
+
+SIZE_BINS = (0, 30, 60, 150)  # voxels of the 1 mm grid (mm^3)
+RISE_BINS = (0.0, 0.12, 0.15, 0.2)  # mean follow-up - baseline over the lesion (white matter at 0.5)
+
+
+def _bin_labels(edges, unit=""):
+    return [f"{a:g}-{b:g}{unit}" for a, b in zip(edges[:-1], edges[1:])] + [f">= {edges[-1]:g}{unit}"]
+
+
+def detection_limits_table(results: dict, methods) -> str:
+    """Markdown table: new lesions found / present per method, by size and by mean rise (pooled)."""
+    rows = []
+    for m in methods:
+        lesions = [les for r in results.values() for les in r["scores"][m]["found"]["lesions"] if les["kind"] == "new"]
+        cells = []
+        for key, edges in (("voxels", SIZE_BINS), ("rise", RISE_BINS)):
+            index = np.digitize([les[key] for les in lesions], edges[1:])
+            for b in range(len(edges)):
+                chosen = [les for les, i in zip(lesions, index) if i == b]
+                cells.append(f"{sum(les['found'] for les in chosen)} / {len(chosen)}")
+        rows.append([m, *cells])
+    return markdown_table(["method", *[f"{b} voxels" for b in _bin_labels(SIZE_BINS)],
+                           *[f"rise {b}" for b in _bin_labels(RISE_BINS)]], rows)
 
 
 def growth_table(groups: dict[float, dict], methods) -> str:
@@ -540,7 +570,7 @@ def main() -> None:
         LOGGER.warning("sub-%s failed in the app (%s); not scored", sub, failed[sub])
     for sub, info in ((s, i) for s, i in subjects.items() if s not in failed):
         ref = _reference_path(bids, sub)
-        kind_map = Path(info["kind_map"]) if "kind_map" in info else None
+        kind_map = Path(info["kind_map"]) if "kind_map" in info else (ref if info["kind"] == "new-lesion phantom" else None)
         results[sub] = {**info, "scores": score_pair(out, sub, methods, ref if ref.is_file() else None,
                                                      root / "scores" / model.name, kind_map)}
 
@@ -603,6 +633,13 @@ def main() -> None:
                "Per source, the model: " + "; ".join(
                    f"{s}: LTPR {fmt(r['scores']['model']['LTPR'])}, {int(r['scores']['model']['LFP'])} false"
                    for s, r in new_lesion.items()) + "\n"]
+    limits = {**phantoms, **new_lesion} if phantoms or new_lesion else {}
+    if limits:
+        md += ["## 5. New lesions found by size and by contrast (parts 3 and 4 pooled)\n",
+               "Each new reference lesion of the patient-26 phantoms (bidsgate's design) and of the new-lesion "
+               "phantoms, by its voxels on the 1 mm common grid (mm^3) and by the mean rise of the follow-up over "
+               "it (images normalised so that white matter is at 0.5): found / present.\n",
+               detection_limits_table(limits, methods)]
     if failed:
         md += ["## Pairs the app could not process\n",
                markdown_table(["pair", "step: message"], [[f"sub-{s}", m[:200]] for s, m in failed.items()])]
