@@ -349,7 +349,7 @@ def parenchyma_volume_ml(data: np.ndarray, mask: np.ndarray, zooms) -> float:
 
 def quality_file(baseline_file, followup_file, mask_file, registration_json, out_json,
                  *, skull_strip: str = "", resolution_json=None, baseline_source=None,
-                 followup_source=None, unnormalised=(None, None)) -> dict:
+                 followup_source=None, unnormalised=(None, None), unmatched=(None, None)) -> dict:
     """Write the QC measures of a preprocessed pair as JSON and return them.
 
     Keys: ``brain_mask_volume_ml``, ``brain_volume_ml`` ({baseline, followup}: parenchyma,
@@ -358,7 +358,9 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     on bias-corrected images), ``registration_failed`` and the rule that sets it, and the
     resolution matching (``resolution_matching`` block) when ``resolution_json`` is given, and
     the ``plausibility`` block (:mod:`bids_lesionchange.image.plausibility`): each session's
-    FLAIR-likeness, the same-person measures, the persistence of the baseline's lesions
+    FLAIR-likeness (at its own resolution, on the images before resolution matching when
+    ``unmatched`` gives them: the pair's registered, bias-corrected sessions on the common grid;
+    else on the matched images at the coarser session's resolution), the same-person measures, the persistence of the baseline's lesions
     (:func:`.plausibility.lesion_persistence`, on the images before normalisation when
     ``unnormalised`` gives them: the 99th-percentile normalisation clips lesions) and ``flags``, one sentence per failed check naming
     ``baseline_source`` or ``followup_source`` (the user's files; default: the files given), and
@@ -374,11 +376,19 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     mi, nmi = reg.mutual_information(b, f, mask)
     volumes = {"baseline": parenchyma_volume_ml(b, mask, zooms), "followup": parenchyma_volume_ml(f, mask, zooms)}
     matching = json.loads(Path(resolution_json).read_text()) if resolution_json else {}
-    # after resolution matching both sessions have the coarser one's resolution along each axis
-    fwhm = np.max([matching.get("fwhm_mm", {}).get(key, zooms) for key in ("baseline", "followup")], axis=0)
     depth = plausibility.mask_depth_mm(mask, zooms)  # one mask for both sessions
+    if None in unmatched:
+        # after resolution matching both sessions have the coarser one's resolution along each axis
+        fwhm = np.max([matching.get("fwhm_mm", {}).get(key, zooms) for key in ("baseline", "followup")], axis=0)
+        judged = {"baseline": (b, fwhm), "followup": (f, fwhm)}
+    else:
+        # Each session at its own resolution, before matching: a 1 mm FLAIR smoothed to its
+        # partner's 4-5 mm slices merges cortex and CSF and scored like a T1w (+0.11, flagged).
+        judged = {key: (np.asanyarray(nib.load(str(path)).dataobj, dtype=np.float32),
+                        matching.get("fwhm_mm", {}).get(key, zooms))
+                  for key, path in zip(("baseline", "followup"), unmatched)}
     contrast = {key: plausibility.contrast_profile(image, mask, zooms, resolution_mm=fwhm, depth_mm=depth)
-                for key, image in (("baseline", b), ("followup", f))}
+                for key, (image, fwhm) in judged.items()}
     same_person = plausibility.same_person_measures(registration["ncc_brain"], volumes["baseline"],
                                                     volumes["followup"])
     raw = [b, f] if None in unnormalised else [np.asanyarray(nib.load(str(path)).dataobj, dtype=np.float32)

@@ -301,6 +301,9 @@ class _QCInputSpec(BaseInterfaceInputSpec):
     followup_source = File(desc="the user's follow-up FLAIR, named in the flags")
     baseline_unnormalised = File(exists=True, desc="the baseline before intensity normalisation (same grid)")
     followup_unnormalised = File(exists=True, desc="the follow-up before intensity normalisation (same grid)")
+    baseline_unmatched = File(exists=True, desc="the baseline before resolution matching (same grid): its "
+                                                "FLAIR-likeness is judged at its own resolution")
+    followup_unmatched = File(exists=True, desc="the follow-up before resolution matching (same grid)")
 
 
 class _QCOutputSpec(TraitedSpec):
@@ -323,7 +326,8 @@ class PreprocQC(SimpleInterface):
                      baseline_source=self.inputs.baseline_source or None,
                      followup_source=self.inputs.followup_source or None,
                      unnormalised=(self.inputs.baseline_unnormalised or None,
-                                   self.inputs.followup_unnormalised or None))
+                                   self.inputs.followup_unnormalised or None),
+                     unmatched=(self.inputs.baseline_unmatched or None, self.inputs.followup_unmatched or None))
         self._results["out_json"] = out
         return runtime
 

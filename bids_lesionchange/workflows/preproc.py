@@ -151,6 +151,8 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", hdbe
         (check_inputs, rigid_reg, [("baseline_flair", "source_file")]),
         (rigid_reg, match_resolution, [("out_file", "baseline_file"), ("out_xfm", "baseline_xfm")]),
         (n4_followup, match_resolution, [("out_file", "followup_file")]),
+        (rigid_reg, qc, [("out_file", "baseline_unmatched")]),
+        (n4_followup, qc, [("out_file", "followup_unmatched")]),
         (common_grid, match_resolution, [("out_xfm", "followup_xfm")]),
         (check_inputs, match_resolution, [("baseline_flair", "baseline_native"),
                                           ("followup_flair", "followup_native")]),

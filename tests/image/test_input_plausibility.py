@@ -160,6 +160,45 @@ def test_contrast_is_not_judged_without_enough_brain_or_where_the_cortex_is_not_
         assert coarse["flair_like"] is None and coarse["resolution_mm"] > pl.MAX_CONTRAST_RESOLUTION_MM
 
 
+def test_each_session_is_judged_at_its_own_resolution_before_resolution_matching(tmp_path):
+    """A 1 mm FLAIR smoothed to its partner's 4-5 mm slices scored like a T1w (+0.11) and was flagged
+    (a real FLAIR, patient 26, against a 2D rescan): the QC judges each session on the image before
+    matching, at its own resolution, when the workflow gives it (``unmatched``)."""
+    import json
+
+    from bids_lesionchange.image.preprocess import quality_file
+
+    flair, mask, zooms = _brain(cortex=0.8, white=0.6)
+    t1w_like, _, _ = _brain(cortex=0.6, white=0.8, seed=1)  # what the matched image may look like
+    affine = np.eye(4)
+    files = {}
+    for name, data in (("flair", flair), ("matched", t1w_like), ("mask", mask.astype(np.uint8)),
+                       ("sub-01_ses-01_FLAIR", flair), ("sub-01_ses-02_FLAIR", flair)):
+        files[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), str(files[name]))
+    registration = tmp_path / "registration.json"
+    registration.write_text(json.dumps({"ncc_brain": 0.9, "registration_failed": False, "min_ncc": 0.5}))
+    report = tmp_path / "resolution.json"
+    report.write_text(json.dumps({"fwhm_mm": {"baseline": [1.0, 1.0, 1.0], "followup": [0.9, 1.4, 5.0]}}))
+
+    def qc(**kwargs):
+        return quality_file(files["matched"], files["flair"], files["mask"], registration, tmp_path / "qc.json",
+                            resolution_json=report, baseline_source=files["sub-01_ses-01_FLAIR"],
+                            followup_source=files["sub-01_ses-02_FLAIR"], **kwargs)["plausibility"]
+
+    matched = qc()  # no unmatched images: the matched ones at the coarser resolution, as before
+    assert matched["baseline_contrast"]["flair_like"] is False
+    assert matched["flags"][0].startswith("sub-01_ses-01_FLAIR.nii.gz does not look like a FLAIR")
+    own = qc(unmatched=(files["flair"], files["flair"]))
+    assert own["baseline_contrast"]["flair_like"] is True and own["flags"] == []
+    assert own["baseline_contrast"]["resolution_mm"] == 1.0 and own["followup_contrast"]["resolution_mm"] == 1.4
+    # a follow-up too coarse to judge does not keep a 1 mm baseline from being judged
+    report.write_text(json.dumps({"fwhm_mm": {"baseline": [1.0, 1.0, 1.0], "followup": [2.0, 6.0, 6.0]}}))
+    coarse = qc(unmatched=(files["matched"], files["flair"]))
+    assert coarse["baseline_contrast"]["flair_like"] is False and coarse["followup_contrast"]["flair_like"] is None
+    assert qc()["baseline_contrast"]["flair_like"] is None  # judged at the pair's coarser resolution: not at all
+
+
 # ---------------------------------------------------------------------------------- same person
 def test_same_person_measures_and_flags():
     ok = pl.same_person_measures(0.95, 1000.0, 1010.0)
