@@ -360,8 +360,8 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     the ``plausibility`` block (:mod:`bids_lesionchange.image.plausibility`): each session's
     FLAIR-likeness (at its own resolution, on the images before resolution matching when
     ``unmatched`` gives them: the pair's registered, bias-corrected sessions on the common grid;
-    else on the matched images at the coarser session's resolution), the same-person measures, the persistence of the baseline's lesions
-    (:func:`.plausibility.lesion_persistence`, on the images before normalisation when
+    else on the matched images at the coarser session's resolution), the same-person measures,
+    the persistence of the baseline's lesions (:func:`.plausibility.lesion_persistence`, on the images before normalisation when
     ``unnormalised`` gives them: the 99th-percentile normalisation clips lesions) and ``flags``, one sentence per failed check naming
     ``baseline_source`` or ``followup_source`` (the user's files; default: the files given), and
     one per source whose qform and sform disagree (:func:`.io.qform_sform_note`).
