@@ -33,7 +33,8 @@ for name in $ONLY; do
     layers)        run "$PYTHON" benchmarks/layers.py ;;
     accuracy)      run "$PYTHON" benchmarks/accuracy.py --root "$ROOT" ;;
     real_flair)    run "$PYTHON" benchmarks/real_flair.py --root "$ROOT/real_flair" ;;
-    precision)     run "$PYTHON" benchmarks/precision.py --outputs "$ROOT/real_flair/out-default_model" ;;
+    precision)     run "$PYTHON" benchmarks/precision.py --outputs "$ROOT/real_flair/out-default_model" \
+                     --reference "$ROOT/real_flair/bids/derivatives/reference" ;;
     preexisting_floor) run "$PYTHON" benchmarks/preexisting_floor.py --real-flair "$ROOT/real_flair/out-default_model" \
                      --accuracy "$ROOT/accuracy" "$ROOT/accuracy_thick" ;;
     mirroring)     run "$PYTHON" benchmarks/mirroring.py --outputs "$ROOT/real_flair/out-default_model" \
