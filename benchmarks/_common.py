@@ -263,15 +263,41 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
 def pair_psf_fwhm(files: dict):
     """The pair's coarser point-spread function (mm per grid axis) from its preprocessing QC JSON,
     as the app's components step reads it (None without the report)."""
-    from bids_lesionchange.analysis.components import pair_psf_fwhm as from_report
+    from bids_lesionchange.analysis.files import qc_psf_fwhm
 
     path = files.get("preproc_qc")
-    if path is None or not Path(path).is_file():
-        return None
-    return from_report(json.loads(Path(path).read_text()).get("resolution_matching"))
+    return qc_psf_fwhm(path) if path is not None and Path(path).is_file() else None
 
 
 REAL_FLAIR_ROOT = Path("/tmp/bids_lesionchange_bench/real_flair")
+
+
+def reference_mask(reference_dir: Path, sub: str) -> Path:
+    """Where a pair's reference change mask lives in a ``--reference-dir`` tree (``real_flair.py``'s
+    phantoms write theirs there)."""
+    return Path(reference_dir) / f"sub-{sub}" / "ses-02" / "anat" / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"
+
+
+def score_labels(labels, affine, reference: Path, followup_xfm: Path, stem: Path, pair: str) -> dict[str, float]:
+    """Score change labels against a reference mask as the app's evaluation does.
+
+    Writes ``<stem>_labels.nii.gz`` and ``<stem>_metrics.tsv``
+    (:func:`bids_lesionchange.analysis.files.evaluate_files`: the reference on the follow-up's grid
+    is brought through ``followup_xfm``) and returns the metrics row's numbers (LTPR, PPV,
+    lesion_F1, LFP, dice, n_ref, ...; ``n/a`` as NaN).
+    """
+    import nibabel as nib
+    import numpy as np
+
+    from bids_lesionchange.analysis.files import evaluate_files
+    from bids_lesionchange.analysis.tables import read_table_tsv
+
+    labels_file, metrics = Path(f"{stem}_labels.nii.gz"), Path(f"{stem}_metrics.tsv")
+    labels_file.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(labels).astype(np.int32), affine), str(labels_file))
+    evaluate_files(str(labels_file), str(reference), str(followup_xfm), str(metrics), pair=pair)
+    row = read_table_tsv(metrics)[0]
+    return {k: float(v) if isinstance(v, (int, float)) else float("nan") for k, v in row.items() if k != "pair"}
 
 
 def real_flair_pairs(outputs: Path | None, model_dir: Path, subjects: Sequence[str]) -> tuple[Path, list[str]]:

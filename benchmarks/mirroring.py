@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DEFAULT_MODEL, REAL_FLAIR_ROOT, checked_model, command_line, fmt, machine,  # noqa: E402
-                     markdown_table, pair_files, pair_psf_fwhm, real_flair_pairs, setup_logging, write_results)
+                     markdown_table, pair_files, pair_psf_fwhm, real_flair_pairs, reference_mask, score_labels,
+                     setup_logging, write_results)
 from real_flair import BLOB, KAPPA  # noqa: E402  the same change rule as the real-FLAIR benchmark
 
 SUBJECTS = ["nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "p262", "synthsr1", "synthsr2", "tcga1",
@@ -50,14 +51,11 @@ def main() -> None:
     import numpy as np
 
     from bids_lesionchange.analysis.components import change_labels
-    from bids_lesionchange.analysis.files import evaluate_files
-    from bids_lesionchange.analysis.tables import read_table_tsv
     from bids_lesionchange.model.inference import predict_change
     from bids_lesionchange.model.io import load_detector
 
     model, spec = load_detector(model_dir)
     scratch = outputs.parent / "scores" / f"mirroring-{model_dir.name}"
-    scratch.mkdir(parents=True, exist_ok=True)
     axis_sets = [a for k in range(4) for a in itertools.combinations(range(3), k)]
     results = {}
     for sub in present:
@@ -77,7 +75,7 @@ def main() -> None:
                   "left-right mirrored, averaged": (0.5 * (passes[()] + passes[(left_right,)]), KAPPA),
                   "8 mirrorings, averaged": (np.mean(list(passes.values()), axis=0), KAPPA),
                   "subtraction d > 0.1": (follow - base, 0.1)}
-        reference = opts.reference / f"sub-{sub}" / "ses-02" / "anat" / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"
+        reference = reference_mask(opts.reference, sub)
         row = {}
         for method, (score, threshold) in scores.items():
             labels = change_labels(score, brain, threshold, BLOB, direction="increase", baseline=base, followup=follow,
@@ -85,11 +83,8 @@ def main() -> None:
             entry = {"changes": int(labels.max()), "percent_above": round(100 * float((score[brain] > threshold).mean()), 3)}
             if reference.is_file():
                 tag = method.split()[0].replace("-", "")
-                labels_file, metrics = scratch / f"{sub}_{tag}.nii.gz", scratch / f"{sub}_{tag}.tsv"
-                nib.save(nib.Nifti1Image(labels.astype(np.int32), img.affine), str(labels_file))
-                evaluate_files(str(labels_file), str(reference), str(files["followup_xfm"]), str(metrics), pair=sub)
-                m = read_table_tsv(metrics)[0]
-                entry.update({k: float(m[k]) for k in ("LTPR", "PPV", "lesion_F1", "LFP")})
+                m = score_labels(labels, img.affine, reference, files["followup_xfm"], scratch / f"{sub}_{tag}", sub)
+                entry.update({k: m[k] for k in ("LTPR", "PPV", "lesion_F1", "LFP")})
             row[method] = entry
         results[sub] = row
         print(sub, {m: (e["changes"], e.get("lesion_F1")) for m, e in row.items()}, flush=True)

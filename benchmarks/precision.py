@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from _common import (DEFAULT_MODEL, REAL_FLAIR_ROOT, checked_model, command_line, machine, markdown_table, pair_files,
-                     pair_psf_fwhm, real_flair_pairs, setup_logging, write_results)
+                     pair_psf_fwhm, real_flair_pairs, reference_mask, score_labels, setup_logging, write_results)
 from real_flair import BLOB, KAPPA  # the same change rule as the real-FLAIR benchmark
 SUBJECTS = ["nih01", "nihbase1", "nihbase2", "niivue1", "niivue2", "p261", "p262", "synthsr1", "synthsr2", "tcga1",
             "tcga2", "phantom1", "phantom2", "phantom3", "phantom4", "phantom5", "phantom6", "nphniivue1",
@@ -63,8 +63,6 @@ def main() -> None:
     import numpy as np
 
     from bids_lesionchange.analysis.components import change_labels
-    from bids_lesionchange.analysis.files import evaluate_files
-    from bids_lesionchange.analysis.tables import read_table_tsv
     from bids_lesionchange.model.detector import forward_flops
     from bids_lesionchange.model.inference import brain_bounding_box
     from bids_lesionchange.model.io import hyperparams_from_dict, load_detector
@@ -77,7 +75,6 @@ def main() -> None:
     peak = cpu["cpu"]["fp32_peak_gflops"]
     rows, records = [], []
     scratch = outputs.parent / "scores" / f"precision-{model_dir.name}"
-    scratch.mkdir(parents=True, exist_ok=True)
     for sub in subjects:
         files = pair_files(outputs, sub)
         base = nib.load(files["baseline"]).get_fdata(dtype=np.float32)
@@ -95,13 +92,11 @@ def main() -> None:
             result[precision] = {"seconds": round(seconds, 3), "gflops_per_s": round(gflop / seconds, 1),
                                  "fraction_of_fp32_peak": round(gflop / seconds / peak, 3),
                                  "changes": int(labels.max()), "mask": labels > 0, "probability": probability}
-            reference = args.reference / f"sub-{sub}" / "ses-02" / "anat" / f"sub-{sub}_ses-02_desc-change_mask.nii.gz"
+            reference = reference_mask(args.reference, sub)
             if reference.is_file():
-                labels_file, metrics = scratch / f"{sub}_{precision}.nii.gz", scratch / f"{sub}_{precision}.tsv"
-                nib.save(nib.Nifti1Image(labels.astype(np.int32), nib.load(files["followup"]).affine), str(labels_file))
-                evaluate_files(str(labels_file), str(reference), str(files["followup_xfm"]), str(metrics), pair=sub)
-                scored = read_table_tsv(metrics)[0]
-                result[precision]["scores"] = {k: round(float(scored[k]), 3) for k in SCORES}
+                scored = score_labels(labels, nib.load(files["followup"]).affine, reference, files["followup_xfm"],
+                                      scratch / f"{sub}_{precision}", sub)
+                result[precision]["scores"] = {k: round(scored[k], 3) for k in SCORES}
         a, b = result["float32"], result["bfloat16"]
         both = int(np.count_nonzero(a["mask"] & b["mask"]))
         total = int(np.count_nonzero(a["mask"]) + np.count_nonzero(b["mask"]))

@@ -38,8 +38,7 @@ def changes(out: Path, sub: str, truth: Path | None) -> list[tuple[float, bool |
     import numpy as np
 
     from bids_lesionchange.analysis.components import normal_appearing
-    from bids_lesionchange.image.grid import resample_to_grid
-    from bids_lesionchange.image.transforms import read_xfm
+    from bids_lesionchange.image.transforms import to_common
 
     files = pair_files(out, sub)
     img = nib.load(str(files["followup"]))
@@ -49,9 +48,8 @@ def changes(out: Path, sub: str, truth: Path | None) -> list[tuple[float, bool |
     reference = None
     if truth is not None and truth.is_file():
         ref = nib.load(str(truth))
-        reference = resample_to_grid((np.asarray(ref.dataobj) > 0).astype(np.uint8), ref.affine, labels.shape,
-                                     img.affine, world_transform=np.linalg.inv(read_xfm(str(files["followup_xfm"]))),
-                                     order=0) > 0
+        binary = nib.Nifti1Image((np.asarray(ref.dataobj) > 0).astype(np.uint8), ref.affine)
+        reference = to_common(binary, files["followup_xfm"], labels.shape, img.affine) > 0
     psf = pair_psf_fwhm(files)  # as the app: thick slices widen "already hyperintense"
     normal = normal_appearing(base, brain, None if psf is None else psf / np.asarray(img.header.get_zooms()[:3]))
     found = []

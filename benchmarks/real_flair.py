@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DEFAULT_MODEL, REPO, app_command, checked_model, command_line, fmt, machine,  # noqa: E402
-                     markdown_table, pair_psf_fwhm, setup_logging, write_results)
+                     markdown_table, pair_psf_fwhm, reference_mask, score_labels, setup_logging, write_results)
 
 LOGGER = logging.getLogger("benchmarks.real_flair")
 DATA = REPO.parent / "shared" / "data"
@@ -113,8 +113,7 @@ def write_nih(bids: Path) -> dict[str, dict]:
 
 def _reference_path(bids: Path, sub: str) -> Path:
     """Where a phantom's reference change mask lives (the app's ``--reference-dir`` layout)."""
-    return (bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
-            / f"sub-{sub}_ses-02_desc-change_mask.nii.gz")
+    return reference_mask(bids / "derivatives" / "reference", sub)
 
 
 def _add_phantom(bids: Path, sub: str, out: Path, reference: np.ndarray, affine: np.ndarray,
@@ -323,53 +322,54 @@ def write_new_lesion_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> di
     return subjects
 
 
-def found_by_kind(labels: np.ndarray, reference: Path, kind_map: Path, xfm: Path, grid_affine,
-                  rise: np.ndarray | None = None) -> dict:
-    """Reference lesions of each kind (1 new, 2 enlarging) and how many of them ``labels`` found.
+def reference_lesions(reference: Path, kind_map: Path, xfm: Path, grid_shape, grid_affine,
+                      rise: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """A phantom's reference lesions on the common grid, and each one's kind, size and contrast.
 
-    The reference and its kind map are brought onto the common grid as the app's evaluation does
-    (nearest neighbour through the follow-up's transform); a reference lesion (connected component)
-    takes the kind most of its voxels have and is found when a change matches it at IoU >= 0.01
-    (:func:`bids_lesionchange.analysis.metrics.match_matrix`, the lesion-wise rule of the scores).
-    ``lesions`` lists each one: kind, voxels on the grid, mean of ``rise`` (follow-up - baseline)
-    over it, found.
+    The reference and its kind map (1 new, 2 enlarging) are brought onto the common grid as the
+    app's evaluation does (nearest neighbour through the follow-up's transform,
+    :func:`bids_lesionchange.image.transforms.to_common`); a reference lesion (connected
+    component) takes the kind most of its voxels have. Returns its labels and, per lesion 1..n:
+    kind, voxels on the grid, mean of ``rise`` (follow-up - baseline) over it.
     """
-    import nibabel as nib
-
     from bids_lesionchange.analysis.components import label_connected_components
-    from bids_lesionchange.analysis.metrics import match_matrix
-    from bids_lesionchange.image.grid import resample_to_grid
-    from bids_lesionchange.image.transforms import read_xfm
+    from bids_lesionchange.image.transforms import to_common
 
-    world = np.linalg.inv(read_xfm(str(xfm)))
-    on_grid = []
-    for path in (reference, kind_map):
-        img = nib.load(str(path))
-        on_grid.append(np.rint(resample_to_grid(np.asarray(img.dataobj).astype(np.uint8), img.affine, labels.shape,
-                                                grid_affine, world_transform=world, order=0)).astype(np.int64))
-    ref_labels, n_ref = label_connected_components(on_grid[0] > 0)
-    found = match_matrix(labels, ref_labels).any(axis=0)
-    counts = {"new": [0, 0], "enlarging": [0, 0], "lesions": []}
+    ref_labels, n_ref = label_connected_components(to_common(reference, xfm, grid_shape, grid_affine) > 0)
+    kinds = to_common(kind_map, xfm, grid_shape, grid_affine).astype(np.int64)
+    lesions = []
     for lesion in range(1, n_ref + 1):
         inside = ref_labels == lesion
-        kinds = np.bincount(on_grid[1][inside], minlength=3)[1:3]
-        kind = "new" if kinds[0] >= kinds[1] else "enlarging"
-        counts[kind][0] += int(found[lesion])
-        counts[kind][1] += 1
-        counts["lesions"].append({"kind": kind, "voxels": int(inside.sum()), "found": bool(found[lesion]),
-                                  "rise": round(float(rise[inside].mean()), 3) if rise is not None else None})
+        new, enlarging = np.bincount(kinds[inside], minlength=3)[1:3]
+        lesions.append({"kind": "new" if new >= enlarging else "enlarging", "voxels": int(inside.sum()),
+                        "rise": round(float(rise[inside].mean()), 3)})
+    return ref_labels, lesions
+
+
+def found_by_kind(labels: np.ndarray, ref_labels: np.ndarray, lesions: list[dict]) -> dict:
+    """How many reference lesions of each kind (:func:`reference_lesions`) ``labels`` found: a
+    lesion is found when a change matches it at IoU >= 0.01
+    (:func:`bids_lesionchange.analysis.metrics.match_matrix`, the lesion-wise rule of the scores).
+    ``lesions`` in the result lists each one with ``found``."""
+    from bids_lesionchange.analysis.metrics import match_matrix
+
+    found = match_matrix(labels, ref_labels).any(axis=0)
+    counts = {"new": [0, 0], "enlarging": [0, 0], "lesions": []}
+    for lesion, info in enumerate(lesions, start=1):
+        counts[info["kind"]][0] += int(found[lesion])
+        counts[info["kind"]][1] += 1
+        counts["lesions"].append({**info, "found": bool(found[lesion])})
     return counts
 
 
 def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scratch: Path,
                kind_map: Path | None = None) -> dict:
     """Apply every method's rule to one pair; count changes, the fraction above threshold, and metrics
-    (with ``kind_map``: also the new and the enlarging reference lesions found, :func:`found_by_kind`)."""
+    (with ``kind_map``: also the new and the enlarging reference lesions found, :func:`found_by_kind`,
+    of the reference lesions resampled once per pair, :func:`reference_lesions`)."""
     import nibabel as nib
 
     from bids_lesionchange.analysis.components import change_labels
-    from bids_lesionchange.analysis.files import evaluate_files
-    from bids_lesionchange.analysis.tables import read_table_tsv
 
     files = pair_paths(out, sub)
     img = nib.load(str(files["followup"]))
@@ -379,6 +379,8 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
     prob = np.asarray(nib.load(str(files["probability"])).dataobj, dtype=np.float32)
     psf = pair_psf_fwhm(files)  # the app's pre-existing-lesion step widens by thick slices
     rows = {"difference": difference_stats(base, follow, brain)}
+    lesions = (reference_lesions(reference, kind_map, files["xfm"], follow.shape, img.affine, follow - base)
+               if reference is not None and kind_map is not None else None)
     for name, (kind, threshold, direction, noise_z) in methods.items():
         score = prob if kind == "model" else follow - base
         labels = change_labels(score, brain, threshold, BLOB, direction=direction, baseline=base, followup=follow,
@@ -386,16 +388,10 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
         row = {"n_changes": int(labels.max()), "fraction_above": float((score[brain] > threshold).mean()),
                "change_voxels": int((labels > 0).sum())}
         if reference is not None:
-            scratch.mkdir(parents=True, exist_ok=True)
-            labels_file = scratch / f"{sub}_{name}_labels.nii.gz"
-            nib.save(nib.Nifti1Image(labels.astype(np.int32), img.affine), str(labels_file))
-            metrics = scratch / f"{sub}_{name}_metrics.tsv"
-            evaluate_files(str(labels_file), str(reference), str(files["xfm"]), str(metrics), pair=sub)
-            m = read_table_tsv(metrics)[0]
-            row.update({k: float(m[k]) if m[k] not in ("n/a", "") else float("nan")
-                        for k in ("LTPR", "LFPR", "PPV", "lesion_F1", "dice", "n_ref", "LFP")})
-            if kind_map is not None:
-                row["found"] = found_by_kind(labels, reference, kind_map, files["xfm"], img.affine, follow - base)
+            m = score_labels(labels, img.affine, reference, files["xfm"], scratch / f"{sub}_{name}", sub)
+            row.update({k: m[k] for k in ("LTPR", "LFPR", "PPV", "lesion_F1", "dice", "n_ref", "LFP")})
+            if lesions is not None:
+                row["found"] = found_by_kind(labels, *lesions)
         rows[name] = row
     return rows
 

@@ -32,6 +32,15 @@ from bids_lesionchange.atomic import atomic_write_json, atomic_write_nifti
 LOGGER = logging.getLogger("bids_lesionchange.analysis")
 
 
+def qc_psf_fwhm(preproc_qc: str | Path | None):
+    """The pair's coarser point-spread function (mm per grid axis) from its preprocessing QC JSON
+    (:func:`bids_lesionchange.analysis.components.pair_psf_fwhm` of its resolution-matching
+    report); None without a QC file or without that report."""
+    if not preproc_qc:
+        return None
+    return pair_psf_fwhm(json.loads(Path(preproc_qc).read_text()).get("resolution_matching"))
+
+
 def components_files(probability: str, brain_mask: str, mask_out: str, labels_out: str,
                      threshold: float = 0.1, min_size: int = 20, *, direction: str = "any",
                      baseline: str | None = None, followup: str | None = None,
@@ -51,12 +60,8 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
     if direction == "increase":  # change_labels says what is missing
         images = {key: np.asarray(nib.load(path).dataobj, dtype=np.float32)
                   for key, path in (("baseline", baseline), ("followup", followup)) if path}
-    psf_fwhm = None
-    if preproc_qc:
-        with open(preproc_qc) as handle:
-            psf_fwhm = pair_psf_fwhm(json.load(handle).get("resolution_matching"))
     labels = change_labels(prob, brain, threshold, min_size, direction=direction,
-                           zooms=prob_img.header.get_zooms()[:3], psf_fwhm=psf_fwhm, **images)
+                           zooms=prob_img.header.get_zooms()[:3], psf_fwhm=qc_psf_fwhm(preproc_qc), **images)
     atomic_write_nifti(mask_out, labels > 0, prob_img.affine, dtype=np.uint8)
     atomic_write_nifti(labels_out, labels, prob_img.affine, dtype=np.int16 if labels.max() < 32767 else np.int32)
     return mask_out, labels_out, int(labels.max())
@@ -107,14 +112,12 @@ def evaluate_files(labels: str, reference: str, followup_xfm: str, metrics_out: 
     is plausible for a change mask (:func:`reference_plausibility`; a warning is logged when not),
     and the sidecar records the measures.
     """
-    from bids_lesionchange.image.grid import resample_to_grid
-    from bids_lesionchange.image.transforms import read_xfm
+    from bids_lesionchange.image.transforms import to_common
 
     labels_img = nib.load(labels)
     ref_img = nib.load(reference)
-    ref = resample_to_grid((np.asarray(ref_img.dataobj) > 0).astype(np.uint8), ref_img.affine,
-                           labels_img.shape[:3], labels_img.affine,
-                           world_transform=np.linalg.inv(read_xfm(followup_xfm)), order=0)
+    binary = nib.Nifti1Image((np.asarray(ref_img.dataobj) > 0).astype(np.uint8), ref_img.affine)
+    ref = to_common(binary, followup_xfm, labels_img.shape[:3], labels_img.affine)
     zooms = labels_img.header.get_zooms()[:3]
     row = {"pair": pair, **lesion_metrics(np.asarray(labels_img.dataobj), ref > 0, match=match, zooms=zooms)}
     sidecar = {"pair": {"Description": "session pair (subject, baseline to follow-up)"},

@@ -1,4 +1,4 @@
-"""Transform files (``*_xfm.txt``) and the way back from the common space to a native grid.
+"""Transform files (``*_xfm.txt``) and the ways between a native grid and the common space.
 
 File format
 -----------
@@ -86,3 +86,17 @@ def to_native(common_img, native_ref, xfm, order: int = 0) -> nib.Nifti1Image:
     img = nib.Nifti1Image(out, native_ref.affine)
     img.header.set_xyzt_units("mm")
     return img
+
+
+def to_common(native_img, xfm, grid_shape, grid_affine) -> np.ndarray:
+    """The values of a native-grid mask or label map on the common grid (nearest neighbour).
+
+    The way there, :func:`to_native`'s way back: ``native_img`` (image or path) is an image on a
+    session's original grid, e.g. a reference change mask on the follow-up's; ``xfm`` (matrix or
+    path) that session's native-to-common transform; ``grid_shape``, ``grid_affine`` the common
+    grid. Returns the array on that grid, 0 outside the native field of view.
+    """
+    native_img = nib.load(str(native_img)) if isinstance(native_img, (str, os.PathLike)) else native_img
+    matrix = read_xfm(xfm) if isinstance(xfm, (str, os.PathLike)) else np.asarray(xfm, dtype=float)
+    return resample_to_grid(np.asanyarray(native_img.dataobj), native_img.affine, tuple(grid_shape)[:3],
+                            grid_affine, world_transform=np.linalg.inv(matrix), order=0)
