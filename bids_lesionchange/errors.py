@@ -17,3 +17,8 @@ class InputError(ValueError):
         self.message = message
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{step}: {where}{message}")
+
+    def __reduce__(self):
+        # rebuilt from its parts, so that it crosses a process boundary (the isolated prediction
+        # process, Nipype's workers) as itself and not as a TypeError
+        return type(self), (self.path, self.step, self.message)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits,
+    BaseInterfaceInputSpec, File, TraitedSpec, traits,
 )
 
 from bids_lesionchange.atomic import atomic_copy, atomic_gzip, atomic_write_json
+from bids_lesionchange.interfaces.base import LeanInterface
 from bids_lesionchange.derivatives import sidecar_path
 
 
@@ -23,7 +24,7 @@ class _DerivativeSinkOutputSpec(TraitedSpec):
     out_file = File(desc="the stored derivative")
 
 
-class DerivativeSink(SimpleInterface):
+class DerivativeSink(LeanInterface):
     """Copy a result to its BIDS-Derivatives name, then write its optional JSON sidecar, each atomically.
 
     An uncompressed ``.nii`` from the work directory is gzipped when its derivative name ends in

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined, traits,
+    BaseInterfaceInputSpec, File, TraitedSpec, isdefined, traits,
 )
 
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
+from bids_lesionchange.interfaces.base import LeanInterface
 
 
 def _out(runtime, name: str) -> str:
@@ -32,7 +33,7 @@ class _PredictOutputSpec(TraitedSpec):
     probability = File(desc="change probability map in the common space")
 
 
-class SiameseUNetPredict(SimpleInterface):
+class SiameseUNetPredict(LeanInterface):
     """Compute the change probability map of a pair with a trained detector."""
 
     input_spec = _PredictInputSpec
@@ -40,11 +41,13 @@ class SiameseUNetPredict(SimpleInterface):
 
     def _run_interface(self, runtime):
         from bids_lesionchange.model.files import predict_files
+        from bids_lesionchange.model.isolated import run_isolated
 
         # uncompressed: components, plausibility, the lesion table and the native map read it
         out = _out(runtime, "change_probability.nii")
-        predict_files(self.inputs.model_dir, self.inputs.baseline, self.inputs.followup,
-                      self.inputs.brain_mask, out, num_threads=self.inputs.num_threads)
+        # in a process of its own: the worker does not keep TensorFlow's memory for the rest of the run
+        run_isolated("predict", predict_files, self.inputs.model_dir, self.inputs.baseline,
+                     self.inputs.followup, self.inputs.brain_mask, out, num_threads=self.inputs.num_threads)
         self._results["probability"] = out
         return runtime
 
@@ -65,7 +68,7 @@ class _AdaptOutputSpec(TraitedSpec):
     model_sha256 = traits.Str(desc="SHA-256 of the adapted detector weights")
 
 
-class AdaptModel(SimpleInterface):
+class AdaptModel(LeanInterface):
     """Fine-tune a copy of the model on self-pairs of this pair's two sessions (no label, no real change)."""
 
     input_spec = _AdaptInputSpec
@@ -74,11 +77,13 @@ class AdaptModel(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_lesionchange.model.adapt import adapt_files
         from bids_lesionchange.model.io import read_model_spec
+        from bids_lesionchange.model.isolated import run_isolated
 
-        out = adapt_files(self.inputs.model_dir, [self.inputs.baseline, self.inputs.followup],
-                          [self.inputs.brain_mask], _out(runtime, "adapted_model"), steps=self.inputs.steps,
-                          seed=self.inputs.seed, description="this pair's two sessions, each against itself",
-                          num_threads=self.inputs.num_threads)
+        out = run_isolated("adapt", adapt_files, self.inputs.model_dir,
+                           [self.inputs.baseline, self.inputs.followup], [self.inputs.brain_mask],
+                           _out(runtime, "adapted_model"), steps=self.inputs.steps, seed=self.inputs.seed,
+                           description="this pair's two sessions, each against itself",
+                           num_threads=self.inputs.num_threads)
         spec = read_model_spec(out, verify=False)  # adapt_detector records base model, steps, seed, time
         self._results.update(model_dir=str(out), adaptation=dict(spec["training"]["adaptation"]),
                              model_sha256=spec["sha256"][spec["weights"]])
@@ -104,7 +109,7 @@ class _ComponentsOutputSpec(TraitedSpec):
     n_components = traits.Int()
 
 
-class ChangeComponents(SimpleInterface):
+class ChangeComponents(LeanInterface):
     """Threshold the probability map and keep connected components of at least ``min_size`` voxels."""
 
     input_spec = _ComponentsInputSpec
@@ -137,7 +142,7 @@ class _PlausibilityOutputSpec(TraitedSpec):
     out_of_domain = traits.Bool()
 
 
-class ChangePlausibility(SimpleInterface):
+class ChangePlausibility(LeanInterface):
     """Flag a probability map that calls too much of the brain change (model out of its domain)."""
 
     input_spec = _PlausibilityInputSpec
@@ -169,7 +174,7 @@ class _LesionTableOutputSpec(TraitedSpec):
     lookup = File(desc="BIDS dseg.tsv of the change labels: index, name, abbreviation, color, mapping")
 
 
-class LesionTable(SimpleInterface):
+class LesionTable(LeanInterface):
     """Describe every detected change: size, position, probabilities, intensities, new or enlarging."""
 
     input_spec = _LesionTableInputSpec
@@ -200,7 +205,7 @@ class _EvaluateOutputSpec(TraitedSpec):
     sidecar = traits.Dict()
 
 
-class EvaluateChange(SimpleInterface):
+class EvaluateChange(LeanInterface):
     """Compare detected changes with a reference mask (lesion-wise and voxel-wise); flag an implausible one."""
 
     input_spec = _EvaluateInputSpec

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
-                                    isdefined, traits)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, TraitedSpec, isdefined, traits
+
+from bids_lesionchange.interfaces.base import LeanInterface
 
 
 def _out(runtime, name: str) -> str:
@@ -35,7 +36,7 @@ class _CheckInputsOutputSpec(TraitedSpec):
     followup_foreground_ml = traits.Float(desc="volume of the follow-up's foreground (head, or brain)")
 
 
-class CheckInputs(SimpleInterface):
+class CheckInputs(LeanInterface):
     """Refuse bad FLAIRs (2D, 4D, all zero, NaN, slices over 7 mm, a slab) before any work."""
 
     input_spec = _CheckInputsInputSpec
@@ -61,7 +62,7 @@ class _CommonGridOutputSpec(TraitedSpec):
     out_xfm = File(exists=True, desc="follow-up native-to-common transform (identity)")
 
 
-class CommonGrid(SimpleInterface):
+class CommonGrid(LeanInterface):
     """Resample the follow-up onto the common RAS grid (one interpolation)."""
 
     input_spec = _CommonGridInputSpec
@@ -95,7 +96,7 @@ class _SkullStripOutputSpec(TraitedSpec):
     method = traits.Str(desc="the method that ran (auto resolved; an already brain-extracted input: none)")
 
 
-class SkullStrip(SimpleInterface):
+class SkullStrip(LeanInterface):
     """Brain mask of the follow-up (HD-BET in a child process, threshold, or nonzero)."""
 
     input_spec = _SkullStripInputSpec
@@ -127,7 +128,7 @@ class _FileOutputSpec(TraitedSpec):
     out_file = File(exists=True)
 
 
-class N4Correct(SimpleInterface):
+class N4Correct(LeanInterface):
     """N4 bias-field correction inside the brain mask (SimpleITK, ~4 mm shrink)."""
 
     input_spec = _N4InputSpec
@@ -154,7 +155,7 @@ class _XfmOutputSpec(TraitedSpec):
     out_xfm = File(exists=True, desc="native-to-common 4x4 matrix (text)")
 
 
-class CoarseRegistration(SimpleInterface):
+class CoarseRegistration(LeanInterface):
     """Coarse rigid alignment of the raw baseline (pyramid levels 4 and 2)."""
 
     input_spec = _CoarseRegInputSpec
@@ -176,7 +177,7 @@ class _MaskToNativeInputSpec(BaseInterfaceInputSpec):
     xfm_file = File(exists=True, mandatory=True, desc="that session's native-to-common xfm")
 
 
-class MaskToNative(SimpleInterface):
+class MaskToNative(LeanInterface):
     """Carry the brain mask onto a session's native grid (nearest neighbour, dilated 3 mm)."""
 
     input_spec = _MaskToNativeInputSpec
@@ -208,7 +209,7 @@ class _RigidRegOutputSpec(TraitedSpec):
     out_report = File(exists=True, desc="registration measures (JSON)")
 
 
-class RigidRegistration(SimpleInterface):
+class RigidRegistration(LeanInterface):
     """Refine the rigid alignment, resample the baseline once, fail on a bad alignment."""
 
     input_spec = _RigidRegInputSpec
@@ -245,7 +246,7 @@ class _MatchResolutionOutputSpec(TraitedSpec):
     out_report = File(exists=True, desc="FWHM of each session and the smoothing applied (JSON)")
 
 
-class MatchResolution(SimpleInterface):
+class MatchResolution(LeanInterface):
     """Smooth the sharper session to the coarser one's resolution (e.g. 3D vs thick-slice 2D)."""
 
     input_spec = _MatchResolutionInputSpec
@@ -274,7 +275,7 @@ class _NormaliseInputSpec(BaseInterfaceInputSpec):
     source_file = File(desc="the user's file, named in errors")
 
 
-class Normalise(SimpleInterface):
+class Normalise(LeanInterface):
     """Intensities to [0, 1] in the brain (white-matter peak or 0th-99th percentiles), 0 outside."""
 
     input_spec = _NormaliseInputSpec
@@ -310,7 +311,7 @@ class _QCOutputSpec(TraitedSpec):
     out_json = File(exists=True)
 
 
-class PreprocQC(SimpleInterface):
+class PreprocQC(LeanInterface):
     """Write qc.json: brain volumes, similarity in the brain, registration_failed, plausibility flags."""
 
     input_spec = _QCInputSpec
@@ -341,7 +342,7 @@ class _SvgOutputSpec(TraitedSpec):
     out_report = File(exists=True, desc="SVG reportlet")
 
 
-class MaskReport(SimpleInterface):
+class MaskReport(LeanInterface):
     """SVG reportlet: outline of the brain mask on the follow-up."""
 
     input_spec = _MaskReportInputSpec
@@ -363,7 +364,7 @@ class _RegistrationReportInputSpec(BaseInterfaceInputSpec):
     mask_file = File(exists=True, mandatory=True)
 
 
-class RegistrationReport(SimpleInterface):
+class RegistrationReport(LeanInterface):
     """SVG reportlet: the baseline's edges on the follow-up before and after registration."""
 
     input_spec = _RegistrationReportInputSpec
@@ -387,7 +388,7 @@ class _ToNativeInputSpec(BaseInterfaceInputSpec):
     out_name = traits.Str("native.nii.gz", usedefault=True)
 
 
-class ResampleToNative(SimpleInterface):
+class ResampleToNative(LeanInterface):
     """Map an image from the common space back onto a session's original grid."""
 
     input_spec = _ToNativeInputSpec

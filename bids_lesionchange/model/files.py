@@ -9,8 +9,10 @@ import numpy as np
 
 from bids_lesionchange.atomic import atomic_write_nifti
 
-# The detector last loaded in this process, by directory and weights file (time, size): a Nipype
-# worker that predicts several pairs loads it (0.4 s) and traces its graph (about 1 s at 1 mm) once.
+# The detector last loaded in this process, by directory and weights file (time, size): a process
+# that predicts several pairs (the benchmarks, a script using this module) loads it (0.4 s) and traces
+# its graph (about 1 s at 1 mm) once. The app's predict node runs each pair in a process of its own
+# (model.isolated), so that its worker does not keep TensorFlow's memory.
 _LOADED: dict[tuple, tuple] = {}
 
 
