@@ -14,6 +14,10 @@ import logging
 import os
 import signal
 import sys
+import types
+
+
+LOGGER = logging.getLogger(__name__)
 
 
 class ChildTraceback(Exception):
@@ -69,26 +73,53 @@ def _child(connection, log_queue, log_level: int, function, args, kwargs) -> Non
     os._exit(0)
 
 
+def _in_this_process(step: str, err: Exception, function, args, kwargs):
+    LOGGER.warning("%s: cannot start a process of its own (%s); running it in this one, which keeps "
+                   "the step's memory (about 2 GB for a 1 mm pair) until the run ends", step, err)
+    return function(*args, **kwargs)
+
+
 def run_isolated(step: str, function, *args, **kwargs):
     """Return ``function(*args, **kwargs)`` computed in a new (spawned) Python process.
 
+    ``function`` must be importable by its module and name (not defined in a main script).
+
     An exception raised by ``function`` is raised here as itself, its traceback in the child as its
     cause. A process that dies without one (killed by the kernel's out-of-memory killer, a crash of
-    a native library) raises a ``RuntimeError`` that names ``step``, the cause and the fix.
+    a native library) raises a ``RuntimeError`` that names ``step``, the cause and the fix. Where
+    no process can be started, the step runs in this one, with a warning.
     """
     import multiprocessing
     from logging.handlers import QueueListener
 
     context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    log_queue = context.Queue()
+    try:
+        receive, send = context.Pipe(duplex=False)
+        log_queue = context.Queue()
+    except (OSError, ImportError) as err:  # no semaphores (no /dev/shm), no file descriptors left
+        return _in_this_process(step, err, function, args, kwargs)
     listener = QueueListener(log_queue, _ToLoggers())
     listener.start()
     # the records the caller would log: the app's own may be more verbose than the root logger
     level = min(logging.getLogger().getEffectiveLevel(), logging.getLogger("bids_lesionchange").getEffectiveLevel())
     process = context.Process(target=_child, name=f"bids_lesionchange-{step}",
                               args=(send, log_queue, level, function, args, kwargs))
-    process.start()
+    # A spawned process runs the caller's main script again unless it is guarded by
+    # ``if __name__ == "__main__"``, and the scripts Nipype's batch plugins (SLURM, SGE, PBS) run a
+    # node with are not: the child would run the whole node again. The child needs nothing from
+    # the main module (``function`` must be importable), so it is shown an empty one.
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        process.start()
+    except OSError as err:  # a limit on processes, no memory for one more
+        listener.stop()
+        receive.close()
+        send.close()
+        return _in_this_process(step, err, function, args, kwargs)
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
     send.close()
     try:
         kind, value, where = receive.recv()

@@ -96,3 +96,33 @@ def test_the_predict_node_leaves_no_tensorflow_in_the_process_that_runs_it(tmp_p
     expected = predict_files(str(model_dir), *paths, str(tmp_path / "in_process.nii.gz"))
     np.testing.assert_allclose(np.asarray(nib.load(probability).dataobj),
                                np.asarray(nib.load(expected).dataobj), atol=1e-5)
+
+
+def test_a_main_script_without_a_guard_is_not_run_again_by_the_isolated_process(tmp_path):
+    """Nipype's batch plugins (SLURM, SGE, PBS) run each node from a script with no
+    ``if __name__ == "__main__"``; a spawned process would run that script, so the node, again."""
+    runs = tmp_path / "runs.txt"
+    script = tmp_path / "pyscript_node.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        from bids_lesionchange.model.isolated import run_isolated
+        with open({str(runs)!r}, "a") as f:
+            f.write("ran\\n")
+        print(run_isolated("predict", os.getpid) != os.getpid())
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True"]
+    assert runs.read_text() == "ran\n"
+
+
+def test_where_no_process_can_be_started_the_step_runs_here_with_a_warning(monkeypatch, caplog):
+    import multiprocessing
+
+    def no_semaphores(self, *args, **kwargs):
+        raise OSError("this platform lacks a functioning sem_open implementation")
+
+    monkeypatch.setattr(type(multiprocessing.get_context("spawn")), "Queue", no_semaphores)
+    with caplog.at_level(logging.WARNING, logger="bids_lesionchange"):
+        assert run_isolated("predict", os.getpid) == os.getpid()
+    assert "predict: cannot start a process of its own (this platform lacks" in caplog.text
