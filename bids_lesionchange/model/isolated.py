@@ -110,19 +110,23 @@ def run_isolated(step: str, function, *args, **kwargs):
     # the main module (``function`` must be importable), so it is shown an empty one.
     main = sys.modules.get("__main__")
     sys.modules["__main__"] = types.ModuleType("__main__")
+    not_started = None
     try:
         process.start()
     except OSError as err:  # a limit on processes, no memory for one more
-        listener.stop()
-        receive.close()
-        send.close()
-        return _in_this_process(step, err, function, args, kwargs)
+        not_started = err
     finally:
         if main is not None:
             sys.modules["__main__"] = main
     send.close()
+    if not_started is not None:
+        listener.stop()
+        receive.close()
+        return _in_this_process(step, not_started, function, args, kwargs)
+    answered = False
     try:
         kind, value, where = receive.recv()
+        answered = True
     except EOFError:
         process.join()
         code = process.exitcode
@@ -134,6 +138,8 @@ def run_isolated(step: str, function, *args, **kwargs):
             "or run fewer subjects at once (--nprocs, --mem-gb)") from None
     finally:
         receive.close()
+        if not answered and process.is_alive():  # the caller was interrupted (Ctrl-C, a stop signal)
+            process.kill()
         process.join()
         listener.stop()  # after the last record the process sent
     if kind == "error":

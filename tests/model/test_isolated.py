@@ -27,6 +27,14 @@ def _killed():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _sleeps(pid_file):
+    import time
+
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+
+
 def _logs(value):
     logging.getLogger("bids_lesionchange.model.adapt").info("adapted on %d sessions", value)
     return value
@@ -126,3 +134,23 @@ def test_where_no_process_can_be_started_the_step_runs_here_with_a_warning(monke
     with caplog.at_level(logging.WARNING, logger="bids_lesionchange"):
         assert run_isolated("predict", os.getpid) == os.getpid()
     assert "predict: cannot start a process of its own (this platform lacks" in caplog.text
+
+
+def test_an_interrupted_caller_leaves_no_process_behind(tmp_path):
+    """Ctrl-C (or the app's stop signal) while the step runs: the step's process is ended, not
+    waited for."""
+    pid_file = tmp_path / "pid"
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 3, 5)  # after 3 s (the step is running), then every 5 s
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_isolated("predict", _sleeps, str(pid_file))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    with pytest.raises(ProcessLookupError):  # ended and reaped
+        os.kill(int(pid_file.read_text()), 0)
