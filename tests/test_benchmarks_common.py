@@ -1,0 +1,60 @@
+"""The benchmarks' CPU description: the FP32 peak every GFLOP/s ratio is quoted against."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+COMMON = Path(__file__).resolve().parents[1] / "benchmarks" / "_common.py"
+
+
+@pytest.fixture(scope="module")
+def common():
+    saved = dict(os.environ)  # the module sets TensorFlow defaults for the benchmark scripts
+    spec = importlib.util.spec_from_file_location("benchmarks_common_under_test", COMMON)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    os.environ.clear()
+    os.environ.update(saved)
+    return module
+
+
+def cpuinfo(model: str, vendor: str, family: int, number: int, flags: str, mhz: float = 2596.14) -> str:
+    block = (f"processor\t: {{i}}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {number}\n"
+             f"model name\t: {model}\ncpu MHz\t\t: {mhz}\nflags\t\t: {flags}\n\n")
+    return "".join(block.format(i=i) for i in range(2))
+
+
+AVX512 = "fpu sse sse2 fma avx avx2 avx512f avx512dq avx512_bf16"
+
+
+def test_zen4_runs_avx512_on_256_bit_pipes(common):
+    # the AMD EPYC (Genoa) of stop 28: family 25, model 17, AVX-512 with AVX512_BF16, no clock in the name
+    cpu = common.cpu_description(cpuinfo("AMD EPYC", "AuthenticAMD", 25, 17, AVX512), cores=2)
+    assert cpu["fp32_flop_per_cycle"] == 32
+    assert cpu["clock_ghz"] == pytest.approx(2.596)
+    assert cpu["fp32_peak_gflops"] == pytest.approx(2 * 2.59614 * 32, abs=0.1)
+    assert "avx512_bf16" in cpu["extensions"] and "amx_tile" not in cpu["extensions"]
+
+
+def test_intel_avx512_counts_two_512_bit_units_and_the_nominal_clock(common):
+    text = cpuinfo("Intel(R) Xeon(R) Platinum 8488C @ 2.40GHz", "GenuineIntel", 6, 143,
+                   AVX512 + " amx_tile amx_bf16", mhz=3800.0)
+    cpu = common.cpu_description(text, cores=2)
+    assert cpu["fp32_flop_per_cycle"] == 64
+    assert cpu["fp32_peak_gflops"] == pytest.approx(2 * 2.4 * 64)
+
+
+@pytest.mark.parametrize("vendor, family, number, flags, expected", [
+    ("AuthenticAMD", 25, 1, "fma avx2", 32),      # Zen 3 (the AMD machine of the docs: 157 GFLOP/s)
+    ("AuthenticAMD", 23, 1, "fma avx2", 16),      # Zen 1: 128-bit FMA pipes
+    ("AuthenticAMD", 23, 0x31, "fma avx2", 32),   # Zen 2
+    ("AuthenticAMD", 26, 0x11, AVX512, 64),       # Zen 5: full-width AVX-512
+    ("GenuineIntel", 6, 85, "fma avx2", 32),
+    ("GenuineIntel", 6, 15, "sse sse2", 16),
+])
+def test_flop_per_cycle_by_microarchitecture(common, vendor, family, number, flags, expected):
+    assert common.fp32_flop_per_cycle(set(flags.split()), vendor, family, number) == expected
