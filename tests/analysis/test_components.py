@@ -201,6 +201,47 @@ def test_drop_preexisting_components_keeps_new_and_enlarging_drops_brightened_ol
         drop_preexisting_components(labels, baseline, brain, min_new_fraction=1.5)
 
 
+def test_drop_diffuse_components_keeps_focal_changes_drops_regions_that_brightened_with_their_surroundings():
+    from bids_lesionchange.analysis.components import MIN_FOCAL_RISE, drop_diffuse_components, focal_rise
+
+    rng = np.random.default_rng(1)
+    baseline = (0.5 + 0.01 * rng.standard_normal((40, 40, 40))).astype(np.float32)  # white matter at 0.5
+    baseline[:, :, 32:] = 0.1  # CSF
+    followup = baseline + 0.005 * rng.standard_normal(baseline.shape).astype(np.float32)
+    labels = np.zeros(baseline.shape, np.int32)
+    followup[8:12, 8:12, 8:12] += 0.2  # a new lesion: its tissue rose by 0.4 x white matter, not the tissue around
+    labels[8:12, 8:12, 8:12] = 1
+    followup[18:34, 18:34, 10:26] += 0.06  # a region brighter at follow-up (bias, contrast): its core was flagged
+    labels[22:30, 22:30, 14:22] = 2
+    followup[4:9, 26:31, 4:9] += 0.04  # a faint focal rise: 0.08 x white matter, below the rule's 0.1 x
+    labels[4:9, 26:31, 4:9] = 3
+    baseline[20:26, 4:10, 20:26] = 0.8  # an old lesion whose rim grew into normal tissue
+    followup[20:26, 4:10, 20:26] = 0.8
+    followup[26:28, 4:10, 20:26] = 0.75
+    labels[24:28, 4:10, 20:26] = 4  # the change: two rows of old lesion and the two grown rows
+    brain = np.ones(baseline.shape, bool)
+    rise = focal_rise(labels, baseline, followup, baseline <= 0.575)
+    assert rise[1] == pytest.approx(0.2, abs=0.01)
+    assert abs(rise[2]) < 0.01  # brightened as much as the normal tissue around it
+    assert rise[3] == pytest.approx(0.04, abs=0.01)
+    assert rise[4] == pytest.approx(0.25, abs=0.01)  # measured over the grown part only
+    out = drop_diffuse_components(labels, baseline, followup, brain)
+    kept = {int(out[10, 10, 10]), int(out[26, 26, 18]), int(out[6, 28, 6]), int(out[27, 6, 22])}
+    assert out.max() == 2 and out[10, 10, 10] > 0 and out[27, 6, 22] > 0
+    assert out[26, 26, 18] == 0 and out[6, 28, 6] == 0 and kept == {0, 1, 2}
+    # The level is a fraction of the white-matter peak: at half of it the faint focal rise stays.
+    assert drop_diffuse_components(labels, baseline, followup, brain, min_focal_rise=MIN_FOCAL_RISE / 2).max() == 3
+    # Twice the image scale, the same answer (the rule follows the white-matter peak).
+    assert np.array_equal(drop_diffuse_components(labels, 2 * baseline, 2 * followup, brain), out)
+    # A flat baseline has no white-matter peak: nothing removed.
+    flat = np.full(baseline.shape, 0.5, np.float32)
+    assert drop_diffuse_components(labels, flat, flat, brain).max() == 4
+    with pytest.raises(ValueError, match="min_focal_rise"):
+        drop_diffuse_components(labels, baseline, followup, brain, min_focal_rise=-0.1)
+    with pytest.raises(ValueError, match="differ in shape"):
+        drop_diffuse_components(labels, baseline[1:], followup, brain)
+
+
 def test_drop_rim_components_drops_changes_in_the_outer_rim_keeps_deeper_ones():
     from bids_lesionchange.analysis.components import drop_rim_components
 
@@ -249,6 +290,10 @@ def test_change_labels_on_the_brains_box_equal_the_rule_on_the_whole_grid(offset
     followup = np.where(brain, baseline + 0.05 * patches / patches.std(), 0).astype(np.float32)
     blobs = ndimage.gaussian_filter(rng.normal(size=shape), 2.0)
     probability = np.where(brain, (blobs > 1.0 * blobs.std()) * 0.9, 0).astype(np.float32)
+    # most flagged regions also rose more than the tissue around them (the focal-rise step keeps
+    # those), the others only with their patch
+    focal = (probability > 0) & (ndimage.gaussian_filter(rng.normal(size=shape), 4.0) > -0.02)
+    followup = np.where(focal, followup + 0.1, followup).astype(np.float32)
     whole = _increase_labels(probability, brain, 0.1, 20, baseline, followup, 0.0, (1.0, 1.0, 1.0), psf)
     cropped = change_labels(probability, brain, 0.1, 20, direction="increase", baseline=baseline,
                             followup=followup, psf_fwhm=psf)
