@@ -8,7 +8,7 @@ generation (SLIC + VAE reconstruction per crop), and an estimate of the whole cp
 time. Training FLOPs = 3 x forward FLOPs (forward + two backward products), counted analytically.
 The siamese Table 1 variants share one architecture (they differ in L2 and gamma only), so
 "cpu" stands for all four. The peak is the FP32 peak of the CPU it runs on
-(``_common.cpu_description``). Writes benchmarks/results/training.json.
+(``_common.cpu_description``). Writes benchmarks/results/training.json (``--name`` for another name).
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=VARIANTS)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--name", default="training", help="results file name (results/NAME.json)")
     opts = parser.parse_args()
     if opts.child:
         print(json.dumps(_child(opts.child, opts.steps)))
@@ -125,7 +126,7 @@ def main() -> None:
         results.append(json.loads(out))
         print(json.dumps(results[-1]), flush=True)
     host = machine()
-    write_results("training", {"command": command_line(), "machine": host,
+    write_results(opts.name, {"command": command_line(), "machine": host,
                                "peak_gflops": host["cpu"]["fp32_peak_gflops"],
                                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "results": results})
 
