@@ -265,6 +265,7 @@ def focal_rise(labels: np.ndarray, baseline: np.ndarray, followup: np.ndarray, n
     n = int(labels.max(initial=0))
     rise = np.full(n + 1, np.nan)
     normal = np.asarray(normal, dtype=bool)
+    baseline, followup = np.asarray(baseline), np.asarray(followup)
     for label, box in enumerate(ndimage.find_objects(labels, max_label=n), start=1):
         if box is None:
             continue
@@ -274,7 +275,7 @@ def focal_rise(labels: np.ndarray, baseline: np.ndarray, followup: np.ndarray, n
         ring &= ~(ndimage.binary_dilation(member, iterations=gap) if gap else member)
         inside, around = member & normal[grown], ring & normal[grown]
         if inside.any() and around.any():
-            difference = np.asarray(followup[grown], dtype=np.float32) - np.asarray(baseline[grown], dtype=np.float32)
+            difference = followup[grown].astype(np.float32) - baseline[grown].astype(np.float32)
             rise[label] = float(difference[inside].mean() - difference[around].mean())
     return rise
 
@@ -303,8 +304,9 @@ def drop_diffuse_components(labels: np.ndarray, baseline: np.ndarray, followup: 
     if min_focal_rise < 0:
         raise ValueError(f"min_focal_rise must be >= 0, got {min_focal_rise}")
     baseline = np.asarray(baseline, dtype=np.float32)
-    if not baseline.shape == np.shape(followup) == labels.shape:
-        raise ValueError(f"baseline {baseline.shape}, follow-up {np.shape(followup)} and labels {labels.shape} "
+    followup = np.asarray(followup, dtype=np.float32)
+    if not baseline.shape == followup.shape == labels.shape:
+        raise ValueError(f"baseline {baseline.shape}, follow-up {followup.shape} and labels {labels.shape} "
                          "differ in shape")
     if peak is None:
         try:
