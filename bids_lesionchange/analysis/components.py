@@ -220,6 +220,14 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
     return _keep_components(labels, new >= min_new_fraction * counts)
 
 
+def _baseline_peak(baseline: np.ndarray, brain_mask: np.ndarray) -> float | None:
+    """The baseline's white-matter peak in the brain, or None for a flat image (no peak to judge by)."""
+    try:
+        return white_matter_peak(np.asarray(baseline, dtype=np.float32), np.asarray(brain_mask) > 0)
+    except ValueError:
+        return None
+
+
 def normal_appearing(baseline: np.ndarray, brain_mask: np.ndarray, psf_fwhm_voxels=None, *,
                      level: float = HYPERINTENSE_LEVEL, peak: float | None = None) -> np.ndarray | None:
     """Voxels normal-appearing at baseline, as :func:`drop_preexisting_components` counts them.
@@ -230,9 +238,8 @@ def normal_appearing(baseline: np.ndarray, brain_mask: np.ndarray, psf_fwhm_voxe
     """
     baseline = np.asarray(baseline, dtype=np.float32)
     if peak is None:
-        try:
-            peak = white_matter_peak(baseline, np.asarray(brain_mask) > 0)
-        except ValueError:
+        peak = _baseline_peak(baseline, brain_mask)
+        if peak is None:
             return None
     normal = baseline <= level * peak
     reach = psf_reach(psf_fwhm_voxels)
@@ -309,9 +316,8 @@ def drop_diffuse_components(labels: np.ndarray, baseline: np.ndarray, followup: 
         raise ValueError(f"baseline {baseline.shape}, follow-up {followup.shape} and labels {labels.shape} "
                          "differ in shape")
     if peak is None:
-        try:
-            peak = white_matter_peak(baseline, np.asarray(brain_mask) > 0)
-        except ValueError:
+        peak = _baseline_peak(baseline, brain_mask)
+        if peak is None:
             return labels.astype(np.int32, copy=False)
     if normal is None:
         normal = normal_appearing(baseline, brain_mask, psf_fwhm_voxels, peak=peak)
@@ -432,9 +438,8 @@ def _increase_labels(score, brain, threshold, min_size, baseline, followup, nois
         baseline, follow, noise_z=noise_z, brain_mask=brain)
     labels = change_components(score, threshold=threshold, min_size=min_size, brain_mask=allowed)
     labels = drop_dark_components(labels, follow, brain)
-    try:
-        peak = white_matter_peak(np.asarray(baseline, dtype=np.float32), brain)
-    except ValueError:  # a flat baseline: no normal-appearing tissue to judge by
+    peak = _baseline_peak(baseline, brain)
+    if peak is None:  # a flat baseline: no normal-appearing tissue to judge by
         return drop_rim_components(labels, brain, zooms)
     normal = normal_appearing(baseline, brain, psf_voxels, peak=peak)
     labels = drop_preexisting_components(labels, baseline, brain, normal=normal)
