@@ -134,48 +134,97 @@ def _process_table() -> dict[int, tuple[int, int]]:
     return table
 
 
-def tree_rss(root: int) -> tuple[int, int]:
-    """Return (summed resident bytes, largest single process's bytes) of ``root`` and its descendants."""
-    table = _process_table()
+def _tree_pids(root: int, table: dict[int, tuple[int, int]]) -> list[int]:
+    """``root`` and its descendants that are in ``table``."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    total, largest, stack = 0, 0, [root]
+    found, stack = [], [root]
     while stack:
         pid = stack.pop()
         if pid in table:
-            total += table[pid][1]
-            largest = max(largest, table[pid][1])
+            found.append(pid)
         stack.extend(children.get(pid, []))
-    return total, largest
+    return found
+
+
+def tree_rss(root: int) -> tuple[int, int]:
+    """Return (summed resident bytes, largest single process's bytes) of ``root`` and its descendants."""
+    table = _process_table()
+    sizes = [table[pid][1] for pid in _tree_pids(root, table)]
+    return sum(sizes), max(sizes, default=0)
+
+
+def proportional_bytes(pid: int) -> int | None:
+    """The proportional set size (PSS) of one process, in bytes, or None where the kernel does not
+    report it (no ``/proc/PID/smaps_rollup``: Linux < 4.14, or the process has gone).
+
+    PSS counts a page shared by N processes as 1/N of it in each, so the PSS of a process tree sums
+    to the memory the tree holds, with a page that forked workers share counted once. Summed RSS
+    counts such a page once per process that maps it.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def pss_supported() -> bool:
+    """Whether this kernel reports the proportional set size (``/proc/PID/smaps_rollup``)."""
+    return proportional_bytes(os.getpid()) is not None
+
+
+def tree_memory(root: int, *, pss: bool = True) -> dict:
+    """Memory of ``root`` and its descendants now: ``rss`` (summed resident bytes), ``largest``
+    (largest single process's RSS) and ``pss`` (summed proportional set size: the memory the tree
+    holds, shared pages counted once; a process that exits between the two reads counts 0; None
+    with ``pss=False``, for a kernel that does not report it, see :func:`pss_supported`)."""
+    table = _process_table()
+    pids = _tree_pids(root, table)
+    sizes = [table[pid][1] for pid in pids]
+    shares = sum(proportional_bytes(pid) or 0 for pid in pids) if pss else None
+    return {"rss": sum(sizes), "largest": max(sizes, default=0), "pss": shares}
 
 
 def run_monitored(cmd: Sequence[str], *, log_file: Path, interval: float = 0.2) -> dict:
-    """Run ``cmd``, polling the summed RSS of its process tree; return wall time and memory.
+    """Run ``cmd``, polling the memory of its process tree (:func:`tree_memory`); return wall time and memory.
 
     Returns
     -------
-    dict with ``returncode``, ``wall_seconds``, ``peak_tree_rss_gb`` (largest simultaneous sum
-    over the process tree), ``max_single_process_rss_gb`` (getrusage of waited-for children:
-    the largest single process, HD-BET's included) and ``rss_timeline`` [(seconds, GB), ...].
+    dict with ``returncode``, ``wall_seconds``, ``peak_tree_rss_gb`` (largest simultaneous sum of
+    RSS over the process tree: a page that forked processes share counts once per process),
+    ``peak_tree_pss_gb`` (largest simultaneous sum of PSS: what the tree holds, each page once;
+    None where the kernel does not report PSS), ``max_single_process_rss_gb`` (the largest
+    single process's RSS, HD-BET's included), ``rss_timeline`` and ``pss_timeline``
+    [(seconds, GB), ...].
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    timeline = []
-    peak = single = 0
+    timeline, pss_timeline = [], []
+    peak = single = peak_pss = 0
+    pss_known = pss_supported()
     started_at = time.time()
     began = time.perf_counter()
     with open(log_file, "w") as log:
         proc = subprocess.Popen(list(map(str, cmd)), stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            rss, largest = tree_rss(proc.pid)
-            peak, single = max(peak, rss), max(single, largest)
-            timeline.append((round(time.perf_counter() - began, 2), round(rss / 1e9, 3)))
+            memory = tree_memory(proc.pid, pss=pss_known)
+            peak, single = max(peak, memory["rss"]), max(single, memory["largest"])
+            now = round(time.perf_counter() - began, 2)
+            timeline.append((now, round(memory["rss"] / 1e9, 3)))
+            if pss_known:
+                peak_pss = max(peak_pss, memory["pss"])
+                pss_timeline.append((now, round(memory["pss"] / 1e9, 3)))
             time.sleep(interval)
     wall = time.perf_counter() - began
     return {"returncode": proc.returncode, "wall_seconds": round(wall, 1), "started_at": started_at,
             "peak_tree_rss_gb": round(peak / 1e9, 2),
+            "peak_tree_pss_gb": round(peak_pss / 1e9, 2) if pss_known else None,
             "max_single_process_rss_gb": round(single / 1e9, 2),
-            "rss_timeline": timeline}
+            "rss_timeline": timeline, "pss_timeline": pss_timeline}
 
 
 def run_checked(cmd: Sequence[str], *, log_file: Path) -> float:

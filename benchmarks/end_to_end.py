@@ -12,8 +12,11 @@ One Change pair (``bids_lesionchange-synth DIR --n-nochange 0 --n-change 1 --see
 1mm``; ``--pairs N``: N Change subjects, one pair each, in one run) runs through
 ``bids_lesionchange DIR OUT participant --mode infer`` with the default model,
 from an empty work dir, once per ``--skull-strip`` method, in a child process. The script polls
-/proc every 0.2 s and sums the resident memory of the app's whole process tree (HD-BET's own
-process included), so the peak is what the machine must hold at once. With ``--nprocs 1``
+/proc every 0.2 s and sums the memory of the app's whole process tree (HD-BET's own process
+included) two ways: resident set sizes (RSS), which count a page once per process that maps it
+(the shared libraries, and what Nipype's forked workers share with the app's process), and
+proportional set sizes (PSS, ``/proc/PID/smaps_rollup``), which split a shared page among the
+processes that share it, so their sum is what the machine must hold at once. With ``--nprocs 1``
 (default) the app uses Nipype's Linear plugin, nodes run one after the other in the app's own
 process, and each node's time (from its Nipype result file) and the tree's peak memory during
 that node are the stage's own. "startup" is the time from launch to the first node (imports,
@@ -96,21 +99,24 @@ def run_method(bids: Path, root: Path, model: Path, method: str, opts) -> dict:
     nodes = node_times(work)
     process_start = run["started_at"]
     process_end = process_start + run["wall_seconds"]
-    timeline = [(process_start + t, gb) for t, gb in run.pop("rss_timeline")]
+    timelines = {"peak_tree_rss_gb": [(process_start + t, gb) for t, gb in run.pop("rss_timeline")],
+                 "peak_tree_pss_gb": [(process_start + t, gb) for t, gb in run.pop("pss_timeline")]}
+
+    def peaks(start: float, end: float) -> dict:
+        return {key: max([gb for t, gb in line if start <= t <= end], default=0.0) if line else None
+                for key, line in timelines.items()}
+
     stages: dict[str, dict] = {}
     for node in nodes:
-        name = node["node"]
-        during = [gb for t, gb in timeline if node["start"] - 0.2 <= t <= node["end"] + 0.2]
-        entry = stages.setdefault(name, {"seconds": 0.0, "peak_tree_rss_gb": 0.0})
+        entry = stages.setdefault(node["node"], {"seconds": 0.0, "peak_tree_rss_gb": 0.0, "peak_tree_pss_gb": 0.0})
         entry["seconds"] = round(entry["seconds"] + node["seconds"], 2)
-        entry["peak_tree_rss_gb"] = max(entry["peak_tree_rss_gb"], max(during, default=0.0))
+        for key, gb in peaks(node["start"] - 0.2, node["end"] + 0.2).items():
+            entry[key] = None if gb is None else max(entry[key], gb)
     first = min(n["start"] for n in nodes)
     last = max(n["end"] for n in nodes)
-    stages = {"startup": {"seconds": round(first - process_start, 2),
-                          "peak_tree_rss_gb": max([gb for t, gb in timeline if t <= first], default=0.0)},
+    stages = {"startup": {"seconds": round(first - process_start, 2), **peaks(process_start, first)},
               **stages,
-              "finish": {"seconds": round(process_end - last, 2),
-                         "peak_tree_rss_gb": max([gb for t, gb in timeline if t >= last], default=0.0)}}
+              "finish": {"seconds": round(process_end - last, 2), **peaks(last, process_end)}}
     # When no node runs (between nodes: Nipype's scheduling, hashing and result files)
     busy, covered_until = 0.0, first
     for node in nodes:
@@ -192,28 +198,35 @@ def main() -> None:
         run["predict_node_gflops_per_s"] = round(forward["gflop"] / seconds, 1) if seconds else None
         run["groups"] = group_stages(run["stages"])
         run["meets_targets"] = {"seconds": run["wall_seconds"] <= TARGET_SECONDS if opts.pairs == 1 else None,
-                                "memory": run["peak_tree_rss_gb"] <= TARGET_GB}
+                                "memory": run["peak_tree_rss_gb"] <= TARGET_GB,
+                                "memory_pss": (None if run["peak_tree_pss_gb"] is None
+                                               else run["peak_tree_pss_gb"] <= TARGET_GB)}
 
     names = [r["method"] for r in runs]
-    headers = ["stage"] + [f"{n}: s" for n in names] + [f"{n}: peak GB" for n in names]
+    memory_keys = ("peak_tree_rss_gb", "peak_tree_pss_gb")
+    headers = (["stage"] + [f"{n}: s" for n in names] + [f"{n}: peak GB, RSS" for n in names]
+               + [f"{n}: peak GB, PSS" for n in names])
     stage_names = list(dict.fromkeys(s for r in runs for s in r["stages"]))
     stage_rows = [[s, *[r["stages"].get(s, {}).get("seconds") for r in runs],
-                   *[r["stages"].get(s, {}).get("peak_tree_rss_gb") for r in runs]]
+                   *[r["stages"].get(s, {}).get(key) for key in memory_keys for r in runs]]
                   for s in stage_names if not s.startswith("ds_")]
     sinks = [s for s in stage_names if s.startswith("ds_")]
     stage_rows.insert(-1, [f"ds_* ({len(sinks)} derivative sinks)",
                            *[round(sum(r["stages"].get(s, {}).get("seconds", 0) for s in sinks), 2) for r in runs],
-                           *[max((r["stages"].get(s, {}).get("peak_tree_rss_gb", 0) for s in sinks), default=0)
-                             for r in runs]])
-    stage_rows.append(["**total (wall)**", *[r["wall_seconds"] for r in runs], *[r["peak_tree_rss_gb"] for r in runs]])
+                           *[max((r["stages"].get(s, {}).get(key) or 0 for s in sinks), default=0)
+                             for key in memory_keys for r in runs]])
+    stage_rows.append(["**total (wall)**", *[r["wall_seconds"] for r in runs],
+                       *[r[key] for key in memory_keys for r in runs]])
     group_headers = ["group"] + [f"{n}: s" for n in names]
     group_rows = [[g, *[r["groups"][g] for r in runs]] for g in runs[0]["groups"]]
     summary_headers = ["skull strip", f"wall s (target {TARGET_SECONDS:g})" if opts.pairs == 1
                        else f"wall s, {opts.pairs} pairs",
-                       f"peak GB, process tree (target {TARGET_GB:g})", "largest single process GB",
+                       f"peak GB, process tree, summed RSS (target {TARGET_GB:g})",
+                       f"peak GB, process tree, summed PSS (target {TARGET_GB:g})", "largest single process GB",
                        "predict node s" + (" (mean per pair)" if opts.pairs > 1 else ""), "GFLOP/s predict node",
                        "s with no node running (first to last node)"]
-    summary_rows = [[r["method"], r["wall_seconds"], r["peak_tree_rss_gb"], r["max_single_process_rss_gb"],
+    summary_rows = [[r["method"], r["wall_seconds"], r["peak_tree_rss_gb"], r["peak_tree_pss_gb"],
+                     r["max_single_process_rss_gb"],
                      r["predict_node_seconds"], r["predict_node_gflops_per_s"], r["between_nodes_seconds"]]
                     for r in runs]
     command = command_line()
@@ -226,8 +239,10 @@ def main() -> None:
         f"(1 min) at the end: {machine()['load_average_1min']} on {machine()['cpu_count']} CPUs.\n\n"
         f"Command: `{command}`\n\n"
         f"## Summary\n\n{markdown_table(summary_headers, summary_rows)}\n"
+        "Summed RSS counts a page once per process that maps it; summed PSS counts it once (what the "
+        "machine must hold).\n\n"
         f"## Stages (grouped)\n\n{markdown_table(group_headers, group_rows)}\n"
-        f"## Every node (seconds{'' if opts.pairs == 1 else ', summed over the pairs'}; peak RSS of the whole "
+        f"## Every node (seconds{'' if opts.pairs == 1 else ', summed over the pairs'}; peak memory of the whole "
         "process tree while it ran)\n\n"
         f"{markdown_table(headers, stage_rows)}\n"
         "## Inference throughput\n\n"

@@ -58,3 +58,41 @@ def test_intel_avx512_counts_two_512_bit_units_and_the_nominal_clock(common):
 ])
 def test_flop_per_cycle_by_microarchitecture(common, vendor, family, number, flags, expected):
     assert common.fp32_flop_per_cycle(set(flags.split()), vendor, family, number) == expected
+
+
+FORKED_SHARER = """
+import os, sys, time
+block = b"\\x01" * (256 * 2**20)  # 256 MiB, written, so resident
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+sys.stdin.readline()
+os.kill(child, 9)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").is_file(), reason="needs Linux >= 4.14 (smaps_rollup)")
+def test_tree_memory_counts_pages_shared_by_a_fork_once_in_pss_twice_in_rss(common):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", FORKED_SHARER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        child = int(proc.stdout.readline())
+        memory = common.tree_memory(proc.pid)
+        block = 256 * 2**20
+        # both processes map the block: RSS counts it in each, PSS half in each
+        assert common.tree_rss(proc.pid)[0] >= 2 * block
+        assert memory["rss"] >= 2 * block and memory["largest"] >= block
+        assert memory["pss"] >= block
+        assert memory["rss"] - memory["pss"] >= 0.9 * block
+        assert common.proportional_bytes(child) < common.tree_rss(child)[0]
+        assert common.tree_memory(proc.pid, pss=False)["pss"] is None
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert common.proportional_bytes(proc.pid) is None  # gone
