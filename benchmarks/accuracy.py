@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/accuracy.py                      # 8 Change subjects, 1 mm, seed 9101 (~15 min)
     python benchmarks/accuracy.py --model DIR --n-change 3 --root /scratch/bench
+    python benchmarks/accuracy.py --model DIR --name accuracy_b --cohort-from accuracy   # same pairs, their preprocessing
 
 Writes ``benchmarks/results/accuracy.{json,md}`` and prints the table.
 
@@ -57,8 +58,10 @@ def _float_row(row: dict) -> dict:
     return out
 
 
-def run_model(bids: Path, root: Path, model: Path, blob: int, opts) -> dict:
-    """Run participant inference + group evaluation for one blob size; return per-pair and summary rows."""
+def run_model(bids: Path, root: Path, model: Path, blob: int, opts, work: Path | None = None) -> dict:
+    """Run participant inference + group evaluation for one blob size; return per-pair and summary rows.
+
+    ``work``: the app's work dir (default ``root/work``; another run's, to reuse its preprocessing)."""
     from bids_lesionchange.analysis.tables import read_table_tsv
 
     out = root / f"out_blob{blob}"
@@ -70,7 +73,7 @@ def run_model(bids: Path, root: Path, model: Path, blob: int, opts) -> dict:
                 "mean": next(r for r in rows if r["pair"] == "mean"),
                 "pooled": next(r for r in rows if r["pair"] == "pooled")}
     args = [bids, out, "participant", "--mode", "infer", "--model", model, "--reference-dir",
-            bids / "derivatives" / "truth", "-w", root / "work", "--nprocs", opts.nprocs, "--omp-nthreads",
+            bids / "derivatives" / "truth", "-w", work or root / "work", "--nprocs", opts.nprocs, "--omp-nthreads",
             opts.omp_nthreads, "--skull-strip", opts.skull_strip, "--min-blob-size", blob,
             "--skip-bids-validation", *shlex.split(opts.app_args)]
     LOGGER.info("model, blobs >= %d voxels: bids_lesionchange %s", blob, " ".join(map(str, args)))
@@ -163,17 +166,24 @@ def main() -> None:
     parser.add_argument("--reuse-outputs", action="store_true",
                         help="skip the app when an output dir already holds its group metrics table")
     parser.add_argument("--name", default="accuracy", help="results file name (results/NAME.json|md)")
+    parser.add_argument("--cohort-from", metavar="NAME",
+                        help="use the cohort and the work dir (so the preprocessing) of an earlier run under the "
+                             "same --root, named NAME, e.g. to score another model on the same pairs; the "
+                             "cohort arguments must be the same (checked)")
     opts = parser.parse_args()
     setup_logging()
 
     root = opts.root.resolve() / opts.name
     root.mkdir(parents=True, exist_ok=True)
     model = checked_model(parser, opts.model)
-    bids = ensure_synth_cohort(root / "bids", n_nochange=0, n_change=opts.n_change, seed=opts.seed,
+    source = root if opts.cohort_from is None else opts.root.resolve() / opts.cohort_from
+    if opts.cohort_from is not None and not (source / "bids").is_dir():
+        parser.error(f"--cohort-from {opts.cohort_from}: no cohort in {source / 'bids'}")
+    bids = ensure_synth_cohort(source / "bids", n_nochange=0, n_change=opts.n_change, seed=opts.seed,
                                preset=opts.preset, thick_slice=opts.thick_slice)
     subjects = change_subjects(bids)
 
-    model_runs = {b: run_model(bids, root, model, b, opts) for b in opts.blob_sizes}
+    model_runs = {b: run_model(bids, root, model, b, opts, work=source / "work") for b in opts.blob_sizes}
     LOGGER.info("subtraction baseline at t = %s", opts.thresholds)
     baseline = subtraction_baseline(bids, model_runs[opts.blob_sizes[0]]["out"], subjects, opts.thresholds,
                                     opts.blob_sizes, root / "subtraction")
@@ -266,7 +276,7 @@ def main() -> None:
                 "seed": opts.seed, "n_change": opts.n_change, "preset": opts.preset, "thick_slice": opts.thick_slice,
                 "subjects": subjects, "command": f"bids_lesionchange-synth BIDS --n-nochange 0 --n-change "
                 f"{opts.n_change} --seed {opts.seed} --preset {opts.preset} --thick-slice {opts.thick_slice}"},
-            "model": {"dir": str(model), "sha256": spec.get("sha256"), "training": spec.get("training", {}).get("command")},
+            "cohort_from": opts.cohort_from, "model": {"dir": str(model), "sha256": spec.get("sha256"), "training": spec.get("training", {}).get("command")},
             "skull_strip": opts.skull_strip, "app_args": opts.app_args, "match": "iou >= 0.01",
             "best_subtraction_threshold": {str(b): best[b] for b in opts.blob_sizes},
             "results": methods}
