@@ -4,7 +4,7 @@
 # stages in one work directory: train.toml (1000 detector steps), then finetune.toml (resumes at
 # step 1000 and trains 1000 more with smaller synthetic lesions).
 #
-#   bash scripts/default_model/train.sh [WORK_ROOT]      # needs ../shared/data; ~2 h on 2 cores
+#   bash scripts/default_model/train.sh [WORK_ROOT]      # needs ../shared/data; 1 h 33 min on 2 cores (AMD Zen 4)
 #
 # Training material (all NoChange):
 #   - 4 synthetic subjects with two sessions (bids_lesionchange-synth, 1 mm, half of the follow-ups
