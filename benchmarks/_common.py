@@ -148,13 +148,6 @@ def _tree_pids(root: int, table: dict[int, tuple[int, int]]) -> list[int]:
     return found
 
 
-def tree_rss(root: int) -> tuple[int, int]:
-    """Return (summed resident bytes, largest single process's bytes) of ``root`` and its descendants."""
-    table = _process_table()
-    sizes = [table[pid][1] for pid in _tree_pids(root, table)]
-    return sum(sizes), max(sizes, default=0)
-
-
 def proportional_bytes(pid: int) -> int | None:
     """The proportional set size (PSS) of one process, in bytes, or None where the kernel does not
     report it (no ``/proc/PID/smaps_rollup``: Linux < 4.14, or the process has gone).

@@ -58,10 +58,10 @@ def _float_row(row: dict) -> dict:
     return out
 
 
-def run_model(bids: Path, root: Path, model: Path, blob: int, opts, work: Path | None = None) -> dict:
+def run_model(bids: Path, root: Path, model: Path, blob: int, opts, work: Path) -> dict:
     """Run participant inference + group evaluation for one blob size; return per-pair and summary rows.
 
-    ``work``: the app's work dir (default ``root/work``; another run's, to reuse its preprocessing)."""
+    ``work``: the app's work dir (``root/work``, or another run's to reuse its preprocessing)."""
     from bids_lesionchange.analysis.tables import read_table_tsv
 
     out = root / f"out_blob{blob}"
@@ -73,7 +73,7 @@ def run_model(bids: Path, root: Path, model: Path, blob: int, opts, work: Path |
                 "mean": next(r for r in rows if r["pair"] == "mean"),
                 "pooled": next(r for r in rows if r["pair"] == "pooled")}
     args = [bids, out, "participant", "--mode", "infer", "--model", model, "--reference-dir",
-            bids / "derivatives" / "truth", "-w", work or root / "work", "--nprocs", opts.nprocs, "--omp-nthreads",
+            bids / "derivatives" / "truth", "-w", work, "--nprocs", opts.nprocs, "--omp-nthreads",
             opts.omp_nthreads, "--skull-strip", opts.skull_strip, "--min-blob-size", blob,
             "--skip-bids-validation", *shlex.split(opts.app_args)]
     LOGGER.info("model, blobs >= %d voxels: bids_lesionchange %s", blob, " ".join(map(str, args)))
