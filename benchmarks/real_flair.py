@@ -263,6 +263,59 @@ def _wm_likelihood(flair_img, brain_img) -> np.ndarray:
     return np.where(brain, 1000.0 * likelihood, 0.0).astype(np.float32)
 
 
+def _build_keeping_painted(build, sources: tuple, out: Path, design) -> None:
+    """bidsgate's ``build``, keeping the label map of the lesions it paints (``out/painted_labels.nii.gz``).
+
+    bidsgate measures its truth on the label map warped with each visit; a lesion one thick slice
+    deep can vanish from that warp (a sub-voxel shift through 3-5.5 mm slices changes the sign of
+    its signed distance) while its intensity, warped by interpolation, stays in the image. Its
+    own label map of the painted lesions (the fifth argument of ``bidsgate.inject_lesions.inject``,
+    deleted by ``build``) says where such lesions are. If bidsgate's internals change and the copy
+    fails, the phantom is built without it (a warning; no lesion is then ignored).
+    """
+    import bidsgate.inject_lesions as inject_lesions
+
+    original = inject_lesions.inject
+
+    def inject_and_keep(*args, **kwargs):
+        result = original(*args, **kwargs)
+        try:
+            shutil.copyfile(args[4], out / "painted_labels.nii.gz")
+        except (IndexError, OSError) as exc:
+            LOGGER.warning("could not keep bidsgate's painted lesion labels for %s: %s", out, exc)
+        return result
+
+    inject_lesions.inject = inject_and_keep
+    try:
+        build(*map(str, sources), str(out), design)
+    finally:
+        inject_lesions.inject = original
+
+
+def _lost_lesions_region(out: Path) -> tuple[Path | None, int]:
+    """Where bidsgate painted new lesions that its truth lost (visit-1 volume 0), or (None, 0).
+
+    The region is bidsgate's own paint region (each lesion's label dilated by 2 voxels), written
+    as ``out/lost_lesions.nii.gz`` on the phantom's grid; a change that touches it is neither a true
+    nor a false change (:func:`score_pair`'s ``ignore``)."""
+    import nibabel as nib
+    import pandas as pd
+    from scipy import ndimage
+
+    painted_file = out / "painted_labels.nii.gz"
+    if not painted_file.is_file():
+        return None, 0
+    truth = pd.read_csv(out / "truth.tsv", sep="\t")
+    after = truth[(truth["visit"] == 1) & (truth["origin"] == "new")]
+    lost = [int(row.lesion) - 1000 for row in after.itertuples() if row.volume_mm3 <= 0]
+    img = nib.load(str(painted_file))
+    painted = np.asarray(img.dataobj).astype(np.int64)
+    region = ndimage.binary_dilation(np.isin(painted, lost), iterations=2) if lost else np.zeros(painted.shape, bool)
+    path = out / "lost_lesions.nii.gz"
+    nib.save(nib.Nifti1Image(region.astype(np.uint8), img.affine), str(path))
+    return path, len(lost)
+
+
 def write_new_lesion_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> dict[str, dict]:
     """bidsgate longphantoms with new lesions only, of the real FLAIRs that have no lesion mask.
 
@@ -274,7 +327,9 @@ def write_new_lesion_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> di
     its white-matter peak (:func:`bids_lesionchange.image.intensity.white_matter_peak`), dark in grey
     matter (1.05-1.15 x white matter on FLAIR), CSF and lesions. bidsgate writes the visits
     brain-masked, so the app sees brain-extracted images of each scanner's texture and geometry.
-    Subjects ``nph<source><seed>``; reference = the new lesions (components > 3 mm^3).
+    Subjects ``nph<source><seed>``; reference = the new lesions (components > 3 mm^3). A new lesion
+    bidsgate painted but lost from its truth (:func:`_build_keeping_painted`) is ignored: a change
+    on it counts neither as found nor as false (``ignore``, :func:`_lost_lesions_region`).
     """
     import nibabel as nib
 
@@ -309,16 +364,19 @@ def write_new_lesion_phantoms(bids: Path, scratch: Path, seeds: list[int]) -> di
         for seed in seeds:
             sub = f"nph{label}{seed}"
             out = src / f"seed{seed}"
-            if not (out / "truth.tsv").is_file():
-                build(str(t1_file), str(path), str(empty_file), str(brain_file), str(out),
-                      Design(times=(0.0, 1.0), seed=seed, rigid_trans_vox=shift_vox))
+            if not (out / "truth.tsv").is_file() or not (out / "painted_labels.nii.gz").is_file():
+                # (a phantom built before the painted labels were kept is built again: same seed, same images)
+                _build_keeping_painted(build, (t1_file, path, empty_file, brain_file), out,
+                                       Design(times=(0.0, 1.0), seed=seed, rigid_trans_vox=shift_vox))
+            lost_region, n_lost = _lost_lesions_region(out)
             after_img = nib.load(str(out / "visit-01" / "truth_labels.nii.gz"))
             zooms = after_img.header.get_zooms()[:3]
             voxels, _, n_lesions = _add_phantom(bids, sub, out, np.asarray(after_img.dataobj) >= 1000,
                                                 after_img.affine, zooms)
             subjects[sub] = {"kind": "new-lesion phantom", "source": label, "role": role, "seed": seed,
                              "voxel_mm": [round(float(z), 2) for z in zooms], "new_lesions": n_lesions,
-                             "reference_voxels": voxels}
+                             "reference_voxels": voxels, "lost_lesions": n_lost,
+                             **({"ignore": str(lost_region)} if n_lost else {})}
     return subjects
 
 
@@ -363,13 +421,16 @@ def found_by_kind(labels: np.ndarray, ref_labels: np.ndarray, lesions: list[dict
 
 
 def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scratch: Path,
-               kind_map: Path | None = None) -> dict:
+               kind_map: Path | None = None, ignore: Path | None = None) -> dict:
     """Apply every method's rule to one pair; count changes, the fraction above threshold, and metrics
     (with ``kind_map``: also the new and the enlarging reference lesions found, :func:`found_by_kind`,
-    of the reference lesions resampled once per pair, :func:`reference_lesions`)."""
+    of the reference lesions resampled once per pair, :func:`reference_lesions`). ``ignore``: a mask
+    (the phantom's grid) of changes in the image that the reference does not know about; a change
+    touching it is left out of the counts and the metrics (``ignored`` says how many)."""
     import nibabel as nib
 
-    from bids_lesionchange.analysis.components import change_labels
+    from bids_lesionchange.analysis.components import change_labels, relabel_by_size
+    from bids_lesionchange.image.transforms import to_common
 
     files = pair_paths(out, sub)
     img = nib.load(str(files["followup"]))
@@ -381,12 +442,18 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
     rows = {"difference": difference_stats(base, follow, brain)}
     lesions = (reference_lesions(reference, kind_map, files["xfm"], follow.shape, img.affine, follow - base)
                if reference is not None and kind_map is not None else None)
+    ignored = to_common(ignore, files["xfm"], follow.shape, img.affine) > 0 if ignore is not None else None
     for name, (kind, threshold, direction, noise_z) in methods.items():
         score = prob if kind == "model" else follow - base
         labels = change_labels(score, brain, threshold, BLOB, direction=direction, baseline=base, followup=follow,
                                noise_z=noise_z, psf_fwhm=psf)
+        n_ignored = 0
+        if ignored is not None:
+            touching = np.unique(labels[ignored & (labels > 0)])
+            n_ignored = int(touching.size)
+            labels = relabel_by_size(np.where(np.isin(labels, touching), 0, labels))
         row = {"n_changes": int(labels.max()), "fraction_above": float((score[brain] > threshold).mean()),
-               "change_voxels": int((labels > 0).sum())}
+               "change_voxels": int((labels > 0).sum()), "ignored": n_ignored}
         if reference is not None:
             m = score_labels(labels, img.affine, reference, files["xfm"], scratch / f"{sub}_{name}", sub)
             row.update({k: m[k] for k in ("LTPR", "LFPR", "PPV", "lesion_F1", "dice", "n_ref", "LFP")})
@@ -568,7 +635,8 @@ def main() -> None:
         ref = _reference_path(bids, sub)
         kind_map = Path(info["kind_map"]) if "kind_map" in info else (ref if info["kind"] == "new-lesion phantom" else None)
         results[sub] = {**info, "scores": score_pair(out, sub, methods, ref if ref.is_file() else None,
-                                                     root / "scores" / model.name, kind_map)}
+                                                     root / "scores" / model.name, kind_map,
+                                                     Path(info["ignore"]) if "ignore" in info else None)}
 
     def group(kind):
         return {s: r for s, r in results.items() if r["kind"] == kind}
@@ -626,6 +694,11 @@ def main() -> None:
                phantom_table(new_lesion, methods),
                "Phantoms: " + ", ".join(f"{s} ({r['source']}, {'x'.join(map(str, r['voxel_mm']))} mm, "
                                         f"{r['new_lesions']} new)" for s, r in new_lesion.items()) + "\n",
+               "bidsgate painted new lesions that its truth lost (on thick slices, a lesion one slice deep can "
+               "vanish from bidsgate's warped label map but not from the image): " + (", ".join(
+                   f"{s} {r['lost_lesions']}" for s, r in new_lesion.items() if r.get("lost_lesions")) or "none") +
+               ". A change touching one is neither true nor false; changes left out so: " + "; ".join(
+                   f"{m} {sum(r['scores'][m].get('ignored', 0) for r in new_lesion.values())}" for m in methods) + "\n",
                "Per source, the model: " + "; ".join(
                    f"{s}: LTPR {fmt(r['scores']['model']['LTPR'])}, {int(r['scores']['model']['LFP'])} false"
                    for s, r in new_lesion.items()) + "\n"]

@@ -12,12 +12,14 @@ threshold of the brain), and a change must
 be a hyperintensity at follow-up: components whose mean follow-up intensity does not exceed the
 median of the follow-up's brain are dropped (:func:`drop_dark_components`). The CSF step comes
 first so that a new periventricular lesion is not dropped with the ventricle it touches. Last, a
-change must turn tissue that was not yet hyperintense into hyperintense tissue: a component of
-which fewer than ``MIN_NEW_FRACTION`` of the voxels were at or below ``HYPERINTENSE_LEVEL`` times
-the baseline's white-matter peak is a lesion (or bright grey matter) that was already there and
-only got brighter, not a new or enlarging lesion (:func:`drop_preexisting_components`; with thick
-slices, voxels within half the coarser session's point-spread function of such tissue do not count
-as normal-appearing either, :func:`psf_reach`). And a
+change must turn tissue that was not yet hyperintense into hyperintense tissue: at least
+``MIN_NEW_FRACTION`` of its voxels must have been at or below ``HYPERINTENSE_LEVEL`` times the
+baseline's white-matter peak and be above that level of the follow-up's peak
+(:func:`drop_preexisting_components` with :func:`newly_hyperintense`). A component that was already
+hyperintense at baseline is a lesion (or bright grey matter) that was already there and only got
+brighter (with thick slices, voxels within half the coarser session's point-spread function of
+such tissue do not count as normal-appearing either, :func:`psf_reach`); one that stays at
+white-matter level at follow-up is not a lesion. And a
 change must not lie mostly in the brain's outer rim: a component of which more than
 ``MAX_RIM_FRACTION`` of the voxels are within ``RIM_MM`` of the brain mask's edge lies in the
 cortex of the gyral crowns and the mask's boundary, where FLAIR shows cortical lesions poorly and
@@ -184,8 +186,9 @@ def psf_reach(psf_fwhm_voxels) -> np.ndarray | None:
 def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_mask: np.ndarray, *,
                                 level: float = HYPERINTENSE_LEVEL,
                                 min_new_fraction: float = MIN_NEW_FRACTION,
-                                psf_fwhm_voxels=None, normal: np.ndarray | None = None) -> np.ndarray:
-    """Remove changes that lie (almost) entirely in tissue already hyperintense at baseline.
+                                psf_fwhm_voxels=None, normal: np.ndarray | None = None,
+                                followup: np.ndarray | None = None) -> np.ndarray:
+    """Remove changes that did not turn enough normal-appearing tissue into hyperintense tissue.
 
     A new lesion appears in normal-appearing tissue and an enlarging one grows into it, so at
     least ``min_new_fraction`` of a real change's voxels were at or below ``level`` times the
@@ -202,6 +205,13 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
     (:func:`psf_reach`) does not count as normal-appearing. For a 1 mm 3D pair nothing widens.
     ``normal``: :func:`normal_appearing` already computed for these arguments (the app's rule
     shares it with :func:`drop_diffuse_components`).
+
+    ``followup``: the other half of "new": a voxel then counts only if it is also hyperintense at
+    follow-up, above ``level`` times the follow-up's own white-matter peak
+    (:func:`newly_hyperintense`). A change that lies in normal-appearing tissue but stays at
+    white-matter level (a thick slice's partial volume of a sulcus, a vessel or a dark structure
+    that moved, tissue that brightened a little with its surroundings) is not a lesion. A flat
+    follow-up (no white-matter peak) is judged on the baseline alone.
     """
     labels = np.asarray(labels)
     n = int(labels.max(initial=0))
@@ -216,8 +226,26 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
         normal = normal_appearing(baseline, brain_mask, psf_fwhm_voxels, level=level)
     if normal is None:
         return labels.astype(np.int32, copy=False)
+    if followup is not None:
+        normal = newly_hyperintense(normal, followup, brain_mask, level=level)
     counts, new = _component_sums(labels, normal, n)
     return _keep_components(labels, new >= min_new_fraction * counts)
+
+
+def newly_hyperintense(normal: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray, *,
+                       level: float = HYPERINTENSE_LEVEL) -> np.ndarray:
+    """Voxels normal-appearing at baseline (``normal``, :func:`normal_appearing`) that are
+    hyperintense at follow-up: above ``level`` times the follow-up's white-matter peak
+    (:func:`bids_lesionchange.image.intensity.white_matter_peak`, each session on its own scale).
+    ``normal`` unchanged when the follow-up has no white-matter peak (a flat image)."""
+    followup = np.asarray(followup, dtype=np.float32)
+    if followup.shape != np.shape(normal):
+        raise ValueError(f"follow-up {followup.shape} and baseline {np.shape(normal)} differ in shape")
+    try:
+        peak = white_matter_peak(followup, np.asarray(brain_mask) > 0)
+    except ValueError:
+        return np.asarray(normal, dtype=bool)
+    return np.asarray(normal, dtype=bool) & (followup > level * peak)
 
 
 def _baseline_peak(baseline: np.ndarray, brain_mask: np.ndarray) -> float | None:
@@ -442,7 +470,7 @@ def _increase_labels(score, brain, threshold, min_size, baseline, followup, nois
     if peak is None:  # a flat baseline: no normal-appearing tissue to judge by
         return drop_rim_components(labels, brain, zooms)
     normal = normal_appearing(baseline, brain, psf_voxels, peak=peak)
-    labels = drop_preexisting_components(labels, baseline, brain, normal=normal)
+    labels = drop_preexisting_components(labels, baseline, brain, normal=normal, followup=follow)
     labels = drop_diffuse_components(labels, baseline, follow, brain, normal=normal, peak=peak)
     return drop_rim_components(labels, brain, zooms)
 

@@ -201,6 +201,37 @@ def test_drop_preexisting_components_keeps_new_and_enlarging_drops_brightened_ol
         drop_preexisting_components(labels, baseline, brain, min_new_fraction=1.5)
 
 
+
+def test_drop_preexisting_components_with_followup_needs_tissue_that_became_hyperintense():
+    from bids_lesionchange.analysis.components import drop_preexisting_components, newly_hyperintense
+
+    rng = np.random.default_rng(1)
+    baseline = (0.5 + 0.02 * rng.standard_normal((30, 30, 30))).astype(np.float32)  # white matter at 0.5
+    baseline[:, :, 24:] = 0.1  # CSF
+    followup = (0.5 + 0.02 * rng.standard_normal(baseline.shape)).astype(np.float32)
+    followup[:, :, 24:] = 0.1
+    labels = np.zeros(baseline.shape, np.int32)
+    labels[2:7, 2:7, 2:7] = 1  # a new lesion: 0.8 at follow-up (1.6 x white matter)
+    followup[2:7, 2:7, 2:7] = 0.8
+    labels[12:17, 12:17, 12:17] = 2  # normal-appearing at both times: 0.52 is white matter, not a lesion
+    followup[12:17, 12:17, 12:17] = 0.52
+    labels[20:24, 2:7, 2:7] = 3  # 2 of its 4 rows turned hyperintense (50 %)
+    followup[20:22, 2:7, 2:7] = 0.75
+    brain = np.ones(baseline.shape, bool)
+    # On the baseline alone all three were normal-appearing tissue: all kept.
+    assert drop_preexisting_components(labels, baseline, brain).max() == 3
+    out = drop_preexisting_components(labels, baseline, brain, followup=followup)
+    assert out.max() == 2 and out[4, 4, 4] > 0 and out[14, 14, 14] == 0 and out[20, 4, 4] > 0
+    # The share that decides is MIN_NEW_FRACTION's: at 0.6, the half-hyperintense change goes too.
+    assert drop_preexisting_components(labels, baseline, brain, followup=followup, min_new_fraction=0.6).max() == 1
+    # Each session on its own scale: the same follow-up at twice the gain gives the same answer.
+    assert np.array_equal(drop_preexisting_components(labels, baseline, brain, followup=2 * followup), out)
+    # A flat follow-up has no white-matter peak: judged on the baseline alone.
+    normal = baseline <= 0.6
+    assert np.array_equal(newly_hyperintense(normal, np.full(baseline.shape, 0.5, np.float32), brain), normal)
+    with pytest.raises(ValueError, match="differ in shape"):
+        newly_hyperintense(normal, followup[:-1], brain)
+
 def test_drop_diffuse_components_keeps_focal_changes_drops_regions_that_brightened_with_their_surroundings():
     from bids_lesionchange.analysis.components import MIN_FOCAL_RISE, drop_diffuse_components, focal_rise
 

@@ -1,0 +1,68 @@
+"""The real-FLAIR benchmark's scoring of bidsgate phantoms: new lesions that bidsgate's truth lost."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def real_flair():
+    saved_env, saved_path = dict(os.environ), list(sys.path)  # _common sets TensorFlow defaults
+    spec = importlib.util.spec_from_file_location("benchmarks_real_flair_under_test", BENCHMARKS / "real_flair.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    os.environ.clear()
+    os.environ.update(saved_env)
+    sys.path[:] = saved_path
+    return module
+
+
+def write_phantom(out: Path, volumes: dict[int, float], painted: np.ndarray) -> None:
+    import nibabel as nib
+
+    rows = ["visit\ttime_years\tlesion\torigin\tfate\tvolume_mm3"]
+    rows += [f"0\t0.0\t{1000 + k}\tnew\tnew at 1 y\t0.0" for k in volumes]
+    rows += [f"1\t1.0\t{1000 + k}\tnew\tnew at 1 y\t{v}" for k, v in volumes.items()]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "truth.tsv").write_text("\n".join(rows) + "\n")
+    nib.save(nib.Nifti1Image(painted.astype(np.int16), np.diag([0.9, 0.9, 5.5, 1.0])),
+             str(out / "painted_labels.nii.gz"))
+
+
+def test_lost_lesions_region_covers_only_the_painted_lesions_the_truth_lost(real_flair, tmp_path):
+    import nibabel as nib
+
+    painted = np.zeros((20, 20, 10), np.int16)
+    painted[3:6, 3:6, 2] = 1  # kept by bidsgate's truth (volume > 0)
+    painted[12:15, 12:15, 6] = 2  # one slice deep: lost from the truth (volume 0)
+    write_phantom(tmp_path / "p", {1: 80.0, 2: 0.0}, painted)
+    path, n_lost = real_flair._lost_lesions_region(tmp_path / "p")
+    assert n_lost == 1
+    region = np.asarray(nib.load(str(path)).dataobj) > 0
+    assert region[13, 13, 6] and not region[4, 4, 2]
+    # bidsgate's paint region: the lesion's label dilated by 2 voxels (here, 2 slices up and down)
+    assert region[13, 13, 4] and region[13, 13, 8] and not region[13, 13, 3]
+    assert region.sum() > painted[painted == 2].size
+
+
+def test_lost_lesions_region_without_painted_labels_or_lost_lesions(real_flair, tmp_path):
+    # a phantom whose painted labels could not be kept: nothing to ignore
+    (tmp_path / "a").mkdir()
+    assert real_flair._lost_lesions_region(tmp_path / "a") == (None, 0)
+    # every painted lesion is in the truth: an empty region
+    painted = np.zeros((8, 8, 8), np.int16)
+    painted[2:4, 2:4, 2:4] = 1
+    write_phantom(tmp_path / "b", {1: 40.0}, painted)
+    path, n_lost = real_flair._lost_lesions_region(tmp_path / "b")
+    assert n_lost == 0
+    import nibabel as nib
+
+    assert not np.asarray(nib.load(str(path)).dataobj).any()
