@@ -188,6 +188,12 @@ MIN_LESION_VOXELS = 10
 MIN_LESION_PERSISTENCE = 0.2
 MIN_BASELINE_LESION_ML = 1.0
 
+#: Above this volume (ml) the brain mask is flagged: it holds more than an adult's whole
+#: intracranial volume (about 1.2-1.9 l; brain, CSF and meninges inside the skull), so the skull
+#: strip took in tissue outside the brain (face, neck, skull), where a "change" is not a lesion.
+#: A flag, not an error: the outputs are written and the user can check the mask's figure.
+MAX_BRAIN_MASK_ML = 2000.0
+
 
 def lesion_persistence(baseline: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray, zooms) -> dict:
     """Measure how much of the baseline's lesion volume is still hyperintense at follow-up.
@@ -359,13 +365,27 @@ def same_person_measures(ncc_brain: float, parenchyma_ml_baseline: float, parenc
             "max_volume_ratio": MAX_BRAIN_VOLUME_RATIO, "same_person": bool(alike)}
 
 
+def brain_mask_measures(volume_ml: float) -> dict:
+    """Whether a brain mask's volume (ml) is that of a brain: at most :data:`MAX_BRAIN_MASK_ML`."""
+    return {"volume_ml": round(float(volume_ml), 1), "max_ml": MAX_BRAIN_MASK_ML,
+            "plausible": bool(float(volume_ml) <= MAX_BRAIN_MASK_ML)}
+
+
 def input_flags(baseline_contrast: dict, followup_contrast: dict, same_person: dict, *,
-                baseline_file, followup_file, persistence: dict | None = None) -> list[str]:
+                baseline_file, followup_file, persistence: dict | None = None,
+                brain_mask: dict | None = None) -> list[str]:
     """Return one sentence per failed plausibility check of a pair (empty when all pass).
 
     Each names the file concerned, what was measured against which limit, and what to check.
+    ``brain_mask``: :func:`brain_mask_measures` of the pair's one brain mask (made on the follow-up).
     """
     flags = []
+    if brain_mask and brain_mask.get("plausible") is False:
+        flags.append(f"the brain mask of {Path(followup_file).name} holds {brain_mask['volume_ml']:.0f} ml, more "
+                     f"than an adult's whole intracranial volume (limit {brain_mask['max_ml']:.0f} ml): the skull "
+                     "strip took in tissue outside the brain (face, neck or skull), where changes are not lesions; "
+                     "check the brain-mask figure of the report, and try --hdbet-mode accurate, or give "
+                     "brain-extracted FLAIRs with --skull-strip none")
     for contrast, path in ((baseline_contrast, baseline_file), (followup_contrast, followup_file)):
         if contrast.get("flair_like") is False:
             flags.append(f"{Path(path).name} does not look like a FLAIR: its white matter is as bright as "

@@ -394,9 +394,12 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     raw = [b, f] if None in unnormalised else [np.asanyarray(nib.load(str(path)).dataobj, dtype=np.float32)
                                                for path in unnormalised]
     persistence = plausibility.lesion_persistence(*raw, mask, zooms)
+    mask_ml = float(mask.sum() * np.prod(zooms) / 1000.0)
+    brain_mask = plausibility.brain_mask_measures(mask_ml)
     flags = plausibility.input_flags(contrast["baseline"], contrast["followup"], same_person,
                                      baseline_file=baseline_source or baseline_file,
-                                     followup_file=followup_source or followup_file, persistence=persistence)
+                                     followup_file=followup_source or followup_file, persistence=persistence,
+                                     brain_mask=brain_mask)
     for flag in flags:
         LOGGER.warning("%s", flag)
     # header flags: already logged when the input was first checked (check_inputs)
@@ -405,7 +408,7 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     measures = {
         "skull_strip": skull_strip,
         "resolution_mm": float(zooms[0]),
-        "brain_mask_volume_ml": float(mask.sum() * np.prod(zooms) / 1000.0),
+        "brain_mask_volume_ml": mask_ml,
         "brain_volume_ml": volumes,
         "ncc_brain": reg.normalised_cross_correlation(b, f, mask),
         "mutual_information_bits": mi,
@@ -415,7 +418,8 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
         "registration_failed_rule": f"brain NCC after alignment (bias-corrected images) < "
                                     f"{registration['min_ncc']}",
         "plausibility": {"baseline_contrast": contrast["baseline"], "followup_contrast": contrast["followup"],
-                         "same_person": same_person, "lesion_persistence": persistence, "flags": flags},
+                         "same_person": same_person, "lesion_persistence": persistence, "brain_mask": brain_mask,
+                         "flags": flags},
     }
     if resolution_json:
         measures["resolution_matching"] = matching

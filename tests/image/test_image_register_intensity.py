@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -201,6 +202,24 @@ def test_quality_file_reports_volumes_and_similarity(pair, tmp_path):
     assert qc["ncc_brain"] > 0.8
     assert qc["registration_failed"] is False
     assert "NCC" in qc["registration_failed_rule"]
+    assert qc["plausibility"]["brain_mask"]["plausible"] is True and qc["plausibility"]["flags"] == []
+
+
+def test_quality_file_flags_a_brain_mask_larger_than_a_skull_holds(pair, tmp_path, monkeypatch):
+    from bids_lesionchange.image import plausibility
+
+    root = pair["root"]
+    pp.normalise_file(root / "bl_common.nii.gz", root / "final_mask.nii.gz", tmp_path / "b.nii.gz")
+    pp.normalise_file(root / "fu_n4.nii.gz", root / "final_mask.nii.gz", tmp_path / "f.nii.gz")
+    # the phantom's head is small: a limit below its mask's volume stands in for a 2.2 l mask
+    monkeypatch.setattr(plausibility, "MAX_BRAIN_MASK_ML", 1.0)
+    qc = pp.quality_file(tmp_path / "b.nii.gz", tmp_path / "f.nii.gz", root / "final_mask.nii.gz",
+                         root / "registration.json", tmp_path / "qc.json", followup_source=pair["followup_file"],
+                         baseline_source=pair["baseline_file"])
+    assert qc["plausibility"]["brain_mask"] == {"volume_ml": round(qc["brain_mask_volume_ml"], 1), "max_ml": 1.0,
+                                                "plausible": False}
+    (flag,) = qc["plausibility"]["flags"]
+    assert flag.startswith(f"the brain mask of {Path(pair['followup_file']).name} holds")
 
 
 def test_reportlets_are_svg_with_outlines(tmp_path):

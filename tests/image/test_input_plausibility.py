@@ -225,6 +225,21 @@ def test_a_t1w_session_is_flagged_by_name():
     assert pl.input_flags(unknown, unknown, same, baseline_file="b", followup_file="f") == []
 
 
+def test_a_brain_mask_larger_than_an_adult_skull_holds_is_flagged_by_the_follow_up_name():
+    same = pl.same_person_measures(0.9, 1000.0, 1000.0)
+    brain = pl.brain_mask_measures(1450.0)  # an adult brain
+    assert brain["plausible"] is True
+    assert pl.input_flags({}, {}, same, baseline_file="b", followup_file="f", brain_mask=brain) == []
+    face = pl.brain_mask_measures(2227.0)  # HD-BET took in the face (a simulated rescan, stop 30)
+    assert face["plausible"] is False and face["max_ml"] == pl.MAX_BRAIN_MASK_ML
+    flags = pl.input_flags({}, {}, same, baseline_file="/d/b.nii.gz", followup_file="/d/f_FLAIR.nii.gz",
+                           brain_mask=face)
+    assert len(flags) == 1 and flags[0].startswith("the brain mask of f_FLAIR.nii.gz holds 2227 ml")
+    assert f"(limit {pl.MAX_BRAIN_MASK_ML:.0f} ml)" in flags[0] and "--skull-strip none" in flags[0]
+    # the limit itself is a brain's
+    assert pl.brain_mask_measures(pl.MAX_BRAIN_MASK_ML)["plausible"] is True
+
+
 # ---------------------------------------------------------------------------- lesion persistence
 def _brain_with_lesions(rng, centres, shape=(40, 40, 40)):
     """White matter at 0.5 with noise, a dark CSF slab, 6^3-voxel lesions at 0.8 (1.6 x white matter)."""
