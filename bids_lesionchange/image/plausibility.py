@@ -384,8 +384,8 @@ def input_flags(baseline_contrast: dict, followup_contrast: dict, same_person: d
         flags.append(f"the brain mask of {Path(followup_file).name} holds {brain_mask['volume_ml']:.0f} ml, more "
                      f"than an adult's whole intracranial volume (limit {brain_mask['max_ml']:.0f} ml): the skull "
                      "strip took in tissue outside the brain (face, neck or skull), where changes are not lesions; "
-                     "check the brain-mask figure of the report, and try --hdbet-mode accurate, or give "
-                     "brain-extracted FLAIRs with --skull-strip none")
+                     "check the brain-mask figure of the report; if the mask takes in the face or neck, "
+                     "brain-extract the FLAIRs with a tool you trust and give them with --skull-strip none")
     for contrast, path in ((baseline_contrast, baseline_file), (followup_contrast, followup_file)):
         if contrast.get("flair_like") is False:
             flags.append(f"{Path(path).name} does not look like a FLAIR: its white matter is as bright as "
