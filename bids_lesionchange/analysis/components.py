@@ -19,7 +19,9 @@ baseline's white-matter peak and be above that level of the follow-up's peak
 hyperintense at baseline is a lesion (or bright grey matter) that was already there and only got
 brighter (with thick slices, voxels within half the coarser session's point-spread function of
 such tissue do not count as normal-appearing either, :func:`psf_reach`); one that stays at
-white-matter level at follow-up is not a lesion. And a
+white-matter level at follow-up is not a lesion; and only voxels that were tissue at baseline count
+(not CSF: the baseline above the Otsu threshold of its brain), since a change over a sulcus or a
+ventricle's edge that held tissue only at follow-up is CSF that moved between the sessions. And a
 change must not lie mostly in the brain's outer rim: a component of which more than
 ``MAX_RIM_FRACTION`` of the voxels are within ``RIM_MM`` of the brain mask's edge lies in the
 cortex of the gyral crowns and the mask's boundary, where FLAIR shows cortical lesions poorly and
@@ -212,6 +214,13 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
     white-matter level (a thick slice's partial volume of a sulcus, a vessel or a dark structure
     that moved, tissue that brightened a little with its surroundings) is not a lesion. A flat
     follow-up (no white-matter peak) is judged on the baseline alone.
+
+    Either way a voxel counts only if it was tissue at baseline, not CSF
+    (:func:`bids_lesionchange.image.intensity.parenchyma_mask` of the baseline, the definition the
+    rule applies to the follow-up): a lesion forms in white or grey matter, so a change over a
+    sulcus or a ventricle's edge that was dark at baseline and holds tissue at follow-up is that
+    CSF space moved between the sessions (residual misalignment, a thick slice's partial volume,
+    atrophy), not a lesion.
     """
     labels = np.asarray(labels)
     n = int(labels.max(initial=0))
@@ -226,6 +235,11 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
         normal = normal_appearing(baseline, brain_mask, psf_fwhm_voxels, level=level)
     if normal is None:
         return labels.astype(np.int32, copy=False)
+    from bids_lesionchange.image.intensity import parenchyma_mask
+
+    tissue = parenchyma_mask(baseline, brain_mask)
+    if tissue is not None:
+        normal = normal & tissue
     if followup is not None:
         normal = newly_hyperintense(normal, followup, brain_mask, level=level)
     counts, new = _component_sums(labels, normal, n)
@@ -258,7 +272,8 @@ def _baseline_peak(baseline: np.ndarray, brain_mask: np.ndarray) -> float | None
 
 def normal_appearing(baseline: np.ndarray, brain_mask: np.ndarray, psf_fwhm_voxels=None, *,
                      level: float = HYPERINTENSE_LEVEL, peak: float | None = None) -> np.ndarray | None:
-    """Voxels normal-appearing at baseline, as :func:`drop_preexisting_components` counts them.
+    """Voxels normal-appearing at baseline (:func:`drop_preexisting_components` also requires
+    them to be tissue, not CSF, at baseline).
 
     At or below ``level`` times the baseline's white-matter peak (``peak``, computed when not
     given) and, with thick slices (``psf_fwhm_voxels``), not within :func:`psf_reach` of a voxel

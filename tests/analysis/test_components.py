@@ -232,6 +232,30 @@ def test_drop_preexisting_components_with_followup_needs_tissue_that_became_hype
     with pytest.raises(ValueError, match="differ in shape"):
         newly_hyperintense(normal, followup[:-1], brain)
 
+def test_drop_preexisting_components_counts_only_tissue_that_was_not_csf_at_baseline():
+    from bids_lesionchange.analysis.components import drop_preexisting_components
+
+    rng = np.random.default_rng(2)
+    baseline = (0.5 + 0.02 * rng.standard_normal((30, 30, 30))).astype(np.float32)  # white matter at 0.5
+    baseline[:, :, 24:] = 0.1  # CSF
+    baseline[10:20, 14:16, 2:20] = 0.1  # a sulcus at baseline
+    followup = (0.5 + 0.02 * rng.standard_normal(baseline.shape)).astype(np.float32)
+    followup[:, :, 24:] = 0.1
+    followup[10:20, 17:19, 2:20] = 0.1  # ... 3 voxels over at follow-up (misalignment, partial volume)
+    labels = np.zeros(baseline.shape, np.int32)
+    labels[10:20, 14:16, 2:20] = 1  # where the sulcus was: grey-matter bright (1.3 x white matter) at follow-up
+    followup[10:20, 14:16, 2:20] = 0.65
+    labels[2:7, 2:7, 2:7] = 2  # a new lesion in white matter
+    followup[2:7, 2:7, 2:7] = 0.8
+    brain = np.ones(baseline.shape, bool)
+    for kwargs in ({}, {"followup": followup}):
+        out = drop_preexisting_components(labels, baseline, brain, **kwargs)
+        assert out.max() == 1 and out[4, 4, 4] == 1 and out[15, 14, 10] == 0, kwargs
+    # the same change over tissue (the sulcus not there at baseline) is a new lesion: kept
+    baseline[10:20, 14:16, 2:20] = 0.5
+    assert drop_preexisting_components(labels, baseline, brain, followup=followup).max() == 2
+
+
 def test_drop_diffuse_components_keeps_focal_changes_drops_regions_that_brightened_with_their_surroundings():
     from bids_lesionchange.analysis.components import MIN_FOCAL_RISE, drop_diffuse_components, focal_rise
 
