@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bids_lesionchange.image.intensity import HYPERINTENSE_LEVEL, white_matter_peak
+from bids_lesionchange.image.intensity import HYPERINTENSE_LEVEL, parenchyma_mask, white_matter_peak
 
 VALID_CONNECTIVITY = (6, 18, 26)
 #: Smallest share of a change's voxels that must have been normal-appearing (not hyperintense)
@@ -235,8 +235,6 @@ def drop_preexisting_components(labels: np.ndarray, baseline: np.ndarray, brain_
         normal = normal_appearing(baseline, brain_mask, psf_fwhm_voxels, level=level)
     if normal is None:
         return labels.astype(np.int32, copy=False)
-    from bids_lesionchange.image.intensity import parenchyma_mask
-
     tissue = parenchyma_mask(baseline, brain_mask)
     if tissue is not None:
         normal = normal & tissue
@@ -473,8 +471,6 @@ def pair_psf_fwhm(resolution_matching: dict | None) -> np.ndarray | None:
 def _increase_labels(score, brain, threshold, min_size, baseline, followup, noise_z, zooms,
                      psf_voxels=None) -> np.ndarray:
     """:func:`change_labels` with ``direction="increase"`` on arrays already checked (and cropped)."""
-    from bids_lesionchange.image.intensity import parenchyma_mask
-
     follow = np.asarray(followup, dtype=np.float32)
     parenchyma = parenchyma_mask(follow, brain)
     allowed = (brain if parenchyma is None else parenchyma) & brighter_on_followup(

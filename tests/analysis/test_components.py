@@ -232,6 +232,7 @@ def test_drop_preexisting_components_with_followup_needs_tissue_that_became_hype
     with pytest.raises(ValueError, match="differ in shape"):
         newly_hyperintense(normal, followup[:-1], brain)
 
+
 def test_drop_preexisting_components_counts_only_tissue_that_was_not_csf_at_baseline():
     from bids_lesionchange.analysis.components import drop_preexisting_components
 
