@@ -38,6 +38,11 @@ is absent):
    generator, no lesion mask, so new lesions only): four more scanners and geometries (1 mm 3D,
    2D with 3 and 5.5 mm slices), so that detection is not judged on one scan
    (:func:`write_new_lesion_phantoms`).
+
+On the phantoms of parts 3 and 4 the rule of the model and of subtraction d > 0.1 is also followed
+step by step (section 6 of the results): after each step of the app's rule, how many new and
+enlarging reference lesions a change still matches, so that a lesion the score map never flags is
+told apart from one a step of the rule removed.
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ NIH = DATA / "ms-longitudinal-nih"
 P26 = DATA / "ms-flair-patient26"
 KAPPA = 0.1
 BLOB = 20
+#: The methods whose rule is followed step by step on the phantoms (section 6: which step of the
+#: rule removed the reference lesions a method does not find).
+STEP_METHODS = ("model", "subtraction d > 0.1")
 
 
 def _flair(bids: Path, sub: str, ses: str) -> Path:
@@ -443,15 +451,18 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
     lesions = (reference_lesions(reference, kind_map, files["xfm"], follow.shape, img.affine, follow - base)
                if reference is not None and kind_map is not None else None)
     ignored = to_common(ignore, files["xfm"], follow.shape, img.affine) > 0 if ignore is not None else None
+    def without_ignored(labels):
+        if ignored is None:
+            return labels, 0
+        touching = np.unique(labels[ignored & (labels > 0)])
+        return relabel_by_size(np.where(np.isin(labels, touching), 0, labels)), int(touching.size)
+
     for name, (kind, threshold, direction, noise_z) in methods.items():
         score = prob if kind == "model" else follow - base
+        steps = {} if lesions is not None and name in STEP_METHODS else None
         labels = change_labels(score, brain, threshold, BLOB, direction=direction, baseline=base, followup=follow,
-                               noise_z=noise_z, psf_fwhm=psf)
-        n_ignored = 0
-        if ignored is not None:
-            touching = np.unique(labels[ignored & (labels > 0)])
-            n_ignored = int(touching.size)
-            labels = relabel_by_size(np.where(np.isin(labels, touching), 0, labels))
+                               noise_z=noise_z, psf_fwhm=psf, steps=steps)
+        labels, n_ignored = without_ignored(labels)
         row = {"n_changes": int(labels.max()), "fraction_above": float((score[brain] > threshold).mean()),
                "change_voxels": int((labels > 0).sum()), "ignored": n_ignored}
         if reference is not None:
@@ -459,6 +470,10 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
             row.update({k: m[k] for k in ("LTPR", "LFPR", "PPV", "lesion_F1", "dice", "n_ref", "LFP")})
             if lesions is not None:
                 row["found"] = found_by_kind(labels, *lesions)
+            if steps:  # which step of the rule removed the reference lesions it does not find
+                row["found_after_step"] = {step: {k: v for k, v in found_by_kind(without_ignored(step_labels)[0],
+                                                                               *lesions).items() if k != "lesions"}
+                                           for step, step_labels in steps.items()}
         rows[name] = row
     return rows
 
@@ -513,6 +528,24 @@ def growth_table(groups: dict[float, dict], methods) -> str:
                          fmt(np.mean([r["scores"][m]["lesion_F1"] for r in phantoms.values()]))])
     return markdown_table(["enlarging lesions' volume per year", "edge shift, mm: median (range)", "method",
                            "new lesions found", "enlarging lesions found", "false changes", "lesion F1, mean"], rows)
+
+
+def step_table(groups: dict[str, dict]) -> str:
+    """Markdown table: per phantom group and method of :data:`STEP_METHODS`, the new and the enlarging
+    reference lesions (sums over the phantoms) still found after each step of the app's rule
+    (:func:`bids_lesionchange.analysis.components.change_labels`), from the threshold to the result."""
+    rows, steps = [], None
+    for label, phantoms in groups.items():
+        for m in STEP_METHODS:
+            found = [r["scores"][m].get("found_after_step") for r in phantoms.values()]
+            if not found or any(f is None for f in found):
+                continue
+            steps = steps or list(found[0])
+            rows.append([label, m, *[" / ".join(f"{sum(f[step][k][0] for f in found)} of {sum(f[step][k][1] for f in found)}"
+                                                for k in ("new", "enlarging")) for step in steps]])
+    if not rows:
+        return ""
+    return markdown_table(["phantoms", "method", *[f"after '{step}': new / enlarging found" for step in steps]], rows)
 
 
 def picture(out: Path, sub: str, path: Path, title: str) -> None:
@@ -709,6 +742,22 @@ def main() -> None:
                "phantoms, by its voxels on the 1 mm common grid (mm^3) and by the mean rise of the follow-up over "
                "it (images normalised so that white matter is at 0.5): found / present.\n",
                detection_limits_table(limits, methods)]
+    step_groups = {}
+    if phantoms:
+        for grow, members in by_growth.items():
+            step_groups[f"patient 26, enlarging x {grow:g}"] = members
+    if new_lesion:
+        step_groups["new-lesion phantoms"] = new_lesion
+    steps_md = step_table(step_groups) if step_groups else ""
+    if steps_md:
+        md += ["## 6. Where the rule loses reference lesions (the steps of the app's rule, in order)\n",
+               "The reference lesions (new / enlarging, summed over the phantoms) that a change still matches "
+               "(IoU >= 0.01) after each step of the app's rule: `threshold` (score above kappa or t where the "
+               "follow-up is brighter and in parenchyma, components of >= 20 voxels), `dark` (hyperintense "
+               "components only), `preexisting` (enough tissue that was normal-appearing at baseline and is "
+               "hyperintense at follow-up), `diffuse` (focal rise), `rim` (not mostly in the brain's outer rim: "
+               "the result). A lesion missing after `threshold` is one the score map itself does not flag.\n",
+               steps_md]
     if failed:
         md += ["## Pairs the app could not process\n",
                markdown_table(["pair", "step: message"], [[f"sub-{s}", m[:200]] for s, m in failed.items()])]

@@ -66,3 +66,23 @@ def test_lost_lesions_region_without_painted_labels_or_lost_lesions(real_flair, 
     import nibabel as nib
 
     assert not np.asarray(nib.load(str(path)).dataobj).any()
+
+
+def test_step_table_sums_the_lesions_found_after_each_step_over_a_groups_phantoms(real_flair):
+    """Section 6 of the results: per group and method, new and enlarging lesions found after each
+    step, summed over the group's phantoms, in the rule's order; a phantom scored without the
+    steps leaves its group out rather than counting as none found."""
+    def phantom(after):
+        return {"scores": {m: {"found_after_step": {step: {"new": list(n), "enlarging": list(e)}
+                                                    for step, (n, e) in after.items()}}
+                           for m in real_flair.STEP_METHODS}}
+
+    group = {"a": phantom({"threshold": ((6, 6), (2, 4)), "preexisting": ((6, 6), (1, 4))}),
+             "b": phantom({"threshold": ((5, 6), (3, 4)), "preexisting": ((5, 6), (3, 4))})}
+    table = real_flair.step_table({"x 2": group})
+    header, _, *rows = table.strip().splitlines()
+    assert header.index("after 'threshold'") < header.index("after 'preexisting'")
+    assert len(rows) == len(real_flair.STEP_METHODS)
+    assert "| x 2 | model | 11 of 12 / 5 of 8 | 11 of 12 / 4 of 8 |" in rows
+    unscored = {**group, "c": {"scores": {m: {} for m in real_flair.STEP_METHODS}}}
+    assert real_flair.step_table({"x 2": unscored}) == ""

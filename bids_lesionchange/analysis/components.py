@@ -414,7 +414,7 @@ def drop_rim_components(labels: np.ndarray, brain_mask: np.ndarray, zooms=(1.0, 
 def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 0.1, min_size: int = 20, *,
                   direction: str = "any", baseline: np.ndarray | None = None,
                   followup: np.ndarray | None = None, noise_z: float = 0.0,
-                  zooms=(1.0, 1.0, 1.0), psf_fwhm=None) -> np.ndarray:
+                  zooms=(1.0, 1.0, 1.0), psf_fwhm=None, steps: dict | None = None) -> np.ndarray:
     """The app's change rule on any score map (the model's probability, or a subtraction).
 
     ``score > threshold`` inside the brain, components of at least ``min_size`` voxels; with
@@ -427,6 +427,13 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
     mostly in the brain's outer rim (:func:`drop_rim_components`; ``zooms`` is the voxel size in
     mm, 1 mm on the app's common grid), only components that brightened more than the tissue
     around them (:func:`drop_diffuse_components`). Returns labels 1..n by size.
+
+    ``steps``: a dict that receives, in the rule's order, the labels (whole grid) after each step
+    of ``direction="increase"``: ``"threshold"`` (score above ``threshold`` where the follow-up is
+    brighter and in parenchyma, components of ``min_size``), ``"dark"``, ``"preexisting"``,
+    ``"diffuse"`` and ``"rim"`` (the result), so that a benchmark can say which step removed a
+    change; steps that do not run (a flat baseline) are absent. Nothing is recorded for
+    ``direction="any"``.
     """
     brain = np.asarray(brain_mask) > 0
     if direction not in DIRECTIONS:
@@ -453,8 +460,13 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
     margin = max(6, 0 if reach is None else max(reach.shape) // 2 + 1)
     box = tuple(slice(max(int(idx.min()) - margin, 0), min(int(idx.max()) + margin + 1, side))
                 for idx, side in zip(np.nonzero(brain), brain.shape))
+    record = None if steps is None else {}
     labels[box] = _increase_labels(score[box], brain[box], threshold, min_size, baseline[box], followup[box],
-                                   noise_z, zooms, psf_voxels)
+                                   noise_z, zooms, psf_voxels, record)
+    if steps is not None:
+        for name, cropped in record.items():
+            steps[name] = np.zeros(brain.shape, dtype=np.int32)
+            steps[name][box] = cropped
     return labels
 
 
@@ -469,21 +481,27 @@ def pair_psf_fwhm(resolution_matching: dict | None) -> np.ndarray | None:
 
 
 def _increase_labels(score, brain, threshold, min_size, baseline, followup, noise_z, zooms,
-                     psf_voxels=None) -> np.ndarray:
-    """:func:`change_labels` with ``direction="increase"`` on arrays already checked (and cropped)."""
+                     psf_voxels=None, record: dict | None = None) -> np.ndarray:
+    """:func:`change_labels` with ``direction="increase"`` on arrays already checked (and cropped);
+    ``record`` (a dict) receives the labels after each step."""
+    def step(name, labels):
+        if record is not None:
+            record[name] = labels
+        return labels
+
     follow = np.asarray(followup, dtype=np.float32)
     parenchyma = parenchyma_mask(follow, brain)
     allowed = (brain if parenchyma is None else parenchyma) & brighter_on_followup(
         baseline, follow, noise_z=noise_z, brain_mask=brain)
-    labels = change_components(score, threshold=threshold, min_size=min_size, brain_mask=allowed)
-    labels = drop_dark_components(labels, follow, brain)
+    labels = step("threshold", change_components(score, threshold=threshold, min_size=min_size, brain_mask=allowed))
+    labels = step("dark", drop_dark_components(labels, follow, brain))
     peak = _baseline_peak(baseline, brain)
     if peak is None:  # a flat baseline: no normal-appearing tissue to judge by
-        return drop_rim_components(labels, brain, zooms)
+        return step("rim", drop_rim_components(labels, brain, zooms))
     normal = normal_appearing(baseline, brain, psf_voxels, peak=peak)
-    labels = drop_preexisting_components(labels, baseline, brain, normal=normal, followup=follow)
-    labels = drop_diffuse_components(labels, baseline, follow, brain, normal=normal, peak=peak)
-    return drop_rim_components(labels, brain, zooms)
+    labels = step("preexisting", drop_preexisting_components(labels, baseline, brain, normal=normal, followup=follow))
+    labels = step("diffuse", drop_diffuse_components(labels, baseline, follow, brain, normal=normal, peak=peak))
+    return step("rim", drop_rim_components(labels, brain, zooms))
 
 
 def relabel_by_size(labels: np.ndarray, min_size: int = 1) -> np.ndarray:

@@ -350,11 +350,22 @@ def test_change_labels_on_the_brains_box_equal_the_rule_on_the_whole_grid(offset
     # those), the others only with their patch
     focal = (probability > 0) & (ndimage.gaussian_filter(rng.normal(size=shape), 4.0) > -0.02)
     followup = np.where(focal, followup + 0.1, followup).astype(np.float32)
-    whole = _increase_labels(probability, brain, 0.1, 20, baseline, followup, 0.0, (1.0, 1.0, 1.0), psf)
+    record = {}
+    whole = _increase_labels(probability, brain, 0.1, 20, baseline, followup, 0.0, (1.0, 1.0, 1.0), psf, record)
+    steps = {}
     cropped = change_labels(probability, brain, 0.1, 20, direction="increase", baseline=baseline,
-                            followup=followup, psf_fwhm=psf)
+                            followup=followup, psf_fwhm=psf, steps=steps)
     assert whole.max() >= 3
     assert cropped.dtype == np.int32 and np.array_equal(cropped, whole)
+    # The steps a benchmark reads (which step removed a change) are the rule's own, in its order,
+    # on the whole grid: each one keeps a subset of the previous one's voxels, and the last is the result.
+    assert list(steps) == ["threshold", "dark", "preexisting", "diffuse", "rim"] == list(record)
+    for name in steps:
+        assert steps[name].shape == shape and np.array_equal(steps[name], record[name])
+    for before, after in zip(list(steps.values()), list(steps.values())[1:]):
+        assert not np.any((after > 0) & (before == 0))
+    assert np.array_equal(steps["rim"], cropped)
+    assert (steps["threshold"] > 0).sum() > (cropped > 0).sum()  # the steps removed something here
 
 
 def test_change_labels_names_arrays_of_different_shapes():
