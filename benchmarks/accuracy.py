@@ -27,6 +27,9 @@ Writes ``benchmarks/results/accuracy.{json,md}`` and prints the table.
    IoU >= 0.01 lesion matching). Several t are reported; the best one (highest pooled lesion F1,
    picked on this very cohort) is an OPTIMISTIC baseline: a real user could not tune t on the
    truth.
+5. Where lesions are lost: for the model (p > 0.1) and each t of the subtraction, the reference
+   lesions still found after each step of the change rule (:func:`lesions_after_steps`), so that
+   a lesion the score map never flags is told apart from one a step of the rule removed.
 """
 
 from __future__ import annotations
@@ -123,6 +126,49 @@ def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, sc
     return results
 
 
+STEPS = ("any direction", "threshold", "dark", "preexisting", "diffuse", "rim")
+
+
+def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict, blob: int) -> dict:
+    """Reference lesions still matched (IoU >= 0.01) after each step of the app's change rule.
+
+    ``scores``: name -> (threshold, ``"model"`` or ``"subtraction"``). Per name and step of
+    :data:`STEPS` (``"any direction"``: the score above the threshold alone, components of ``blob``
+    voxels; then the steps of :func:`bids_lesionchange.analysis.components.change_labels`, the last
+    one its result), ``[found, present]`` summed over the pairs. The truth's lesions are its
+    connected components on the common grid (nearest neighbour through the follow-up transform),
+    as the evaluation counts them. A lesion missing after ``"any direction"`` is one the score map
+    does not flag at all; one lost later, a step of the rule removed.
+    """
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.components import change_labels, label_connected_components
+    from bids_lesionchange.analysis.metrics import match_matrix
+    from bids_lesionchange.image.transforms import to_common
+
+    counts = {name: {step: [0, 0] for step in STEPS} for name in scores}
+    for sub in subjects:
+        files = pair_files(out, sub, bids)
+        img = nib.load(files["followup"])
+        followup = np.asarray(img.dataobj, dtype=np.float32)
+        baseline = np.asarray(nib.load(files["baseline"]).dataobj, dtype=np.float32)
+        brain = np.asarray(nib.load(files["brain_mask"]).dataobj) > 0
+        probability = np.asarray(nib.load(files["probability"]).dataobj, dtype=np.float32)
+        reference, n_ref = label_connected_components(
+            to_common(files["reference"], files["followup_xfm"], followup.shape, img.affine) > 0)
+        psf = pair_psf_fwhm(files)
+        for name, (threshold, kind) in scores.items():
+            score = probability if kind == "model" else followup - baseline
+            steps = {"any direction": change_labels(score, brain, threshold, blob, direction="any")}
+            change_labels(score, brain, threshold, blob, direction="increase", baseline=baseline,
+                          followup=followup, psf_fwhm=psf, steps=steps)
+            for step in STEPS:
+                found = match_matrix(steps[step], reference).any(axis=0)[1:] if step in steps else np.zeros(n_ref, bool)
+                counts[name][step][0] += int(found.sum())
+                counts[name][step][1] += int(n_ref)
+    return counts
+
+
 def subtraction_baseline(bids: Path, out: Path, subjects: list[str], thresholds, blobs, scratch: Path) -> dict:
     """Score ``followup - baseline > t`` under the app's default rule (brighter, not CSF, hyperintense)."""
     return score_maps(bids, out, subjects, thresholds, blobs, scratch,
@@ -192,6 +238,11 @@ def main() -> None:
                                     root / "model_any")
     best = {b: max(opts.thresholds, key=lambda t: np.nan_to_num(baseline[(t, b)]["pooled"]["lesion_F1"], nan=-1))
             for b in opts.blob_sizes}
+    LOGGER.info("reference lesions after each step of the rule")
+    blob = opts.blob_sizes[0]
+    step_scores = {"model (p > 0.1)": (0.1, "model"), **{f"subtraction d > {t}": (t, "subtraction")
+                                                        for t in opts.thresholds}}
+    after_steps = lesions_after_steps(bids, model_runs[blob]["out"], subjects, step_scores, blob)
 
     import json
 
@@ -270,7 +321,13 @@ def main() -> None:
         f"{markdown_table(split_headers, split_rows)}\n"
         "The subtraction baseline uses the app's own preprocessed images (normalised to [0, 1]), "
         "brain mask, components step and evaluation; its best t is chosen on this cohort's truth, "
-        "so it is an optimistic baseline.\n"
+        "so it is an optimistic baseline.\n\n"
+        f"## Where lesions are lost: reference lesions found after each step of the rule (blobs >= {blob}, pooled)\n\n"
+        "`any direction`: the score above the threshold alone (the paper's rule); then the app's steps in order: "
+        "`threshold` (where the follow-up is brighter and in parenchyma), `dark`, `preexisting`, `diffuse`, "
+        "`rim` (the result). A lesion not found under `any direction` is one the score map does not flag at all.\n\n"
+        + markdown_table(["score", *STEPS], [[name, *[f"{c[step][0]} / {c[step][1]}" for step in STEPS]]
+                                             for name, c in after_steps.items()]) + "\n"
     )
     data = {"command": command, "machine": machine(), "cohort": {
                 "seed": opts.seed, "n_change": opts.n_change, "preset": opts.preset, "thick_slice": opts.thick_slice,
@@ -279,6 +336,7 @@ def main() -> None:
             "cohort_from": opts.cohort_from, "model": {"dir": str(model), "sha256": spec.get("sha256"), "training": spec.get("training", {}).get("command")},
             "skull_strip": opts.skull_strip, "app_args": opts.app_args, "match": "iou >= 0.01",
             "best_subtraction_threshold": {str(b): best[b] for b in opts.blob_sizes},
+            "lesions_after_steps": {"blob": blob, "counts": after_steps},
             "results": methods}
     write_results(opts.name, data, markdown)
 
