@@ -29,7 +29,9 @@ Writes ``benchmarks/results/accuracy.{json,md}`` and prints the table.
    truth.
 5. Where lesions are lost: for the model (p > 0.1) and each t of the subtraction, the reference
    lesions still found after each step of the change rule (:func:`lesions_after_steps`), so that
-   a lesion the score map never flags is told apart from one a step of the rule removed.
+   a lesion the score map never flags is told apart from one a step of the rule removed; and the
+   same results scored by the MSSEG-2 challenge's detection rules (Anima's scorer, which drops
+   lesions of <= 3 mm^3), beside the paper's IoU >= 0.01 rule of the tables above.
 """
 
 from __future__ import annotations
@@ -129,8 +131,9 @@ def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, sc
 STEPS = ("any direction", "threshold", "dark", "preexisting", "diffuse", "rim")
 
 
-def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict, blob: int) -> dict:
-    """Reference lesions still matched (IoU >= 0.01) after each step of the app's change rule.
+def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict, blob: int) -> tuple[dict, dict]:
+    """Reference lesions still matched (IoU >= 0.01) after each step of the app's change rule, and
+    the rule's result scored by the MSSEG-2 challenge's detection rules.
 
     ``scores``: name -> (threshold, ``"model"`` or ``"subtraction"``). Per name and step of
     :data:`STEPS` (``"any direction"``: the score above the threshold alone, components of ``blob``
@@ -139,14 +142,20 @@ def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict
     connected components on the common grid (nearest neighbour through the follow-up transform),
     as the evaluation counts them. A lesion missing after ``"any direction"`` is one the score map
     does not flag at all; one lost later, a step of the rule removed.
+
+    Second result: per name, ``{"mean": ..., "pooled": ...}`` of the rule's result scored with
+    ``match="msseg2"`` (:mod:`bids_lesionchange.analysis.msseg2`, Anima's scorer as MSSEG-2 used it:
+    6-connected lesions, components of <= 3 mm^3 dropped from both masks, a lesion detected when
+    more than 10 % of it is covered by components that lie mostly in lesions of the other mask).
     """
     import nibabel as nib
 
     from bids_lesionchange.analysis.components import change_labels, label_connected_components
-    from bids_lesionchange.analysis.metrics import match_matrix
+    from bids_lesionchange.analysis.metrics import aggregate_metrics, lesion_metrics, match_matrix
     from bids_lesionchange.image.transforms import to_common
 
     counts = {name: {step: [0, 0] for step in STEPS} for name in scores}
+    msseg2_rows = {name: [] for name in scores}
     for sub in subjects:
         files = pair_files(out, sub, bids)
         img = nib.load(files["followup"])
@@ -166,7 +175,13 @@ def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict
                 found = match_matrix(steps[step], reference).any(axis=0)[1:] if step in steps else np.zeros(n_ref, bool)
                 counts[name][step][0] += int(found.sum())
                 counts[name][step][1] += int(n_ref)
-    return counts
+            msseg2_rows[name].append(lesion_metrics(steps["rim"], reference > 0, match="msseg2",
+                                                    zooms=img.header.get_zooms()[:3]))
+    msseg2 = {}
+    for name, rows in msseg2_rows.items():
+        mean_row, pooled_row = aggregate_metrics(rows)
+        msseg2[name] = {"mean": _summary(mean_row), "pooled": _summary(pooled_row, counts_as_int=True)}
+    return counts, msseg2
 
 
 def subtraction_baseline(bids: Path, out: Path, subjects: list[str], thresholds, blobs, scratch: Path) -> dict:
@@ -242,7 +257,7 @@ def main() -> None:
     blob = opts.blob_sizes[0]
     step_scores = {"model (p > 0.1)": (0.1, "model"), **{f"subtraction d > {t}": (t, "subtraction")
                                                         for t in opts.thresholds}}
-    after_steps = lesions_after_steps(bids, model_runs[blob]["out"], subjects, step_scores, blob)
+    after_steps, msseg2 = lesions_after_steps(bids, model_runs[blob]["out"], subjects, step_scores, blob)
 
     import json
 
@@ -327,7 +342,17 @@ def main() -> None:
         "`threshold` (where the follow-up is brighter and in parenchyma), `dark`, `preexisting`, `diffuse`, "
         "`rim` (the result). A lesion not found under `any direction` is one the score map does not flag at all.\n\n"
         + markdown_table(["score", *STEPS], [[name, *[f"{c[step][0]} / {c[step][1]}" for step in STEPS]]
-                                             for name, c in after_steps.items()]) + "\n"
+                                             for name, c in after_steps.items()]) + "\n\n"
+        f"## The same results scored by the MSSEG-2 challenge's rules (Anima's scorer; blobs >= {blob})\n\n"
+        "The app's own evaluation with `match=msseg2` (`bids_lesionchange.analysis.msseg2`): lesions are "
+        "6-connected components, components of <= 3 mm^3 are dropped from both masks, and a lesion is detected "
+        "when more than 10 % of it is covered by components lying mostly in lesions of the other mask. The tables "
+        "above use the paper's rule (IoU >= 0.01 between components, every reference component a lesion).\n\n"
+        + markdown_table(["score", "ref lesions (pooled)", "LTPR, mean", "PPV, mean", "lesion F1, mean",
+                          "LTPR, pooled", "PPV, pooled", "lesion F1, pooled"],
+                         [[name, r["pooled"]["n_ref"], r["mean"]["LTPR"], r["mean"]["PPV"], r["mean"]["lesion_F1"],
+                           r["pooled"]["LTPR"], r["pooled"]["PPV"], r["pooled"]["lesion_F1"]]
+                          for name, r in msseg2.items()]) + "\n"
     )
     data = {"command": command, "machine": machine(), "cohort": {
                 "seed": opts.seed, "n_change": opts.n_change, "preset": opts.preset, "thick_slice": opts.thick_slice,
@@ -337,6 +362,7 @@ def main() -> None:
             "skull_strip": opts.skull_strip, "app_args": opts.app_args, "match": "iou >= 0.01",
             "best_subtraction_threshold": {str(b): best[b] for b in opts.blob_sizes},
             "lesions_after_steps": {"blob": blob, "counts": after_steps},
+            "msseg2": {"blob": blob, "scores": msseg2},
             "results": methods}
     write_results(opts.name, data, markdown)
 
