@@ -80,7 +80,8 @@ def run_model(bids: Path, root: Path, model: Path, blob: int, opts, work: Path) 
     args = [bids, out, "participant", "--mode", "infer", "--model", model, "--reference-dir",
             bids / "derivatives" / "truth", "-w", work, "--nprocs", opts.nprocs, "--omp-nthreads",
             opts.omp_nthreads, "--skull-strip", opts.skull_strip, "--min-blob-size", blob,
-            "--skip-bids-validation", *shlex.split(opts.app_args)]
+            "--skip-bids-validation", *shlex.split(opts.app_args),
+            *(["--extent-mm", opts.extent_mm] if opts.extent_mm else [])]
     LOGGER.info("model, blobs >= %d voxels: bids_lesionchange %s", blob, " ".join(map(str, args)))
     seconds = run_checked(app_command(*args), log_file=root / f"participant_blob{blob}.log")
     run_checked(app_command(bids, out, "group", "--mode", "evaluate", "--no-reports"),
@@ -92,7 +93,7 @@ def run_model(bids: Path, root: Path, model: Path, blob: int, opts, work: Path) 
 
 
 def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, scratch: Path, make_map,
-               direction: str = "any") -> dict:
+               direction: str = "any", extent_mm: float = 0.0) -> dict:
     """Score ``make_map(files, baseline, followup) > t`` with the app's change rule and evaluation steps."""
     import nibabel as nib
 
@@ -114,7 +115,8 @@ def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, sc
         for t in thresholds:
             for b in blobs:
                 labels = change_labels(score, brain, t, b, direction=direction, baseline=baseline,
-                                       followup=followup, psf_fwhm=psf)
+                                       followup=followup, psf_fwhm=psf,
+                                       extent_mm=extent_mm if direction == "increase" else 0.0)
                 labels_file = scratch / f"sub-{sub}_t{t}_blob{b}_labels.nii.gz"
                 nib.save(nib.Nifti1Image(labels.astype(np.int32), follow_img.affine), str(labels_file))
                 metrics_file = scratch / f"sub-{sub}_t{t}_blob{b}_metrics.tsv"
@@ -128,10 +130,11 @@ def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, sc
     return results
 
 
-STEPS = ("any direction", "threshold", "dark", "preexisting", "diffuse", "rim")
+STEPS = ("any direction", "threshold", "dark", "preexisting", "diffuse", "rim", "extent")
 
 
-def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict, blob: int) -> tuple[dict, dict]:
+def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict, blob: int,
+                        extent_mm: float = 0.0) -> tuple[dict, dict]:
     """Reference lesions still matched (IoU >= 0.01) after each step of the app's change rule, and
     the rule's result scored by the MSSEG-2 challenge's detection rules.
 
@@ -169,13 +172,13 @@ def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict
         for name, (threshold, kind) in scores.items():
             score = probability if kind == "model" else followup - baseline
             steps = {"any direction": change_labels(score, brain, threshold, blob, direction="any")}
-            change_labels(score, brain, threshold, blob, direction="increase", baseline=baseline,
-                          followup=followup, psf_fwhm=psf, steps=steps)
+            result = change_labels(score, brain, threshold, blob, direction="increase", baseline=baseline,
+                                   followup=followup, psf_fwhm=psf, steps=steps, extent_mm=extent_mm)
             for step in STEPS:
                 found = match_matrix(steps[step], reference).any(axis=0)[1:] if step in steps else np.zeros(n_ref, bool)
                 counts[name][step][0] += int(found.sum())
                 counts[name][step][1] += int(n_ref)
-            msseg2_rows[name].append(lesion_metrics(steps["rim"], reference > 0, match="msseg2",
+            msseg2_rows[name].append(lesion_metrics(result, reference > 0, match="msseg2",
                                                     zooms=img.header.get_zooms()[:3]))
     msseg2 = {}
     for name, rows in msseg2_rows.items():
@@ -184,11 +187,12 @@ def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict
     return counts, msseg2
 
 
-def subtraction_baseline(bids: Path, out: Path, subjects: list[str], thresholds, blobs, scratch: Path) -> dict:
+def subtraction_baseline(bids: Path, out: Path, subjects: list[str], thresholds, blobs, scratch: Path,
+                         extent_mm: float = 0.0) -> dict:
     """Score ``followup - baseline > t`` under the app's default rule (brighter, not CSF, hyperintense)."""
     return score_maps(bids, out, subjects, thresholds, blobs, scratch,
                       lambda files, baseline, followup: (followup - baseline).astype(np.float32),
-                      direction="increase")
+                      direction="increase", extent_mm=extent_mm)
 
 
 def model_any_direction(bids: Path, out: Path, subjects: list[str], blobs, scratch: Path) -> dict:
@@ -224,6 +228,9 @@ def main() -> None:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--omp-nthreads", type=int, default=2)
     parser.add_argument("--app-args", default="", help="more arguments for the app, e.g. '--output-resolution 2.5'")
+    parser.add_argument("--extent-mm", type=float, default=0.0,
+                        help="the app's --extent-mm (grow each change into the new hyperintensity around it), "
+                             "for the model and the subtraction alike (default: 0, off)")
     parser.add_argument("--reuse-outputs", action="store_true",
                         help="skip the app when an output dir already holds its group metrics table")
     parser.add_argument("--name", default="accuracy", help="results file name (results/NAME.json|md)")
@@ -247,7 +254,7 @@ def main() -> None:
     model_runs = {b: run_model(bids, root, model, b, opts, work=source / "work") for b in opts.blob_sizes}
     LOGGER.info("subtraction baseline at t = %s", opts.thresholds)
     baseline = subtraction_baseline(bids, model_runs[opts.blob_sizes[0]]["out"], subjects, opts.thresholds,
-                                    opts.blob_sizes, root / "subtraction")
+                                    opts.blob_sizes, root / "subtraction", extent_mm=opts.extent_mm)
     LOGGER.info("the model under the paper's rule (change direction any)")
     model_any = model_any_direction(bids, model_runs[opts.blob_sizes[0]]["out"], subjects, opts.blob_sizes,
                                     root / "model_any")
@@ -257,7 +264,8 @@ def main() -> None:
     blob = opts.blob_sizes[0]
     step_scores = {"model (p > 0.1)": (0.1, "model"), **{f"subtraction d > {t}": (t, "subtraction")
                                                         for t in opts.thresholds}}
-    after_steps, msseg2 = lesions_after_steps(bids, model_runs[blob]["out"], subjects, step_scores, blob)
+    after_steps, msseg2 = lesions_after_steps(bids, model_runs[blob]["out"], subjects, step_scores, blob,
+                                              extent_mm=opts.extent_mm)
 
     import json
 
@@ -327,7 +335,9 @@ def main() -> None:
         f"{len(subjects)} Change subjects, `bids_lesionchange-synth --n-nochange 0 --n-change {opts.n_change} "
         f"--seed {opts.seed} --preset {opts.preset} --thick-slice {opts.thick_slice}`; model `{model.name}` "
         f"(sha256 of weights {str(spec.get('sha256', {}).get('detector.weights.h5', ''))[:12]}), "
-        f"skull strip `{opts.skull_strip}`. Lesions matched at IoU >= 0.01.\n\n"
+        f"skull strip `{opts.skull_strip}`. Lesions matched at IoU >= 0.01."
+        + (f" The app's `--extent-mm {opts.extent_mm:g}`: every change (the model's and the subtraction's) grown "
+           f"into the new hyperintensity around it." if opts.extent_mm else "") + "\n\n"
         f"Command: `{command}`\n\n"
         f"## Mean over pairs (as the paper's Table 1)\n\n{markdown_table(headers, mean_rows)}\n"
         f"## Pooled over pairs (counts summed, then rates)\n\n{markdown_table(pooled_headers, pooled_rows)}\n"
@@ -340,7 +350,8 @@ def main() -> None:
         f"## Where lesions are lost: reference lesions found after each step of the rule (blobs >= {blob}, pooled)\n\n"
         "`any direction`: the score above the threshold alone (the paper's rule); then the app's steps in order: "
         "`threshold` (where the follow-up is brighter and in parenchyma), `dark`, `preexisting`, `diffuse`, "
-        "`rim` (the result). A lesion not found under `any direction` is one the score map does not flag at all.\n\n"
+        "`rim`, `extent` (the result: each change grown into the new hyperintensity around it). A lesion not found "
+        "under `any direction` is one the score map does not flag at all.\n\n"
         + markdown_table(["score", *STEPS], [[name, *[f"{c[step][0]} / {c[step][1]}" for step in STEPS]]
                                              for name, c in after_steps.items()]) + "\n\n"
         f"## The same results scored by the MSSEG-2 challenge's rules (Anima's scorer; blobs >= {blob})\n\n"
@@ -359,7 +370,8 @@ def main() -> None:
                 "subjects": subjects, "command": f"bids_lesionchange-synth BIDS --n-nochange 0 --n-change "
                 f"{opts.n_change} --seed {opts.seed} --preset {opts.preset} --thick-slice {opts.thick_slice}"},
             "cohort_from": opts.cohort_from, "model": {"dir": str(model), "sha256": spec.get("sha256"), "training": spec.get("training", {}).get("command")},
-            "skull_strip": opts.skull_strip, "app_args": opts.app_args, "match": "iou >= 0.01",
+            "skull_strip": opts.skull_strip, "app_args": opts.app_args, "extent_mm": opts.extent_mm,
+            "match": "iou >= 0.01",
             "best_subtraction_threshold": {str(b): best[b] for b in opts.blob_sizes},
             "lesions_after_steps": {"blob": blob, "counts": after_steps},
             "msseg2": {"blob": blob, "scores": msseg2},

@@ -429,7 +429,7 @@ def found_by_kind(labels: np.ndarray, ref_labels: np.ndarray, lesions: list[dict
 
 
 def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scratch: Path,
-               kind_map: Path | None = None, ignore: Path | None = None) -> dict:
+               kind_map: Path | None = None, ignore: Path | None = None, extent_mm: float = 0.0) -> dict:
     """Apply every method's rule to one pair; count changes, the fraction above threshold, and metrics
     (with ``kind_map``: also the new and the enlarging reference lesions found, :func:`found_by_kind`,
     of the reference lesions resampled once per pair, :func:`reference_lesions`). ``ignore``: a mask
@@ -461,7 +461,8 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
         score = prob if kind == "model" else follow - base
         steps = {} if lesions is not None and name in STEP_METHODS else None
         labels = change_labels(score, brain, threshold, BLOB, direction=direction, baseline=base, followup=follow,
-                               noise_z=noise_z, psf_fwhm=psf, steps=steps)
+                               noise_z=noise_z, psf_fwhm=psf, steps=steps,
+                               extent_mm=extent_mm if direction == "increase" else 0.0)
         labels, n_ignored = without_ignored(labels)
         row = {"n_changes": int(labels.max()), "fraction_above": float((score[brain] > threshold).mean()),
                "change_voxels": int((labels > 0).sum()), "ignored": n_ignored}
@@ -641,6 +642,9 @@ def main() -> None:
                         help="also score the model with the follow-up brighter by more than z robust sd "
                              "of the pair's smoothed difference (analysis.components.brighter_on_followup)")
     parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--extent-mm", type=float, default=0.0,
+                        help="the app's --extent-mm (grow each change into the new hyperintensity around it), "
+                             "for the model and the subtraction alike (default: 0, off)")
     parser.add_argument("--name", default="real_flair")
     parser.add_argument("--picture", type=Path, default=REPO / "docs" / "img" / "real_pair_detections.png")
     opts = parser.parse_args()
@@ -657,7 +661,8 @@ def main() -> None:
                 **write_nih(bids), **write_phantoms(bids, root / "phantoms", opts.phantom_seeds, opts.growth_factors),
                 **write_new_lesion_phantoms(bids, root / "new_lesion_phantoms", opts.new_lesion_seeds)}
     out = root / f"out-{model.name}"
-    seconds, failed = run_app(bids, out, model, root, opts.nprocs)
+    seconds, failed = run_app(bids, out, model, root, opts.nprocs,
+                              extra=("--extent-mm", opts.extent_mm) if opts.extent_mm else ())
     methods = {"model": ("model", KAPPA, "increase", 0.0), "model, any direction": ("model", KAPPA, "any", 0.0)}
     methods.update({f"model, brighter by > {z} sd": ("model", KAPPA, "increase", z) for z in opts.noise_z})
     methods.update({f"subtraction d > {t}": ("subtraction", t, "increase", 0.0) for t in opts.thresholds})
@@ -669,7 +674,8 @@ def main() -> None:
         kind_map = Path(info["kind_map"]) if "kind_map" in info else (ref if info["kind"] == "new-lesion phantom" else None)
         results[sub] = {**info, "scores": score_pair(out, sub, methods, ref if ref.is_file() else None,
                                                      root / "scores" / model.name, kind_map,
-                                                     Path(info["ignore"]) if "ignore" in info else None)}
+                                                     Path(info["ignore"]) if "ignore" in info else None,
+                                                     extent_mm=opts.extent_mm)}
 
     def group(kind):
         return {s: r for s, r in results.items() if r["kind"] == kind}
@@ -678,6 +684,9 @@ def main() -> None:
           f"Model `{model.name}` against subtraction on the same preprocessed images, same rule "
           f"(kappa / t, follow-up brighter, not CSF, hyperintense, blobs >= {BLOB} voxels). "
           "Paper's any-direction rule shown for the model.\n", f"Command: `{command_line()}`\n"]
+    if opts.extent_mm:
+        md.append(f"With the app's `--extent-mm {opts.extent_mm:g}`: every change (the model's and the "
+                  "subtraction's) grown into the new hyperintensity around it.\n")
     nochange = group("nochange")
     if nochange:
         headers = ["pair", "source", "members", "diff sd / fine", *[f"{m}: changes / % brain" for m in methods]]
@@ -755,8 +764,9 @@ def main() -> None:
                "(IoU >= 0.01) after each step of the app's rule: `threshold` (score above kappa or t where the "
                "follow-up is brighter and in parenchyma, components of >= 20 voxels), `dark` (hyperintense "
                "components only), `preexisting` (enough tissue that was normal-appearing at baseline and is "
-               "hyperintense at follow-up), `diffuse` (focal rise), `rim` (not mostly in the brain's outer rim: "
-               "the result). A lesion missing after `threshold` is one the score map itself does not flag.\n",
+               "hyperintense at follow-up), `diffuse` (focal rise), `rim` (not mostly in the brain's outer rim), "
+               "`extent` (each change grown into the new hyperintensity around it: the result). A lesion missing "
+               "after `threshold` is one the score map itself does not flag.\n",
                steps_md]
     if failed:
         md += ["## Pairs the app could not process\n",

@@ -45,6 +45,7 @@ class Settings:
     adapt_steps: int = 0  # participant: fine-tune a copy of the model on the pair's own sessions first
     max_change_fraction: float = MAX_PLAUSIBLE_FRACTION  # above it a pair is flagged out of domain
     change_direction: str = "increase"  # "increase" (follow-up brighter only) | "any" (the paper)
+    extent_mm: float = 0.0  # grow each change into the new hyperintensity around it (0: off)
     skip_bids_validation: bool = False
     write_native: bool = True
     reports: bool = True

@@ -44,7 +44,7 @@ def qc_psf_fwhm(preproc_qc: str | Path | None):
 def components_files(probability: str, brain_mask: str, mask_out: str, labels_out: str,
                      threshold: float = 0.1, min_size: int = 20, *, direction: str = "any",
                      baseline: str | None = None, followup: str | None = None,
-                     preproc_qc: str | None = None) -> tuple[str, str, int]:
+                     preproc_qc: str | None = None, extent_mm: float = 0.0) -> tuple[str, str, int]:
     """Threshold a probability image and write the binary change mask and the component labels.
 
     With ``direction="increase"`` (``baseline`` and ``followup`` are then required) the rule of
@@ -52,6 +52,8 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
     not CSF, hyperintense at follow-up, new tissue, not mostly in the brain's outer rim.
     ``preproc_qc``: the pair's preprocessing QC JSON, whose resolution-matching report gives the
     sessions' point-spread functions (thick slices widen "already hyperintense at baseline").
+    ``extent_mm``: grow each change into the new hyperintensity around it by up to this far
+    (:func:`bids_lesionchange.analysis.components.grow_to_extent`; 0: off).
     """
     prob_img = nib.load(probability)
     prob = np.asarray(prob_img.dataobj, dtype=np.float32)
@@ -61,7 +63,8 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
         images = {key: np.asarray(nib.load(path).dataobj, dtype=np.float32)
                   for key, path in (("baseline", baseline), ("followup", followup)) if path}
     labels = change_labels(prob, brain, threshold, min_size, direction=direction,
-                           zooms=prob_img.header.get_zooms()[:3], psf_fwhm=qc_psf_fwhm(preproc_qc), **images)
+                           zooms=prob_img.header.get_zooms()[:3], psf_fwhm=qc_psf_fwhm(preproc_qc),
+                           extent_mm=extent_mm, **images)
     atomic_write_nifti(mask_out, labels > 0, prob_img.affine, dtype=np.uint8)
     atomic_write_nifti(labels_out, labels, prob_img.affine, dtype=np.int16 if labels.max() < 32767 else np.int32)
     return mask_out, labels_out, int(labels.max())

@@ -115,6 +115,7 @@ _positive_int = int_at_least(1)
 _nonnegative_int = int_at_least(0)
 _probability = number_between(0.0, 1.0, inclusive=False)
 _fraction_of_brain = number_between(0.0, 1.0, inclusive=False, include_high=True)
+_extent_mm = number_between(0.0, 50.0, inclusive=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="increase (default): a change must be brighter on the follow-up than at baseline, "
                    "outside CSF, hyperintense (above the brain's median) and mostly in tissue that was not "
                    "hyperintense at baseline, as new and enlarging lesions are on FLAIR; any: every change the network finds (the paper)")
+    g.add_argument("--extent-mm", type=_extent_mm, default=0.0, metavar="MM",
+                   help="participant, --change-direction increase: grow each change by up to MM into the "
+                   "adjacent tissue that became newly hyperintense and brightened (the network's map covers "
+                   "part of a large or enlarging lesion; the number of changes does not grow). 0 (default): "
+                   "off; 6: the largest lesion radius the shipped model was trained on (docs/method.md gives "
+                   "what it changed)")
     g.add_argument("--match", choices=["iou", "overlap", "msseg2"], default="iou",
                    help="lesion matching for evaluation: IoU >= 0.01 (default, the paper), any overlap, "
                    "or msseg2: the MSSEG-2 challenge's detection rule (Anima's animaSegPerfAnalyzer: "
@@ -504,6 +511,7 @@ def parse_args(argv: list[str] | None = None):
         max_change_fraction=opts.max_change_fraction,
         adapt_steps=opts.adapt_steps,
         change_direction=opts.change_direction,
+        extent_mm=opts.extent_mm,
         skip_bids_validation=opts.skip_bids_validation,
         write_native=opts.write_native,
         reports=opts.reports,

@@ -8,6 +8,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, TraitedSpec, isdefined, traits,
 )
 
+from bids_lesionchange.analysis.components import rule_digest
 from bids_lesionchange.analysis.plausibility import MAX_PLAUSIBLE_FRACTION
 from bids_lesionchange.interfaces.base import LeanInterface
 
@@ -101,6 +102,13 @@ class _ComponentsInputSpec(BaseInterfaceInputSpec):
     followup = File(exists=True, desc="preprocessed follow-up (for direction=increase)")
     preproc_qc = File(exists=True, desc="preprocessing QC JSON: its resolution-matching report gives the "
                                         "sessions' point-spread functions (for direction=increase)")
+    extent_mm = traits.Float(0.0, usedefault=True,
+                             desc="grow each change into the new hyperintensity around it by up to this far "
+                             "(mm; 0: off)")
+    rule_digest = traits.Str(rule_digest(), usedefault=True,
+                             desc="digest of the change rule's code: part of the node's hash, so that a work "
+                             "directory kept from an earlier version runs the new rule instead of serving the "
+                             "old one's changes from the cache")
 
 
 class _ComponentsOutputSpec(TraitedSpec):
@@ -122,7 +130,8 @@ class ChangeComponents(LeanInterface):
             self.inputs.probability, self.inputs.brain_mask, _out(runtime, "change_mask.nii.gz"),
             _out(runtime, "change_dseg.nii.gz"), self.inputs.threshold, self.inputs.min_size,
             direction=self.inputs.direction, baseline=self.inputs.baseline or None,
-            followup=self.inputs.followup or None, preproc_qc=self.inputs.preproc_qc or None)
+            followup=self.inputs.followup or None, preproc_qc=self.inputs.preproc_qc or None,
+            extent_mm=self.inputs.extent_mm)
         self._results.update(mask=mask, labels=labels, n_components=n)
         return runtime
 

@@ -80,6 +80,7 @@ def init_bids_lesionchange_wf(*, settings, pairs, references=None, name="bids_le
             adapt_steps=settings.adapt_steps,
             seed=settings.seed,
             change_direction=settings.change_direction,
+            extent_mm=settings.extent_mm,
             match=settings.match,
             write_native=settings.write_native,
             omp_nthreads=settings.omp_nthreads,
@@ -93,7 +94,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
                  skull_strip="auto", hdbet_mode="fast", hdbet_precision="auto", device="cpu",
                  resolution=1.0, intensity_norm="percentile",
                  threshold=0.1, min_blob_size=20, max_change_fraction=MAX_PLAUSIBLE_FRACTION,
-                 adapt_steps=0, seed=0, change_direction="increase", match="iou", write_native=True,
+                 adapt_steps=0, seed=0, change_direction="increase", extent_mm=0.0, match="iou", write_native=True,
                  omp_nthreads=1, name="pair_wf"):
     """Preprocess one session pair, detect change, describe it, evaluate it and write derivatives.
 
@@ -121,7 +122,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
         Detect change (False: preprocess only).
     skull_strip, hdbet_mode, hdbet_precision, device, resolution, intensity_norm
         Preprocessing, see :func:`~bids_lesionchange.workflows.preproc.init_preproc_wf`.
-    threshold, min_blob_size, max_change_fraction, adapt_steps, seed, change_direction
+    threshold, min_blob_size, max_change_fraction, adapt_steps, seed, change_direction, extent_mm
         Change detection, see :func:`~bids_lesionchange.workflows.change.init_change_wf`.
     match : str
         Lesion matching rule of the evaluation, see
@@ -164,7 +165,8 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
         change_meta = {"BaselineSession": f"ses-{pair.baseline_session}",
                        "FollowupSession": f"ses-{pair.followup_session}",
                        "Threshold": threshold, "MinBlobSizeVoxels": min_blob_size,
-                       "ChangeDirection": change_direction, "AdaptationSteps": int(adapt_steps),
+                       "ChangeDirection": change_direction, "ExtentMm": float(extent_mm),
+                       "AdaptationSteps": int(adapt_steps),
                        "Model": str(model_dir), "Sources": [str(pair.baseline_flair),
                                                             str(pair.followup_flair)]}
     ds_pair_wf = init_ds_pair_wf(pair=pair, output_dir=output_dir, resolution=resolution,
@@ -181,7 +183,7 @@ def init_pair_wf(*, pair, output_dir, model_dir, model_sha256=None, reference=No
     change_wf = init_change_wf(model_dir=model_dir, model_sha256=model_sha256, threshold=threshold,
                                min_blob_size=min_blob_size, max_change_fraction=max_change_fraction,
                                adapt_steps=adapt_steps, seed=seed, change_direction=change_direction,
-                               omp_nthreads=omp_nthreads)
+                               extent_mm=extent_mm, omp_nthreads=omp_nthreads)
     workflow.connect([
         (preproc_wf, change_wf, [(f"outputnode.{field}", f"inputnode.{field}") for field in CHANGE_INPUTS]),
         (change_wf, outputnode, [("outputnode.probability", "probability"), ("outputnode.mask", "mask"),

@@ -33,7 +33,7 @@ def detector_digest(model_dir) -> str:
 
 def init_change_wf(*, model_dir, model_sha256=None, threshold=0.1, min_blob_size=20,
                    max_change_fraction=MAX_PLAUSIBLE_FRACTION, adapt_steps=0, seed=0,
-                   change_direction="increase", omp_nthreads=1, name="change_wf"):
+                   change_direction="increase", extent_mm=0.0, omp_nthreads=1, name="change_wf"):
     """Detect change in a preprocessed pair: predict -> components -> lesion table, and the QC.
 
     With ``adapt_steps`` > 0 a copy of the model is first fine-tuned on self-pairs of the two
@@ -57,6 +57,9 @@ def init_change_wf(*, model_dir, model_sha256=None, threshold=0.1, min_blob_size
         Fine-tuning steps of the model on this pair (0: none) and their seed.
     change_direction : str
         ``increase`` (brighter at follow-up, not CSF, hyperintense) or ``any``.
+    extent_mm : float
+        With ``increase``: grow each change into the new hyperintensity around it by up to this
+        far (0: off; :func:`bids_lesionchange.analysis.components.grow_to_extent`).
     omp_nthreads : int
         Threads of the predict and adapt nodes.
     name : str
@@ -85,6 +88,8 @@ def init_change_wf(*, model_dir, model_sha256=None, threshold=0.1, min_blob_size
         f"The change probability of each voxel was predicted from the preprocessed pair; voxels above "
         f"{threshold} formed the changes, connected components of fewer than {min_blob_size} voxels were "
         f"discarded ({change_direction!r} direction), and each change was described in a lesion table. "
+        + (f"Each change was grown by up to {extent_mm:g} mm into the adjacent tissue that had become newly "
+           f"hyperintense. " if extent_mm > 0 and change_direction == "increase" else "")
     )
     inputnode = pe.Node(niu.IdentityInterface(fields=list(CHANGE_INPUTS)), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=list(CHANGE_FIELDS)), name="outputnode")
@@ -95,7 +100,7 @@ def init_change_wf(*, model_dir, model_sha256=None, threshold=0.1, min_blob_size
                                          num_threads=omp_nthreads),
                       name="predict", n_procs=omp_nthreads, mem_gb=3.0)
     components = pe.Node(ChangeComponents(threshold=threshold, min_size=min_blob_size,
-                                          direction=change_direction), name="components")
+                                          direction=change_direction, extent_mm=extent_mm), name="components")
     plausibility = pe.Node(ChangePlausibility(threshold=threshold, max_fraction=max_change_fraction),
                            name="plausibility")
     lesion_table = pe.Node(LesionTable(), name="lesion_table")

@@ -331,7 +331,7 @@ def test_change_labels_on_the_brains_box_equal_the_rule_on_the_whole_grid(offset
     also when the brain touches the grid's edge."""
     from scipy import ndimage
 
-    from bids_lesionchange.analysis.components import _increase_labels, change_labels
+    from bids_lesionchange.analysis.components import GROW_MM, _increase_labels, change_labels
 
     rng = np.random.default_rng(3)
     shape = (90, 80, 90)
@@ -351,21 +351,44 @@ def test_change_labels_on_the_brains_box_equal_the_rule_on_the_whole_grid(offset
     focal = (probability > 0) & (ndimage.gaussian_filter(rng.normal(size=shape), 4.0) > -0.02)
     followup = np.where(focal, followup + 0.1, followup).astype(np.float32)
     record = {}
-    whole = _increase_labels(probability, brain, 0.1, 20, baseline, followup, 0.0, (1.0, 1.0, 1.0), psf, record)
+    whole = _increase_labels(probability, brain, 0.1, 20, baseline, followup, 0.0, (1.0, 1.0, 1.0), psf, record,
+                             GROW_MM)
     steps = {}
     cropped = change_labels(probability, brain, 0.1, 20, direction="increase", baseline=baseline,
-                            followup=followup, psf_fwhm=psf, steps=steps)
+                            followup=followup, psf_fwhm=psf, steps=steps, extent_mm=GROW_MM)
+    # the extent step is an option: off by default, the rule ends with the rim step
+    default_steps = {}
+    default = change_labels(probability, brain, 0.1, 20, direction="increase", baseline=baseline,
+                            followup=followup, psf_fwhm=psf, steps=default_steps)
+    assert list(default_steps)[-1] == "rim" and np.array_equal(default, default_steps["rim"])
+    with pytest.raises(ValueError, match="extent_mm"):
+        change_labels(probability, brain, 0.1, 20, direction="increase", baseline=baseline, followup=followup,
+                      extent_mm=-1.0)
     assert whole.max() >= 3
     assert cropped.dtype == np.int32 and np.array_equal(cropped, whole)
     # The steps a benchmark reads (which step removed a change) are the rule's own, in its order,
     # on the whole grid: each one keeps a subset of the previous one's voxels, and the last is the result.
-    assert list(steps) == ["threshold", "dark", "preexisting", "diffuse", "rim"] == list(record)
+    assert list(steps) == ["threshold", "dark", "preexisting", "diffuse", "rim", "extent"] == list(record)
     for name in steps:
         assert steps[name].shape == shape and np.array_equal(steps[name], record[name])
-    for before, after in zip(list(steps.values()), list(steps.values())[1:]):
+    removing = [steps[name] for name in ("threshold", "dark", "preexisting", "diffuse", "rim")]
+    for before, after in zip(removing, removing[1:]):
         assert not np.any((after > 0) & (before == 0))
-    assert np.array_equal(steps["rim"], cropped)
-    assert (steps["threshold"] > 0).sum() > (cropped > 0).sum()  # the steps removed something here
+    assert np.array_equal(steps["extent"], cropped)
+    assert (steps["threshold"] > 0).sum() > (steps["rim"] > 0).sum()  # the steps removed something here
+    # the extent step grows the changes that are left and makes or removes none (it may join two)
+    assert np.all(cropped[steps["rim"] > 0] > 0)
+    assert 0 < cropped.max() <= steps["rim"].max()
+    for label in range(1, cropped.max() + 1):
+        assert np.any(steps["rim"][cropped == label] > 0)
+    # the rule hands the pre-existing step its new tissue, computed once: the same answer as the
+    # step computing it from the normal-appearing tissue and the follow-up
+    from bids_lesionchange.analysis.components import drop_preexisting_components, new_tissue, normal_appearing
+
+    normal = normal_appearing(baseline, brain, psf)
+    assert np.array_equal(drop_preexisting_components(steps["dark"], baseline, brain, normal=normal, followup=followup),
+                          drop_preexisting_components(steps["dark"], baseline, brain,
+                                                      new=new_tissue(normal, baseline, brain, followup)))
 
 
 def test_change_labels_names_arrays_of_different_shapes():
@@ -465,3 +488,50 @@ def test_components_files_reads_the_pairs_psf_from_the_preprocessing_qc(tmp_path
                                             str(tmp_path / f"dseg_{protocol}.nii.gz"), 0.1, 20, direction="increase",
                                             baseline=files["b"], followup=files["f"], preproc_qc=str(qc))[2]
     assert counts == {"3d": 1, "2d": 0}
+
+
+def test_grow_to_extent_takes_the_new_hyperintensity_around_a_change_and_nothing_else():
+    """A change covering part of a new lesion grows over the rest of it (new tissue that rose), up
+    to the reach in mm; not into a lesion already there at baseline, not into tissue that did not
+    rise, not beyond the brain; no change is made or removed, two that grow into each other are one."""
+    from bids_lesionchange.analysis.components import grow_to_extent
+
+    shape = (40, 40, 40)
+    brain = np.zeros(shape, bool)
+    brain[2:38, 2:38, 2:38] = True
+    baseline = np.where(brain, 0.5, 0.0).astype(np.float32)
+    followup = baseline.copy()
+    followup[10:20, 10:14, 10:14] = 0.8  # a new lesion, 10 voxels long
+    followup[10:20, 25:29, 10:14] = 0.8  # another, of which the map flags a larger part
+    baseline[30:36, 10:14, 10:14] = 0.8  # an old lesion, bright at both times ...
+    followup[30:36, 10:14, 10:14] = 0.8
+    followup[20:30, 10:14, 10:14] = 0.8  # ... that the first one reaches at follow-up
+    labels = np.zeros(shape, np.int32)
+    labels[10:14, 25:29, 10:14] = 1  # 64 voxels: label 1
+    labels[10:12, 10:14, 10:14] = 2  # 32 voxels: label 2
+    new = (baseline <= 0.575) & (followup > 0.575)  # new tissue, as new_tissue would give it
+    out = grow_to_extent(labels, baseline, followup, brain, new=new, peak=0.5)
+    assert out.max() == 2 and set(np.unique(out)) == {0, 1, 2}
+    assert np.all(out[10:20, 25:29, 10:14] == 1)
+    # label 2 grows along its lesion by 6 voxels (6 mm), not to the end of the bright tissue,
+    # and never into the old lesion
+    assert np.all(out[10:18, 10:14, 10:14] == 2) and np.all(out[18:, 10:14, 10:14] == 0)
+    assert (out > 0).sum() == 10 * 16 + 8 * 16
+    # with a longer reach it takes the rest of the new tissue, still not the old lesion
+    far = grow_to_extent(labels, baseline, followup, brain, new=new, peak=0.5, reach_mm=30.0)
+    assert far.max() == 2 and np.all(far[10:30, 10:14, 10:14] == far[10, 10, 10])
+    assert far[10, 10, 10] != far[10, 25, 10] and np.all(far[30:36, 10:14, 10:14] == 0)
+    # tissue that did not rise by the focal-rise level is not taken
+    faint = np.where(labels > 0, followup, np.minimum(followup, 0.54)).astype(np.float32)
+    assert np.array_equal(grow_to_extent(labels, baseline, faint, brain, new=new, peak=0.5), labels)
+    # in mm: with 2 mm voxels 6 mm is 3 steps
+    coarse = grow_to_extent(labels, baseline, followup, brain, new=new, peak=0.5, zooms=(2.0, 2.0, 2.0))
+    assert np.all(coarse[10:15, 10:14, 10:14] == 2) and np.all(coarse[15:, 10:14, 10:14] == 0)
+    assert np.array_equal(grow_to_extent(np.zeros(shape, np.int32), baseline, followup, brain, new=new, peak=0.5),
+                          np.zeros(shape, np.int32))
+    # two pieces of one new lesion, 4 voxels apart, grow into each other: one change, labels by size
+    pieces = np.zeros(shape, np.int32)
+    pieces[10:12, 25:29, 10:14] = 2
+    pieces[16:20, 25:29, 10:14] = 1
+    joined = grow_to_extent(pieces, baseline, followup, brain, new=new, peak=0.5)
+    assert joined.max() == 1 and np.all(joined[10:20, 25:29, 10:14] == 1)

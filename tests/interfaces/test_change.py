@@ -40,3 +40,22 @@ def test_change_plausibility_limit_input(tmp_path, monkeypatch):
                                 max_fraction=1.0).run()
     assert result.outputs.out_of_domain is False
     assert json.loads(Path(result.outputs.qc_json).read_text())["message"] == ""
+
+
+def test_the_components_nodes_hash_follows_the_change_rules_code(tmp_path, monkeypatch):
+    """A work directory kept from an earlier version must not serve the old rule's changes: the
+    digest of the rule's code is a hashed input of the components node, and it follows the code."""
+    from bids_lesionchange.analysis import components
+    from bids_lesionchange.interfaces.change import ChangeComponents
+
+    prob, mask = _files(tmp_path, 0.1)
+    node = ChangeComponents(probability=prob, brain_mask=mask)
+    assert node.inputs.rule_digest == components.rule_digest()
+    before = node.inputs.get_hashval()[1]
+    node.inputs.rule_digest = "another rule"
+    assert node.inputs.get_hashval()[1] != before
+    # the digest is the code's: a changed line of the rule's module changes it
+    source = tmp_path / "components.py"
+    source.write_bytes(Path(components.__file__).read_bytes() + b"\n# changed\n")
+    monkeypatch.setattr(components, "__file__", str(source))
+    assert components.rule_digest() != node.__class__().inputs.rule_digest

@@ -15,8 +15,10 @@ def _pair(tmp_path):
 def test_the_pair_workflow_has_one_sub_workflow_per_job_and_only_ds_pair_wf_writes(tmp_path):
     (tmp_path / "ref.nii.gz").write_bytes(b"")
     workflow = init_pair_wf(pair=_pair(tmp_path), output_dir=str(tmp_path), model_dir=str(tmp_path),
-                            model_sha256="x", reference=str(tmp_path / "ref.nii.gz"), adapt_steps=1)
+                            model_sha256="x", reference=str(tmp_path / "ref.nii.gz"), adapt_steps=1,
+                            extent_mm=6.0)
     names = workflow.list_node_names()
+    assert workflow.get_node("change_wf.components").inputs.extent_mm == 6.0  # --extent-mm reaches the rule
     assert {n.split(".")[0] for n in names} - {"inputnode", "outputnode"} == {
         "preproc_wf", "change_wf", "native_wf", "evaluate_wf", "ds_pair_wf"}
     assert {n for n in names if n.startswith("change_wf.") and not n.endswith("node")} == {
