@@ -92,6 +92,19 @@ def run_model(bids: Path, root: Path, model: Path, blob: int, opts, work: Path) 
             "pooled": next(r for r in rows if r["pair"] == "pooled")}
 
 
+def _pair_images(out: Path, sub: str, bids: Path):
+    """One pair's files, follow-up image, baseline and follow-up arrays (float32), brain mask and the
+    point-spread functions the app's components step reads from the preprocessing QC."""
+    import nibabel as nib
+
+    files = pair_files(out, sub, bids)
+    follow_img = nib.load(files["followup"])
+    followup = np.asarray(follow_img.dataobj, dtype=np.float32)
+    baseline = np.asarray(nib.load(files["baseline"]).dataobj, dtype=np.float32)
+    brain = np.asarray(nib.load(files["brain_mask"]).dataobj) > 0
+    return files, follow_img, baseline, followup, brain, pair_psf_fwhm(files)
+
+
 def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, scratch: Path, make_map,
                direction: str = "any", extent_mm: float = 0.0) -> dict:
     """Score ``make_map(files, baseline, followup) > t`` with the app's change rule and evaluation steps."""
@@ -105,13 +118,8 @@ def score_maps(bids: Path, out: Path, subjects: list[str], thresholds, blobs, sc
     scratch.mkdir(parents=True, exist_ok=True)
     per_pair = {(t, b): [] for t in thresholds for b in blobs}
     for sub in subjects:
-        files = pair_files(out, sub, bids)
-        follow_img = nib.load(files["followup"])
-        followup = np.asarray(follow_img.dataobj, dtype=np.float32)
-        baseline = np.asarray(nib.load(files["baseline"]).dataobj, dtype=np.float32)
-        brain = np.asarray(nib.load(files["brain_mask"]).dataobj) > 0
+        files, follow_img, baseline, followup, brain, psf = _pair_images(out, sub, bids)
         score = make_map(files, baseline, followup)
-        psf = pair_psf_fwhm(files)  # the app's components step reads it from the preprocessing QC
         for t in thresholds:
             for b in blobs:
                 labels = change_labels(score, brain, t, b, direction=direction, baseline=baseline,
@@ -141,7 +149,8 @@ def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict
     ``scores``: name -> (threshold, ``"model"`` or ``"subtraction"``). Per name and step of
     :data:`STEPS` (``"any direction"``: the score above the threshold alone, components of ``blob``
     voxels; then the steps of :func:`bids_lesionchange.analysis.components.change_labels`, the last
-    one its result), ``[found, present]`` summed over the pairs. The truth's lesions are its
+    one its result; ``"extent"`` only with ``extent_mm``), ``[found, present]`` summed over the
+    pairs; a step that did not run on a pair (a flat baseline) removed nothing there. The truth's lesions are its
     connected components on the common grid (nearest neighbour through the follow-up transform),
     as the evaluation counts them. A lesion missing after ``"any direction"`` is one the score map
     does not flag at all; one lost later, a step of the rule removed.
@@ -157,25 +166,23 @@ def lesions_after_steps(bids: Path, out: Path, subjects: list[str], scores: dict
     from bids_lesionchange.analysis.metrics import aggregate_metrics, lesion_metrics, match_matrix
     from bids_lesionchange.image.transforms import to_common
 
-    counts = {name: {step: [0, 0] for step in STEPS} for name in scores}
+    names = STEPS if extent_mm > 0 else tuple(step for step in STEPS if step != "extent")
+    counts = {name: {step: [0, 0] for step in names} for name in scores}
     msseg2_rows = {name: [] for name in scores}
     for sub in subjects:
-        files = pair_files(out, sub, bids)
-        img = nib.load(files["followup"])
-        followup = np.asarray(img.dataobj, dtype=np.float32)
-        baseline = np.asarray(nib.load(files["baseline"]).dataobj, dtype=np.float32)
-        brain = np.asarray(nib.load(files["brain_mask"]).dataobj) > 0
+        files, img, baseline, followup, brain, psf = _pair_images(out, sub, bids)
         probability = np.asarray(nib.load(files["probability"]).dataobj, dtype=np.float32)
         reference, n_ref = label_connected_components(
             to_common(files["reference"], files["followup_xfm"], followup.shape, img.affine) > 0)
-        psf = pair_psf_fwhm(files)
         for name, (threshold, kind) in scores.items():
             score = probability if kind == "model" else followup - baseline
             steps = {"any direction": change_labels(score, brain, threshold, blob, direction="any")}
             result = change_labels(score, brain, threshold, blob, direction="increase", baseline=baseline,
                                    followup=followup, psf_fwhm=psf, steps=steps, extent_mm=extent_mm)
-            for step in STEPS:
-                found = match_matrix(steps[step], reference).any(axis=0)[1:] if step in steps else np.zeros(n_ref, bool)
+            found = None
+            for step in names:
+                if step in steps or found is None:  # a step that did not run removed nothing
+                    found = match_matrix(steps[step], reference).any(axis=0)[1:]
                 counts[name][step][0] += int(found.sum())
                 counts[name][step][1] += int(n_ref)
             msseg2_rows[name].append(lesion_metrics(result, reference > 0, match="msseg2",
@@ -350,10 +357,12 @@ def main() -> None:
         f"## Where lesions are lost: reference lesions found after each step of the rule (blobs >= {blob}, pooled)\n\n"
         "`any direction`: the score above the threshold alone (the paper's rule); then the app's steps in order: "
         "`threshold` (where the follow-up is brighter and in parenchyma), `dark`, `preexisting`, `diffuse`, "
-        "`rim`, `extent` (the result: each change grown into the new hyperintensity around it). A lesion not found "
-        "under `any direction` is one the score map does not flag at all.\n\n"
-        + markdown_table(["score", *STEPS], [[name, *[f"{c[step][0]} / {c[step][1]}" for step in STEPS]]
-                                             for name, c in after_steps.items()]) + "\n\n"
+        + ("`rim`, `extent` (the result: each change grown into the new hyperintensity around it). " if opts.extent_mm
+           else "`rim` (the result). ")
+        + "A lesion not found under `any direction` is one the score map does not flag at all.\n\n"
+        + markdown_table(["score", *next(iter(after_steps.values()))],
+                         [[name, *[f"{found} / {present}" for found, present in c.values()]]
+                          for name, c in after_steps.items()]) + "\n\n"
         f"## The same results scored by the MSSEG-2 challenge's rules (Anima's scorer; blobs >= {blob})\n\n"
         "The app's own evaluation with `match=msseg2` (`bids_lesionchange.analysis.msseg2`): lesions are "
         "6-connected components, components of <= 3 mm^3 are dropped from both masks, and a lesion is detected "

@@ -518,12 +518,13 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
     brighter and in parenchyma, components of ``min_size``), ``"dark"``, ``"preexisting"``,
     ``"diffuse"``, ``"rim"`` and, with ``extent_mm``, ``"extent"`` (the last is the result), so
     that a benchmark can say which step removed a change; steps that do not run (a flat baseline)
-    are absent. Nothing is
-    recorded for ``direction="any"``.
+    are absent. Nothing is recorded for ``direction="any"``.
     """
     brain = np.asarray(brain_mask) > 0
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if extent_mm < 0:
+        raise ValueError(f"extent_mm must be >= 0, got {extent_mm}")
     if direction == "any":
         return change_components(score, threshold=threshold, min_size=min_size, brain_mask=brain)
     if baseline is None or followup is None:
@@ -547,8 +548,6 @@ def change_labels(score: np.ndarray, brain_mask: np.ndarray, threshold: float = 
     box = tuple(slice(max(int(idx.min()) - margin, 0), min(int(idx.max()) + margin + 1, side))
                 for idx, side in zip(np.nonzero(brain), brain.shape))
     record = None if steps is None else {}
-    if extent_mm < 0:
-        raise ValueError(f"extent_mm must be >= 0, got {extent_mm}")
     labels[box] = _increase_labels(score[box], brain[box], threshold, min_size, baseline[box], followup[box],
                                    noise_z, zooms, psf_voxels, record, extent_mm)
     if steps is not None:
