@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 LOGGER = logging.getLogger("bids_lesionchange.discovery")
@@ -101,7 +104,8 @@ def find_pairs(
         Subjects to consider (without ``sub-``); all when empty.
     session_label
         Sessions to use, in this order (consecutive ones form pairs); when empty every session
-        with a FLAIR is used in sorted order, so ses-01→ses-02 and ses-02→ses-03.
+        with a FLAIR is used in time order (:func:`order_sessions`: acquisition times recorded in the
+        dataset, else labels whose order is evident), so ses-01→ses-02 and ses-02→ses-03.
 
     Returns
     -------
@@ -120,7 +124,7 @@ def find_pairs(
             skipped.append(SkippedSubject(
                 subject, "FLAIR images without a session entity; put them in ses-<label> folders"))
             continue
-        sessions = list(session_label) if session_label else sorted(by_session)
+        sessions = list(session_label) if session_label else sorted(by_session, key=natural_key)
         chosen: list[tuple[str, Path]] = []
         notes: dict[Path, str] = {}
         problem = None
@@ -141,9 +145,180 @@ def find_pairs(
             skipped.append(SkippedSubject(
                 subject, f"only one session with a FLAIR ({have}); two are needed"))
             continue
+        times = acquisition_times(Path(bids_dir), subject, chosen, layout)
+        chosen, order_note, problem = order_sessions(subject, chosen, times, given=bool(session_label))
+        if problem:
+            skipped.append(SkippedSubject(subject, problem))
+            continue
+        if order_note:
+            LOGGER.warning("%s", order_note)
         for (s0, f0), (s1, f1) in zip(chosen[:-1], chosen[1:]):
-            pairs.append(SessionPair(subject, s0, s1, f0, f1, tuple(notes[f] for f in (f0, f1) if f in notes)))
+            pair_notes = tuple(notes[f] for f in (f0, f1) if f in notes) + ((order_note,) if order_note else ())
+            pairs.append(SessionPair(subject, s0, s1, f0, f1, pair_notes))
     return pairs, skipped
+
+
+# Which session came first. A session's label is only a name: ses-10 sorts before ses-2 as text, and
+# ses-post before ses-pre. Pairing them the wrong way round turns new lesions into vanished ones and
+# gives a plausible, wrong answer, so the order is taken from the acquisition times the dataset
+# records, else from labels whose order is evident, else the subject is skipped with the fix.
+
+#: Labels (their letters, case-folded) that name the first and the last time point.
+EARLY_WORDS = frozenset({"baseline", "base", "bl", "screening", "screen", "pre", "before", "first",
+                         "initial", "start"})
+LATE_WORDS = frozenset({"followup", "follow", "fu", "post", "after", "second", "last", "final", "end"})
+
+
+def natural_key(label: str) -> tuple:
+    """Sort key of a session label with its numbers compared as numbers (2 before 10, M6 before M12)."""
+    return tuple((0, int(tok), "") if tok.isdigit() else (1, 0, tok.lower())
+                 for tok in re.findall(r"\d+|\D+", label))
+
+
+def _skeleton(label: str) -> tuple:
+    """The label with its numbers and a last single letter blanked: labels of one skeleton differ
+    only by a count (01/02, M6/M12, time1/time2, 2019/2020) or a letter (1a/1b, A/B)."""
+    toks = re.findall(r"\d+|\D+", label.lower())
+    return tuple("#" if t.isdigit() else ("*" if len(t) == 1 and i == len(toks) - 1 else t)
+                 for i, t in enumerate(toks))
+
+
+def _rank(label: str) -> int:
+    word = re.sub(r"\d", "", label).lower()
+    return 0 if word in EARLY_WORDS else 2 if word in LATE_WORDS else 1
+
+
+def label_order(labels: list[str]) -> list[str] | None:
+    """Labels in time order when the names make it evident, else ``None``.
+
+    Evident: words naming the first (baseline, pre, bl, ...) and the last time point (followup, post,
+    fu, ...) come first and last, and the labels of each such group differ only by a number or by a
+    last single letter, e.g. 01/02/10, M6/M12, baseline/m12/m24, pre/post, 1a/1b.
+    """
+    groups: dict[int, list[str]] = {}
+    for label in labels:
+        groups.setdefault(_rank(label), []).append(label)
+    if any(len({_skeleton(label) for label in group}) > 1 for group in groups.values()):
+        return None
+    return [label for rank in sorted(groups) for label in sorted(groups[rank], key=natural_key)]
+
+
+def _parse_time(text) -> datetime | None:
+    """An ISO 8601 date or date-time (BIDS acq_time), as naive UTC; ``None`` for n/a or unreadable."""
+    text = str(text or "").strip()
+    if not text or text.lower() == "n/a":
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _tsv_rows(path: Path) -> list[dict]:
+    try:
+        with path.open(newline="") as fh:
+            return list(csv.DictReader(fh, delimiter="\t"))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def acquisition_times(bids_dir: Path, subject: str, chosen: list[tuple[str, Path]], layout=None
+                      ) -> dict[str, tuple[datetime, str]]:
+    """When each chosen session was acquired, with where that was read, for the sessions that say.
+
+    Read, first found: ``acq_time`` of the session in ``sub-X/sub-X_sessions.tsv``; ``acq_time`` of
+    the FLAIR in ``sub-X/ses-Y/sub-X_ses-Y_scans.tsv``; ``AcquisitionDateTime`` (or
+    ``AcquisitionDate`` [+ ``AcquisitionTime``]) in the FLAIR's JSON sidecar.
+    """
+    sub_dir = bids_dir / f"sub-{subject}"
+    sessions_tsv = sub_dir / f"sub-{subject}_sessions.tsv"
+    by_session = {}
+    for row in _tsv_rows(sessions_tsv):
+        sid = str(row.get("session_id") or "").strip()
+        t = _parse_time(row.get("acq_time"))
+        if sid and t is not None:
+            by_session[sid[4:] if sid.startswith("ses-") else sid] = t
+    times: dict[str, tuple[datetime, str]] = {}
+    for session, flair in chosen:
+        if session in by_session:
+            times[session] = (by_session[session], sessions_tsv.name)
+            continue
+        scans_tsv = sub_dir / f"ses-{session}" / f"sub-{subject}_ses-{session}_scans.tsv"
+        for row in _tsv_rows(scans_tsv):
+            t = _parse_time(row.get("acq_time"))
+            if Path(str(row.get("filename") or "")).name == flair.name and t is not None:
+                times[session] = (t, scans_tsv.name)
+                break
+        if session in times:
+            continue
+        meta = _sidecar(flair, layout)
+        t = _parse_time(meta.get("AcquisitionDateTime"))
+        if t is None and meta.get("AcquisitionDate"):
+            t = _parse_time(f"{meta['AcquisitionDate']}T{meta.get('AcquisitionTime') or '00:00:00'}")
+        if t is not None:
+            times[session] = (t, flair.name.split(".")[0] + ".json")
+    return times
+
+
+def _sidecar(flair: Path, layout) -> dict:
+    """The FLAIR's JSON metadata (with BIDS inheritance when a pybids layout is given)."""
+    if layout is not None:
+        try:
+            return dict(layout.get_metadata(str(flair)))
+        except Exception:  # noqa: BLE001 - a malformed sidecar must not stop the pairing
+            pass
+    path = flair.with_name(flair.name.split(".")[0] + ".json")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def order_sessions(subject: str, chosen: list[tuple[str, Path]], times: dict[str, tuple[datetime, str]],
+                   given: bool = False) -> tuple[list[tuple[str, Path]], str | None, str | None]:
+    """Put a subject's sessions in time order: return (sessions, a note the user must see, a problem).
+
+    ``given``: the order came from ``--session-label`` and is kept; the note says when the recorded
+    acquisition times disagree with it. Otherwise the acquisition times decide when every session has
+    one and no two are equal; else the labels, when their order is evident (:func:`label_order`);
+    else there is no order and the problem says how to give one.
+    """
+    labels = [s for s, _ in chosen]
+    path = dict(chosen)
+    timed = len(times) == len(labels) and len({t for t, _ in times.values()}) == len(labels)
+    by_time = sorted(labels, key=lambda s: times[s][0]) if timed else None
+    shown = ", ".join(f"ses-{s}" for s in labels)
+    if given:
+        note = None
+        if by_time and by_time != labels:
+            note = (f"sub-{subject}: --session-label orders {shown}, but the recorded acquisition times "
+                    f"({_times_text(by_time, times)}) put ses-{by_time[0]} first; the order given is used")
+        return chosen, note, None
+    by_label = label_order(labels)
+    if by_time:
+        note = None
+        if by_label is None:
+            note = (f"sub-{subject}: sessions ordered by their acquisition times ({_times_text(by_time, times)}); "
+                    "their labels do not say; to choose the order yourself, pass --session-label")
+        elif by_label != by_time:
+            note = (f"sub-{subject}: sessions ordered by their acquisition times ({_times_text(by_time, times)}), "
+                    f"not by their labels ({', '.join(f'ses-{s}' for s in by_label)}); to choose the order "
+                    "yourself, pass --session-label")
+        return [(s, path[s]) for s in by_time], note, None
+    if by_label:
+        return [(s, path[s]) for s in by_label], None, None
+    missing = [f"ses-{s}" for s in labels if s not in times]
+    why = (f"no acquisition time for {', '.join(missing)}" if missing
+           else "two sessions have the same acquisition time")
+    return chosen, None, (
+        f"cannot tell which of {shown} came first: their labels do not say, and {why}. Add acq_time to "
+        f"sub-{subject}/sub-{subject}_sessions.tsv (or the sessions' scans.tsv), or give the order with "
+        f"--session-label (earliest first, e.g. --session-label {' '.join(labels)})")
+
+
+def _times_text(order: list[str], times: dict[str, tuple[datetime, str]]) -> str:
+    return ", ".join(f"ses-{s} {times[s][0].isoformat(sep=' ')} from {times[s][1]}" for s in order)
 
 
 def find_flairs(bids_dir: Path, participant_label: tuple[str, ...] | list[str] = ()

@@ -389,7 +389,11 @@ def _discover(settings, participant_label=None) -> tuple[list[SessionPair], list
     for s in skipped:
         LOGGER.warning("skipping sub-%s: %s", s.subject, s.reason)
     if not pairs:
+        why = "; ".join(f"sub-{s.subject}: {s.reason}" for s in skipped[:5])
+        more = f" (and {len(skipped) - 5} more in the warnings above)" if len(skipped) > 5 else ""
         raise UsageProblem(
+            f"no pair of FLAIR sessions to process in {settings.bids_dir}: every subject was skipped. "
+            f"{why}{more}" if skipped else
             f"no subject of {settings.bids_dir} has two sessions with a FLAIR image "
             "(anat/*_FLAIR.nii.gz in ses-<label> folders); check the dataset or --session-label"
         )

@@ -151,8 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--participant-label", "--participant_label", nargs="+", type=_label, default=[],
                    metavar="LABEL", help="subjects to process (with or without 'sub-'); default: all")
     g.add_argument("--session-label", nargs="+", type=_label, default=[], metavar="LABEL",
-                   help="sessions to use, in order; consecutive ones form pairs "
-                   "(default: every consecutive pair of sessions that has a FLAIR)")
+                   help="sessions to use, earliest first; consecutive ones form pairs "
+                   "(default: every session with a FLAIR, in the order of the acquisition times the "
+                   "dataset records (acq_time in sessions.tsv or scans.tsv, AcquisitionDateTime in the "
+                   "JSON), else of labels that say it (1/2/10, M6/M12, baseline/followup, pre/post); "
+                   "a subject whose order neither tells is skipped)")
     g.add_argument("--nochange-label", nargs="+", type=_label, default=[], metavar="LABEL",
                    help="subjects without change, used for training (group --mode train)")
     g.add_argument("--nochange-column", default="group",
