@@ -148,10 +148,21 @@ def test_session_label_order_is_kept_and_contradicting_times_are_reported(tmp_pa
 
 
 def test_the_app_stops_with_the_reason_when_no_subject_can_be_ordered(tmp_path: Path, capsys):
+    import logging
+
     from bids_lesionchange.cli.run import main
     root = _two_sessions(tmp_path, "mri", "rescan")
-    rc = main([str(root), str(tmp_path / "out"), "participant", "--mode", "infer", "--skip-bids-validation",
-               "-w", str(tmp_path / "work")])
+    logger = logging.getLogger()
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        rc = main([str(root), str(tmp_path / "out"), "participant", "--mode", "infer", "--skip-bids-validation",
+                   "-w", str(tmp_path / "work")])
+    finally:  # main() adds handlers to the root logger (this test's stderr, a log file): remove them
+        for handler in logger.handlers[:]:
+            if handler not in handlers:
+                logger.removeHandler(handler)
+                handler.close()
+        logger.setLevel(level)
     err = capsys.readouterr().err
     assert rc == 2
     assert "every subject was skipped" in err and "--session-label mri rescan" in err
