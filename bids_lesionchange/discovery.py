@@ -93,6 +93,7 @@ def find_pairs(
     bids_dir: Path,
     participant_label: tuple[str, ...] | list[str] = (),
     session_label: tuple[str, ...] | list[str] = (),
+    need_order: bool = True,
 ) -> tuple[list[SessionPair], list[SkippedSubject]]:
     """List the FLAIR session pairs of a BIDS dataset.
 
@@ -106,6 +107,9 @@ def find_pairs(
         Sessions to use, in this order (consecutive ones form pairs); when empty every session
         with a FLAIR is used in time order (:func:`order_sessions`: acquisition times recorded in the
         dataset, else labels whose order is evident), so ses-01→ses-02 and ses-02→ses-03.
+    need_order
+        When false (training on pairs without change, where either session may come first), a
+        subject whose order nothing tells is paired in the labels' natural order instead of skipped.
 
     Returns
     -------
@@ -147,6 +151,8 @@ def find_pairs(
             continue
         times = acquisition_times(Path(bids_dir), subject, chosen, layout)
         chosen, order_note, problem = order_sessions(subject, chosen, times, given=bool(session_label))
+        if problem and not need_order:
+            chosen, order_note, problem = sorted(chosen, key=lambda c: natural_key(c[0])), None, None
         if problem:
             skipped.append(SkippedSubject(subject, problem))
             continue

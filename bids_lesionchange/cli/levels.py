@@ -383,9 +383,9 @@ def _summarise(outcomes: list[PairOutcome], settings, run_uuid: str, skipped) ->
     return 1 if failed or stopped else 0
 
 
-def _discover(settings, participant_label=None) -> tuple[list[SessionPair], list]:
+def _discover(settings, participant_label=None, need_order=True) -> tuple[list[SessionPair], list]:
     label = settings.participant_label if participant_label is None else participant_label
-    pairs, skipped = find_pairs(settings.bids_dir, label, settings.session_label)
+    pairs, skipped = find_pairs(settings.bids_dir, label, settings.session_label, need_order=need_order)
     for s in skipped:
         LOGGER.warning("skipping sub-%s: %s", s.subject, s.reason)
     if not pairs:
@@ -570,7 +570,7 @@ def run_training(settings, run_uuid: str) -> int:
     if settings.self_pairs:
         pairs, skipped = _training_pairs_with_self_pairs(settings, subjects)
     else:
-        pairs, skipped = _discover(settings, participant_label=subjects)
+        pairs, skipped = _discover(settings, participant_label=subjects, need_order=False)  # NoChange pairs
 
     write_dataset_description(settings.output_dir, settings.bids_dir)
     # Preprocess with the normalisation the new model will be trained (and later run) with.
@@ -688,7 +688,8 @@ def _training_pairs_with_self_pairs(settings, subjects: list[str]) -> tuple[list
     from bids_lesionchange.discovery import find_flairs
     from bids_lesionchange.simulate.selfpairs import write_self_pairs
 
-    pairs, skipped = find_pairs(settings.bids_dir, subjects, settings.session_label)
+    # NoChange pairs: either session may come first (training swaps them), so no order is needed
+    pairs, skipped = find_pairs(settings.bids_dir, subjects, settings.session_label, need_order=False)
     flairs, problems = find_flairs(settings.bids_dir, subjects)
     for s in problems:
         LOGGER.warning("sub-%s: %s", s.subject, s.reason)

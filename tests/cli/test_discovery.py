@@ -166,3 +166,9 @@ def test_the_app_stops_with_the_reason_when_no_subject_can_be_ordered(tmp_path: 
     err = capsys.readouterr().err
     assert rc == 2
     assert "every subject was skipped" in err and "--session-label mri rescan" in err
+
+
+def test_training_pairs_need_no_order(tmp_path: Path):
+    """NoChange pairs for training: either session may come first, so unordered labels still pair."""
+    pairs, skipped = find_pairs(_two_sessions(tmp_path, "scan", "rescan"), need_order=False)
+    assert [p.name for p in pairs] == ["sub-01_ses-rescantoscan"] and not skipped
