@@ -66,7 +66,8 @@ def check_pair(baseline, followup) -> dict:
     Step ``load``: a file that is not a readable 3D image (:func:`.io.load_flair`); step
     ``check_inputs``: slices thicker than :data:`.plausibility.MAX_VOXEL_MM` or a field of view
     that does not hold the whole head (:func:`.plausibility.check_coverage`), or the same file
-    twice.
+    twice, or two files with the same voxels on the same grid (a copy: two scans of a head never
+    are, their noise differs, and a copy would give a plausible "no change").
 
     Returns
     -------
@@ -74,17 +75,25 @@ def check_pair(baseline, followup) -> dict:
         ``{"baseline": ..., "followup": ...}``: each session's field-of-view measures and the
         volume of its foreground (head, or brain if brain-extracted), ``foreground_ml``.
     """
-    coverage = {}
+    coverage, grids = {}, {}
     for key, path in (("baseline", baseline), ("followup", followup)):
         img = load_flair(path, step="load")
         zooms = _zooms(img)
         plausibility.check_voxel_size(zooms, path)
-        head = foreground_mask(np.asanyarray(img.dataobj), zooms)
+        data = np.asanyarray(img.dataobj)
+        head = foreground_mask(data, zooms)
         coverage[key] = plausibility.check_coverage(head, zooms, path)
         coverage[key]["foreground_ml"] = round(float(head.sum()) * float(np.prod(zooms)) / 1000.0, 1)
+        grids[key] = (data, img.affine)
     if Path(baseline).resolve() == Path(followup).resolve():
         raise InputError(baseline, "load", "the baseline and follow-up are the same file; "
                          "give the FLAIRs of two different sessions")
+    (b_data, b_affine), (f_data, f_affine) = grids["baseline"], grids["followup"]
+    if (b_data.shape == f_data.shape and np.allclose(b_affine, f_affine, atol=1e-4)
+            and np.array_equal(b_data, f_data)):
+        raise InputError(followup, "check_inputs", f"it holds the same voxels as the baseline {Path(baseline).name} "
+                         "(one file is a copy of the other: two scans never are identical); "
+                         "put each session's own FLAIR in its folder")
     return coverage
 
 

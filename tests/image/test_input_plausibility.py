@@ -118,6 +118,22 @@ def test_check_pair_refuses_a_10_mm_scan_and_a_slab_and_passes_a_whole_head(tmp_
         check_pair(slab, good)
 
 
+def test_check_pair_refuses_a_copy_of_the_baseline_and_passes_a_rescan(tmp_path):
+    """Two files with the same voxels on the same grid are a copy, not two sessions (a copy would give
+    a plausible 'no change'); one voxel of difference, or the same voxels on another grid, passes."""
+    zooms = (2.0, 2.0, 2.0)
+    data = 100.0 * _head((80, 95, 75), zooms, RADII)
+    base = _save(tmp_path / "sub-01_ses-01_FLAIR.nii.gz", data, zooms)
+    copy = _save(tmp_path / "sub-01_ses-02_FLAIR.nii.gz", data, zooms)
+    with pytest.raises(InputError, match=rf"^check_inputs: {copy}: it holds the same voxels as the baseline "
+                                         r"sub-01_ses-01_FLAIR.nii.gz .*put each session's own FLAIR"):
+        check_pair(base, copy)
+    rescan = data.copy()
+    rescan[40, 47, 37] += 1.0
+    check_pair(base, _save(tmp_path / "rescan.nii.gz", rescan, zooms))
+    check_pair(base, _save(tmp_path / "finer.nii.gz", data, (1.9, 2.0, 2.0)))
+
+
 # ------------------------------------------------------------------------------- FLAIR contrast
 def _brain(cortex: float, white: float, *, seed: int = 0):
     """A 1 mm sphere brain of radius 60 mm: 3 mm of dark CSF, a 6 mm cortex, white matter, dark
