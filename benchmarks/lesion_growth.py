@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (REPO, command_line, machine, markdown_table, pair_files, setup_logging,  # noqa: E402
-                     write_results)
+from _common import (REPO, command_line, load_pair_arrays, machine, markdown_table, pair_files,  # noqa: E402
+                     setup_logging, write_results)
 
 #: A lesion starts at this multiple of the white-matter peak on FLAIR (1.3-2 x; grey matter 1.05-1.15 x).
 LESION_LEVEL = 1.3
@@ -109,16 +109,10 @@ def lesion_measures(base, follow, brain, prob, kinds=None) -> list[dict]:
 
 
 def pair_lesions(out: Path, sub: str, kind_map: Path | None) -> list[dict]:
-    import nibabel as nib
-
     from bids_lesionchange.image.transforms import to_common
 
     files = pair_files(out, sub)
-    img = nib.load(str(files["followup"]))
-    follow = np.asarray(img.dataobj, dtype=np.float32)
-    base = np.asarray(nib.load(str(files["baseline"])).dataobj, dtype=np.float32)
-    brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
-    prob = np.asarray(nib.load(str(files["probability"])).dataobj, dtype=np.float32)
+    img, base, follow, brain, prob = load_pair_arrays(files)
     kinds = (to_common(kind_map, files["followup_xfm"], follow.shape, img.affine).astype(np.int64)
              if kind_map is not None else None)
     return lesion_measures(base, follow, brain, prob, kinds)

@@ -57,8 +57,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_MODEL, REPO, app_command, checked_model, command_line, fmt, machine,  # noqa: E402
-                     markdown_table, pair_psf_fwhm, reference_mask, score_labels, setup_logging, write_results)
+from _common import (DEFAULT_MODEL, REPO, app_command, checked_model, command_line, fmt, load_pair_arrays,  # noqa: E402
+                     machine, markdown_table, pair_psf_fwhm, reference_mask, score_labels, setup_logging,
+                     write_results)
 
 LOGGER = logging.getLogger("benchmarks.real_flair")
 DATA = REPO.parent / "shared" / "data"
@@ -435,17 +436,11 @@ def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scrat
     of the reference lesions resampled once per pair, :func:`reference_lesions`). ``ignore``: a mask
     (the phantom's grid) of changes in the image that the reference does not know about; a change
     touching it is left out of the counts and the metrics (``ignored`` says how many)."""
-    import nibabel as nib
-
     from bids_lesionchange.analysis.components import change_labels, relabel_by_size
     from bids_lesionchange.image.transforms import to_common
 
     files = pair_paths(out, sub)
-    img = nib.load(str(files["followup"]))
-    follow = np.asarray(img.dataobj, dtype=np.float32)
-    base = np.asarray(nib.load(str(files["baseline"])).dataobj, dtype=np.float32)
-    brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
-    prob = np.asarray(nib.load(str(files["probability"])).dataobj, dtype=np.float32)
+    img, base, follow, brain, prob = load_pair_arrays(files)
     psf = pair_psf_fwhm(files)  # the app's pre-existing-lesion step widens by thick slices
     rows = {"difference": difference_stats(base, follow, brain)}
     lesions = (reference_lesions(reference, kind_map, files["xfm"], follow.shape, img.affine, follow - base)

@@ -13,6 +13,25 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(script: str):
+    """Import ``benchmarks/<script>.py`` as a module, leaving the environment and sys.path as they were
+    (``benchmarks/_common.py`` sets TensorFlow defaults and the scripts put benchmarks/ on the path)."""
+    import importlib.util
+    import sys
+
+    saved_env, saved_path = dict(os.environ), list(sys.path)
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{script}_under_test", BENCHMARKS / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.path[:] = saved_path
+    return module
 
 
 def write_flair(path: Path, shape=(16, 16, 16), zooms=(1.0, 1.0, 1.0), value=1.0, seed=0) -> Path:

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.conftest import load_benchmark
+
 CENTRES = ((12, 12, 12), (12, 28, 20), (28, 16, 26), (26, 28, 12))
 
 
 @pytest.fixture(scope="module")
 def lesion_growth():
-    saved_env, saved_path = dict(os.environ), list(sys.path)  # _common sets TensorFlow defaults
-    spec = importlib.util.spec_from_file_location("benchmarks_lesion_growth_under_test",
-                                                  BENCHMARKS / "lesion_growth.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    os.environ.clear()
-    os.environ.update(saved_env)
-    sys.path[:] = saved_path
-    return module
+    return load_benchmark("lesion_growth")
 
 
 def phantom(radii, seed):

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def real_flair():
-    saved_env, saved_path = dict(os.environ), list(sys.path)  # _common sets TensorFlow defaults
-    spec = importlib.util.spec_from_file_location("benchmarks_real_flair_under_test", BENCHMARKS / "real_flair.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    os.environ.clear()
-    os.environ.update(saved_env)
-    sys.path[:] = saved_path
-    return module
+    return load_benchmark("real_flair")
 
 
 def write_phantom(out: Path, volumes: dict[int, float], painted: np.ndarray) -> None:
