@@ -277,6 +277,7 @@ def pair_files(out: Path, sub: str, bids: Path | None = None) -> dict[str, Path]
         "followup_xfm": out / outputs.followup_xfm,
         "probability": out / outputs.probability,
         "labels": out / outputs.labels,
+        "lesions": out / outputs.lesions,
         "metrics": out / outputs.metrics,
         "preproc_qc": out / outputs.preproc_qc,
     }

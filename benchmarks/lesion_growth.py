@@ -34,6 +34,10 @@ self-pair, each a false change (the done-when of issue 13 allows one per pair); 
 the enlarging lesions against the same phantoms' other lesions, which differ between the two
 sessions only by bidsgate's own nuisance (atrophy, gain, noise, repositioning).
 
+Last, every change the app wrote on a phantom (the patient-26 phantoms and the new-lesion phantoms of
+the other scans) is paired with what the reference says of it (new, enlarging, or false) and the type
+(new / enlarging) that the app's lesion table gives it (:func:`table_types`).
+
     python benchmarks/real_flair.py --phantom-seeds 1 2 3 4 5 6 --growth-factors 2 3 --pairs-per-source 4 --name real_flair_run
     python benchmarks/lesion_growth.py --results real_flair_run --name lesion_growth
 """
@@ -43,13 +47,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (REPO, command_line, load_pair_arrays, machine, markdown_table, pair_files,  # noqa: E402
-                     setup_logging, write_results)
+                     reference_mask, setup_logging, write_results)
 
 #: A lesion starts at this multiple of the white-matter peak on FLAIR (1.3-2 x; grey matter 1.05-1.15 x).
 LESION_LEVEL = 1.3
@@ -118,6 +123,28 @@ def pair_lesions(out: Path, sub: str, kind_map: Path | None) -> list[dict]:
     return lesion_measures(base, follow, brain, prob, kinds)
 
 
+def table_types(out: Path, sub: str, kind_map: Path) -> list[tuple[str, str]]:
+    """(what the reference says, the type the app's lesion table gives) for every change the app wrote on a
+    phantom: ``new`` or ``enlarging`` by the kind (1 new, 2 enlarging) most of its overlap with the
+    reference has, ``false`` without overlap."""
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.tables import read_table_tsv
+    from bids_lesionchange.image.transforms import to_common
+
+    files = pair_files(out, sub)
+    img = nib.load(str(files["labels"]))
+    labels = np.asarray(img.dataobj).astype(np.int64)
+    kinds = to_common(kind_map, files["followup_xfm"], labels.shape, img.affine).astype(np.int64)
+    pairs = []
+    for row in read_table_tsv(files["lesions"]):
+        overlap = kinds[labels == int(row["label"])]
+        n_new, n_enlarging = int((overlap == 1).sum()), int((overlap == 2).sum())
+        truth = "false" if n_new + n_enlarging == 0 else ("new" if n_new >= n_enlarging else "enlarging")
+        pairs.append((truth, str(row["type"])))
+    return pairs
+
+
 def auc(positive: list[float], negative: list[float]) -> float:
     """Probability that an enlarging lesion's value exceeds a stable one's (ties count half)."""
     if not positive or not negative:
@@ -149,7 +176,12 @@ def main() -> None:
         parser.error(f"{out} is missing: the run's outputs are gone; rerun {run['command']}")
     groups: dict[str, list[dict]] = {}
     per_pair = []
+    types: dict[tuple[str, str], Counter] = {}
     for sub, info in sorted(run["results"].items()):
+        reference = reference_mask(root / "bids" / "derivatives" / "reference", sub)
+        if info["kind"] == "new-lesion phantom" and reference.is_file():  # every reference lesion is new (1)
+            for truth, given in table_types(out, sub, reference):
+                types.setdefault(("new-lesion phantoms (other scans)", truth), Counter())[given] += 1
         if info["kind"] == "nochange":
             rows = pair_lesions(out, sub, None)
             groups.setdefault("self-pairs: stable lesions", []).extend(rows)
@@ -158,6 +190,9 @@ def main() -> None:
         elif info["kind"] in ("phantom", "growth phantom"):
             rows = pair_lesions(out, sub, Path(info["kind_map"]))
             grow = f"x {info['grow']:g}"
+            for truth, given in table_types(out, sub, Path(info["kind_map"])):
+                key = (f"patient-26 phantoms {grow}", truth)
+                types.setdefault(key, Counter())[given] += 1
             groups.setdefault(f"phantoms {grow}: enlarging lesions", []).extend(r for r in rows if r["enlarging"])
             groups.setdefault(f"phantoms {grow}: other lesions", []).extend(r for r in rows if not r["enlarging"])
             per_pair.append([sub, f"phantom {grow}", len(rows),
@@ -198,10 +233,18 @@ def main() -> None:
                            e.get("self_pair_lesions_above_median", ""), e.get("auc_vs_phantom_others", "")]
                           for e in summary]),
           "## Per pair: the largest value on a lesion that did not change\n",
-          markdown_table(["pair", "kind", "lesions", *MEASURES], per_pair)]
+          markdown_table(["pair", "kind", "lesions", *MEASURES], per_pair),
+          "## The lesion table's type against the reference\n",
+          "Every change the app wrote on a phantom, by what the reference says of it (the kind of reference lesion "
+          "most of its overlap lies on; false: no overlap) and the type its lesion table gives (*enlarging* when "
+          "it touches a hyperintensity present at baseline).\n",
+          markdown_table(["phantoms", "reference", "changes", "typed new", "typed enlarging"],
+                         [[group, truth, sum(c.values()), c["new"], c["enlarging"]]
+                          for (group, truth), c in sorted(types.items())])]
     write_results(opts.name, {"command": command_line(), "source": opts.results, "machine": machine(),
                               "lesion_level": LESION_LEVEL, "min_voxels": MIN_VOXELS, "reach": REACH,
                               "summary": summary, "per_pair": per_pair,
+                              "types": [{"phantoms": g, "reference": t, **dict(c)} for (g, t), c in sorted(types.items())],
                               "lesions": {g: rows for g, rows in groups.items()}}, "\n".join(md))
 
 

@@ -60,3 +60,30 @@ def test_auc_counts_ties_half_and_is_nan_without_a_group(lesion_growth):
     assert lesion_growth.auc([3.0, 4.0], [1.0, 2.0]) == 1.0
     assert lesion_growth.auc([1.0], [1.0, 2.0]) == 0.25
     assert np.isnan(lesion_growth.auc([], [1.0]))
+
+
+def test_table_types_pairs_each_change_of_the_lesion_table_with_the_reference_kind_it_lies_on(lesion_growth, tmp_path):
+    import nibabel as nib
+
+    from bids_lesionchange.analysis.tables import write_table_tsv
+    from bids_lesionchange.image.transforms import write_xfm
+
+    files = lesion_growth.pair_files(tmp_path, "ph")  # where the app writes a pair's derivatives
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    labels = np.zeros((20, 20, 20), np.int16)
+    labels[2:5, 2:5, 2:5] = 1  # on a new reference lesion
+    labels[10:13, 10:13, 10:13] = 2  # mostly on an enlarging one
+    labels[16:18, 16:18, 16:18] = 3  # on nothing
+    kinds = np.zeros((20, 20, 20), np.int16)
+    kinds[2:6, 2:6, 2:6] = 1
+    kinds[10:13, 10:13, 10:12] = 2
+    kinds[10:13, 10:13, 12] = 1
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(labels, affine), str(files["labels"]))
+    nib.save(nib.Nifti1Image(kinds, affine), str(tmp_path / "kinds.nii.gz"))
+    write_xfm(np.eye(4), files["followup_xfm"])
+    write_table_tsv([{"label": 1, "type": "new"}, {"label": 2, "type": "new"}, {"label": 3, "type": "enlarging"}],
+                    files["lesions"], columns=["label", "type"])
+    assert lesion_growth.table_types(tmp_path, "ph", tmp_path / "kinds.nii.gz") == [
+        ("new", "new"), ("enlarging", "new"), ("false", "enlarging")]
