@@ -287,7 +287,6 @@ def pair_files(out: Path, sub: str, bids: Path | None = None) -> dict[str, Path]
     return files
 
 
-
 def load_pair_arrays(files: dict[str, Path]):
     """One pair's preprocessed images as :func:`pair_files` names them: ``(follow-up image, baseline,
     follow-up, brain mask, probability)``, the arrays float32 (the mask boolean) on the common grid;
@@ -301,6 +300,8 @@ def load_pair_arrays(files: dict[str, Path]):
     brain = np.asarray(nib.load(str(files["brain_mask"])).dataobj) > 0
     prob = np.asarray(nib.load(str(files["probability"])).dataobj, dtype=np.float32)
     return img, base, follow, brain, prob
+
+
 # ------------------------------------------------------------------------------ Nipype node times
 def node_times(work_dir: Path) -> list[dict]:
     """Read every node's start, end and duration from the result files of a Nipype work dir.

@@ -53,8 +53,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (REPO, command_line, load_pair_arrays, machine, markdown_table, pair_files,  # noqa: E402
-                     reference_mask, setup_logging, write_results)
+from _common import (REAL_FLAIR_ROOT, REPO, command_line, load_pair_arrays, machine,  # noqa: E402
+                     markdown_table, pair_files, reference_mask, setup_logging, write_results)
 
 #: A lesion starts at this multiple of the white-matter peak on FLAIR (1.3-2 x; grey matter 1.05-1.15 x).
 LESION_LEVEL = 1.3
@@ -113,29 +113,32 @@ def lesion_measures(base, follow, brain, prob, kinds=None) -> list[dict]:
     return rows
 
 
-def pair_lesions(out: Path, sub: str, kind_map: Path | None) -> list[dict]:
+def phantom_kinds(out: Path, sub: str, kind_map: Path) -> np.ndarray:
+    """A phantom's reference kinds (1 new, 2 enlarging; a plain reference mask: 1) on the pair's common grid."""
+    import nibabel as nib
+
     from bids_lesionchange.image.transforms import to_common
 
     files = pair_files(out, sub)
-    img, base, follow, brain, prob = load_pair_arrays(files)
-    kinds = (to_common(kind_map, files["followup_xfm"], follow.shape, img.affine).astype(np.int64)
-             if kind_map is not None else None)
+    grid = nib.load(str(files["followup"]))
+    return to_common(kind_map, files["followup_xfm"], grid.shape[:3], grid.affine).astype(np.int64)
+
+
+def pair_lesions(out: Path, sub: str, kinds: np.ndarray | None) -> list[dict]:
+    _, base, follow, brain, prob = load_pair_arrays(pair_files(out, sub))
     return lesion_measures(base, follow, brain, prob, kinds)
 
 
-def table_types(out: Path, sub: str, kind_map: Path) -> list[tuple[str, str]]:
+def table_types(out: Path, sub: str, kinds: np.ndarray) -> list[tuple[str, str]]:
     """(what the reference says, the type the app's lesion table gives) for every change the app wrote on a
-    phantom: ``new`` or ``enlarging`` by the kind (1 new, 2 enlarging) most of its overlap with the
-    reference has, ``false`` without overlap."""
+    phantom: ``new`` or ``enlarging`` by the kind (``kinds``: :func:`phantom_kinds`) most of its overlap
+    with the reference has, ``false`` without overlap."""
     import nibabel as nib
 
     from bids_lesionchange.analysis.tables import read_table_tsv
-    from bids_lesionchange.image.transforms import to_common
 
     files = pair_files(out, sub)
-    img = nib.load(str(files["labels"]))
-    labels = np.asarray(img.dataobj).astype(np.int64)
-    kinds = to_common(kind_map, files["followup_xfm"], labels.shape, img.affine).astype(np.int64)
+    labels = np.asarray(nib.load(str(files["labels"])).dataobj).astype(np.int64)
     pairs = []
     for row in read_table_tsv(files["lesions"]):
         overlap = kinds[labels == int(row["label"])]
@@ -169,8 +172,7 @@ def main() -> None:
     root = opts.root
     if root is None:
         words = run["command"].split()
-        root = Path(words[words.index("--root") + 1]) if "--root" in words else \
-            Path("/tmp/bids_lesionchange_bench/real_flair")
+        root = Path(words[words.index("--root") + 1]) if "--root" in words else REAL_FLAIR_ROOT
     out = root / f"out-{Path(run['model']).name}"
     if not out.is_dir():
         parser.error(f"{out} is missing: the run's outputs are gone; rerun {run['command']}")
@@ -180,7 +182,7 @@ def main() -> None:
     for sub, info in sorted(run["results"].items()):
         reference = reference_mask(root / "bids" / "derivatives" / "reference", sub)
         if info["kind"] == "new-lesion phantom" and reference.is_file():  # every reference lesion is new (1)
-            for truth, given in table_types(out, sub, reference):
+            for truth, given in table_types(out, sub, phantom_kinds(out, sub, reference)):
                 types.setdefault(("new-lesion phantoms (other scans)", truth), Counter())[given] += 1
         if info["kind"] == "nochange":
             rows = pair_lesions(out, sub, None)
@@ -188,9 +190,10 @@ def main() -> None:
             per_pair.append([sub, "self-pair", len(rows),
                              *[max((r[m] for r in rows), default=float("nan")) for m in MEASURES]])
         elif info["kind"] in ("phantom", "growth phantom"):
-            rows = pair_lesions(out, sub, Path(info["kind_map"]))
+            kinds = phantom_kinds(out, sub, Path(info["kind_map"]))
+            rows = pair_lesions(out, sub, kinds)
             grow = f"x {info['grow']:g}"
-            for truth, given in table_types(out, sub, Path(info["kind_map"])):
+            for truth, given in table_types(out, sub, kinds):
                 key = (f"patient-26 phantoms {grow}", truth)
                 types.setdefault(key, Counter())[given] += 1
             groups.setdefault(f"phantoms {grow}: enlarging lesions", []).extend(r for r in rows if r["enlarging"])
@@ -218,6 +221,8 @@ def main() -> None:
                 entry["self_pair_lesions_above_median"] = (
                     sum(r[m] > entry["median"] for r in stable) / n_self_pairs if n_self_pairs else float("nan"))
             summary.append(entry)
+    type_rows = [{"phantoms": group, "reference": truth, "changes": sum(c.values()), "new": c["new"],
+                  "enlarging": c["enlarging"]} for (group, truth), c in sorted(types.items())]
     md = ["# Lesion growth: unchanged lesions of real-texture rescans against enlarging ones\n",
           f"Command: `{command_line()}` (on `{opts.results}`: `{run['command']}`)\n",
           f"Lesion: baseline tissue above {LESION_LEVEL} x its white-matter peak, >= {MIN_VOXELS} voxels; region: "
@@ -239,12 +244,11 @@ def main() -> None:
           "most of its overlap lies on; false: no overlap) and the type its lesion table gives (*enlarging* when "
           "it touches a hyperintensity present at baseline).\n",
           markdown_table(["phantoms", "reference", "changes", "typed new", "typed enlarging"],
-                         [[group, truth, sum(c.values()), c["new"], c["enlarging"]]
-                          for (group, truth), c in sorted(types.items())])]
+                         [[r["phantoms"], r["reference"], r["changes"], r["new"], r["enlarging"]] for r in type_rows])]
     write_results(opts.name, {"command": command_line(), "source": opts.results, "machine": machine(),
                               "lesion_level": LESION_LEVEL, "min_voxels": MIN_VOXELS, "reach": REACH,
                               "summary": summary, "per_pair": per_pair,
-                              "types": [{"phantoms": g, "reference": t, **dict(c)} for (g, t), c in sorted(types.items())],
+                              "types": type_rows,
                               "lesions": {g: rows for g, rows in groups.items()}}, "\n".join(md))
 
 

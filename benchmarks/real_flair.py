@@ -57,9 +57,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_MODEL, REPO, app_command, checked_model, command_line, fmt, load_pair_arrays,  # noqa: E402
-                     machine, markdown_table, pair_psf_fwhm, reference_mask, score_labels, setup_logging,
-                     write_results)
+from _common import (DEFAULT_MODEL, REAL_FLAIR_ROOT, REPO, app_command, checked_model, command_line,  # noqa: E402
+                     fmt, load_pair_arrays, machine, markdown_table, pair_psf_fwhm, reference_mask,
+                     score_labels, setup_logging, write_results)
 
 LOGGER = logging.getLogger("benchmarks.real_flair")
 DATA = REPO.parent / "shared" / "data"
@@ -621,7 +621,7 @@ def _shown(path: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=Path("/tmp/bids_lesionchange_bench/real_flair"))
+    parser.add_argument("--root", type=Path, default=REAL_FLAIR_ROOT)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--seed", type=int, default=777, help="seed of the NoChange self-pairs (training used 2026)")
     parser.add_argument("--pairs-per-source", type=int, default=2)

@@ -85,5 +85,8 @@ def test_table_types_pairs_each_change_of_the_lesion_table_with_the_reference_ki
     write_xfm(np.eye(4), files["followup_xfm"])
     write_table_tsv([{"label": 1, "type": "new"}, {"label": 2, "type": "new"}, {"label": 3, "type": "enlarging"}],
                     files["lesions"], columns=["label", "type"])
-    assert lesion_growth.table_types(tmp_path, "ph", tmp_path / "kinds.nii.gz") == [
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), affine), str(files["followup"]))
+    on_grid = lesion_growth.phantom_kinds(tmp_path, "ph", tmp_path / "kinds.nii.gz")
+    assert np.array_equal(on_grid, kinds)
+    assert lesion_growth.table_types(tmp_path, "ph", on_grid) == [
         ("new", "new"), ("enlarging", "new"), ("false", "enlarging")]
