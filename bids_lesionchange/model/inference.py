@@ -47,26 +47,34 @@ def _window_starts(size: int, window: int, step: int) -> list[int]:
 _FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def forward_function(model):
+def forward_function(model, *, polyphase: bool = True):
     """The model's final output as one graph function for inputs of any spatial shape (cached per model).
 
     Traced once per model, not per input shape: Keras' ``predict_on_batch`` traced its graph anew
     for every new shape and every pruned copy of the model (about 1 s of a 2.8 s first pass at
     1 mm), so a process that predicts many pairs, or warmed up on a small input, paid it each time.
+
+    ``polyphase`` (default): the thin full-resolution convolutions run as polyphase ones
+    (:mod:`bids_lesionchange.model.polyphase`: the same values, faster); the inputs' sides are
+    multiples of the model's input multiple, as the U-net needs anyway (``predict_change`` pads).
     """
-    function = _FORWARD.get(model)
+    functions = _FORWARD.setdefault(model, {})
+    function = functions.get(polyphase)
     if function is None:
         from bids_lesionchange.model._backend import tf
         from bids_lesionchange.model.detector import inference_model
+        from bids_lesionchange.model.polyphase import model_input_multiple, polyphase_model
 
         final = inference_model(model)
+        if polyphase:
+            final = polyphase_model(final, model_input_multiple(final))
         signature = [tf.TensorSpec((None, None, None, None, int(t.shape[-1])), tf.float32) for t in final.inputs]
 
         def forward(*inputs):
             return final(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
 
         function = tf.function(forward, input_signature=signature, reduce_retracing=True, autograph=False)
-        _FORWARD[model] = function
+        functions[polyphase] = function
     return function
 
 
