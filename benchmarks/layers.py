@@ -16,7 +16,12 @@ the fractions are against figures from the same minutes on the same machine.
 
 A layer measured alone misses what the whole graph shares (oneDNN reorders, fused bias and
 ReLU, caches), so the sum of the layers is not the pass's time; the table shows where time goes.
-Writes ``benchmarks/results/NAME.{json,md}``.
+
+The app runs the thin full-resolution convolutions as polyphase ones
+(``bids_lesionchange.model.polyphase``): each such layer is also timed that way, the whole pass
+is timed both ways (alternating, best of ``--repeats``), and a channel sweep (3x3x3
+convolutions on the full-resolution grid with 4, 8 and 16 output channels) shows why: oneDNN
+computes output channels in blocks of 16. Writes ``benchmarks/results/NAME.{json,md}``.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ def main() -> None:
     from bids_lesionchange.model._backend import keras, tf
     from bids_lesionchange.model.inference import forward_function
     from bids_lesionchange.model.io import load_detector
+    from bids_lesionchange.model.polyphase import PolyphaseConv3D, phases_for
 
     tf.get_logger().setLevel("ERROR")  # one graph function per layer is the point here, not a retracing bug
     tf.config.threading.set_intra_op_parallelism_threads(opts.threads)
@@ -124,21 +130,48 @@ def main() -> None:
             flop = 2.0 * 8 * int(inputs[0].shape[-1]) * layer.filters * np.prod(side) * calls
         elif isinstance(layer, keras.layers.Conv3D):
             flop = 2.0 * np.prod(layer.kernel_size) * int(inputs[0].shape[-1]) * layer.filters * np.prod(side) * calls
+        poly_s = None
+        if isinstance(layer, keras.layers.Conv3D) and not isinstance(layer, keras.layers.Conv3DTranspose):
+            phases = phases_for(layer.filters, layer.kernel_size, layer.strides, max(multiple // 2 ** level, 1))
+            if phases > 1 and layer.name.startswith(("enc", "dec")):
+                wrapped = PolyphaseConv3D(layer, phases)
+                poly_s = _best(tf.function(lambda a, wrapped=wrapped: wrapped(a)), args, opts.repeats) * calls
         total_s += seconds
         total_flop += flop
         rows.append({"layer": layer.name, "type": type(layer).__name__, "input": [*side, *(int(t.shape[-1]) for t in inputs)],
                      "calls": calls, "seconds": round(seconds, 4), "gflop": round(flop / 1e9, 2),
                      "gflops": round(flop / seconds / 1e9, 1) if flop else None,
-                     "fraction_of_peak": round(flop / seconds / 1e9 / peak, 3) if flop else None})
+                     "fraction_of_peak": round(flop / seconds / 1e9 / peak, 3) if flop else None,
+                     "polyphase_seconds": round(poly_s, 4) if poly_s else None,
+                     "polyphase_fraction_of_peak": round(flop / poly_s / 1e9 / peak, 3) if poly_s else None})
     x = [np.random.default_rng(1).random((1, *shape, int(t.shape[-1])), dtype=np.float32) for t in model.inputs]
-    forward = forward_function(model)
-    whole_s = _best(lambda *a: forward(*a), x, opts.repeats)
+    forward = {True: forward_function(model), False: forward_function(model, polyphase=False)}
+    for function in forward.values():
+        function(*x)  # trace both before timing either
+    passes = {True: [], False: []}
+    for _ in range(opts.repeats):  # alternating, so that a drift of the machine's speed hits both
+        for polyphase, function in forward.items():
+            passes[polyphase].append(_best(lambda *a: function(*a), x, 1))
+    whole_s, plain_s = min(passes[True]), min(passes[False])
     gemm = _gemm(opts.repeats)
+    sweep = []
+    for filters in (4, 8, 16):  # 3x3x3 convolution, 4 input channels, full-resolution grid
+        grid = tf.random.uniform((1, *shape, 4))
+        kernel = tf.random.uniform((3, 3, 3, 4, filters))
+        conv = tf.function(lambda a, k=kernel: tf.nn.relu(tf.nn.conv3d(a, k, [1] * 5, "SAME")))
+        seconds = _best(conv, [grid], opts.repeats)
+        flop = 2.0 * 27 * 4 * filters * np.prod(shape)
+        sweep.append({"output_channels": filters, "seconds": round(seconds, 4),
+                      "fraction_of_peak": round(flop / seconds / 1e9 / peak, 3)})
     rows.sort(key=lambda r: -r["seconds"])
     thin = [r for r in rows if r["gflop"] and r["gflops"] is not None and r["gflops"] < 0.25 * peak]
     summary = {
         "whole_pass_seconds": round(whole_s, 3), "whole_pass_gflops": round(total_flop / whole_s / 1e9, 1),
         "whole_pass_fraction_of_peak": round(total_flop / whole_s / 1e9 / peak, 3),
+        "whole_pass_seconds_plain_graph": round(plain_s, 3),
+        "whole_pass_fraction_of_peak_plain_graph": round(total_flop / plain_s / 1e9 / peak, 3),
+        "whole_pass_seconds_each_round": {"polyphase": [round(v, 3) for v in passes[True]],
+                                          "plain": [round(v, 3) for v in passes[False]]},
         "sum_of_layers_seconds": round(total_s, 3), "gflop_per_pass": round(total_flop / 1e9, 1),
         "sgemm_4096": gemm, "sgemm_fraction_of_peak": round(gemm["tensorflow_gflops"] / peak, 3),
         "seconds_in_layers_below_25pct_of_peak": round(sum(r["seconds"] for r in thin), 3),
@@ -148,21 +181,32 @@ def main() -> None:
           f"Command: `{command_line()}`\n",
           f"CPU: {cpu['model']}, {cpu['cores']} cores, {', '.join(cpu['extensions'])}; FP32 peak {peak} GFLOP/s.\n",
           markdown_table(["measure", "value"], [
-              ["whole pass (one graph function, best of repeats)", f"{whole_s:.3f} s, {summary['whole_pass_gflops']} GFLOP/s, "
+              ["whole pass, the app's graph (thin convolutions polyphase; one graph function, best of repeats)",
+               f"{whole_s:.3f} s, {summary['whole_pass_gflops']} GFLOP/s, "
                f"{100 * summary['whole_pass_fraction_of_peak']:.1f} % of peak"],
+              ["whole pass, plain Keras graph (the same rounds, alternating)",
+               f"{plain_s:.3f} s, {total_flop / plain_s / 1e9:.1f} GFLOP/s, "
+               f"{100 * summary['whole_pass_fraction_of_peak_plain_graph']:.1f} % of peak; "
+               f"polyphase / plain {whole_s / plain_s:.2f}"],
               ["4096^2 float32 matrix product, TensorFlow / NumPy (the CPU's reachable rate)",
                f"{gemm['tensorflow_gflops']} / {gemm['numpy_gflops']} GFLOP/s ({100 * summary['sgemm_fraction_of_peak']:.0f} % of peak)"],
               ["sum of the layers run alone", f"{total_s:.3f} s for {summary['gflop_per_pass']} GFLOP"],
               ["layers below 25 % of peak (thin or dilated convolutions)", f"{summary['seconds_in_layers_below_25pct_of_peak']:.3f} s"],
               ["layers without FLOPs (concatenations, gates, pooling, up-sampling)", f"{summary['seconds_in_layers_without_flops']:.3f} s"],
           ]),
-          "## Every layer, slowest first\n",
-          markdown_table(["layer", "type", "input (X, Y, Z, channels...)", "calls", "s", "GFLOP", "GFLOP/s", "% of peak"],
+          "## Output channels: a 3x3x3 convolution with 4 input channels on the full-resolution grid\n",
+          markdown_table(["output channels", "s", "% of peak"],
+                         [[r["output_channels"], f"{r['seconds']:.3f}", f"{100 * r['fraction_of_peak']:.0f}"] for r in sweep]),
+          "\n## Every layer, slowest first (polyphase: as the app runs it)\n",
+          markdown_table(["layer", "type", "input (X, Y, Z, channels...)", "calls", "s", "GFLOP", "GFLOP/s", "% of peak",
+                          "polyphase s", "polyphase % of peak"],
                          [[r["layer"], r["type"], " x ".join(map(str, r["input"])), r["calls"], f"{r['seconds']:.3f}",
-                           r["gflop"] or "", r["gflops"] or "", f"{100 * r['fraction_of_peak']:.0f}" if r["fraction_of_peak"] else ""]
+                           r["gflop"] or "", r["gflops"] or "", f"{100 * r['fraction_of_peak']:.0f}" if r["fraction_of_peak"] else "",
+                           f"{r['polyphase_seconds']:.3f}" if r["polyphase_seconds"] else "",
+                           f"{100 * r['polyphase_fraction_of_peak']:.0f}" if r["polyphase_fraction_of_peak"] else ""]
                           for r in rows])]
     write_results(opts.name, {"command": command_line(), "machine": machine(), "model": str(model_dir),
-                              "shape": list(shape), "summary": summary, "layers": rows}, "\n".join(md))
+                              "shape": list(shape), "summary": summary, "channel_sweep": sweep, "layers": rows}, "\n".join(md))
 
 
 if __name__ == "__main__":

@@ -78,15 +78,16 @@ def forward_function(model, *, polyphase: bool = True):
     return function
 
 
-def _run(model, inputs: list[np.ndarray]) -> np.ndarray:
-    out = forward_function(model)(*inputs)
+def _run(model, inputs: list[np.ndarray], polyphase: bool = True) -> np.ndarray:
+    out = forward_function(model, polyphase=polyphase)(*inputs)
     if isinstance(out, (list, tuple)):
         out = out[0]
     return np.asarray(out)[0, ..., 0]
 
 
 def predict_change(model, spec: dict, baseline: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray,
-                   *, window: int | tuple[int, int, int] | None = None, overlap: float = 0.25) -> np.ndarray:
+                   *, window: int | tuple[int, int, int] | None = None, overlap: float = 0.25,
+                   polyphase: bool = True) -> np.ndarray:
     """Return the change probability map of a preprocessed pair (float32, zero outside the brain).
 
     Parameters
@@ -98,6 +99,8 @@ def predict_change(model, spec: dict, baseline: np.ndarray, followup: np.ndarray
         window side (int or 3 ints, rounded up to ``input_multiple``) for sliding windows whose
         overlapping predictions are blended with Gaussian weights (bounded memory).
     overlap : fraction of a window shared with its neighbour, in [0, 0.9].
+    polyphase : run the thin convolutions as polyphase ones (the default: same values, faster;
+        :mod:`bids_lesionchange.model.polyphase`), or the plain graph (for benchmarks).
 
     Returns
     -------
@@ -129,7 +132,7 @@ def predict_change(model, spec: dict, baseline: np.ndarray, followup: np.ndarray
         sides = (window,) * 3 if np.isscalar(window) else tuple(window)
         sides = tuple(min(int(np.ceil(w / multiple) * multiple), s) for w, s in zip(sides, shape))
     if tuple(sides) == tuple(shape):
-        probability = _run(model, detector_inputs(fu[None], bl[None], architecture))
+        probability = _run(model, detector_inputs(fu[None], bl[None], architecture), polyphase)
     else:
         weights = _gaussian_weights(sides)
         total = np.zeros(shape, dtype=np.float32)
@@ -138,7 +141,7 @@ def predict_change(model, spec: dict, baseline: np.ndarray, followup: np.ndarray
         starts = [_window_starts(s, w, st) for s, w, st in zip(shape, sides, steps)]
         for corner in itertools.product(*starts):
             win = tuple(slice(c, c + w) for c, w in zip(corner, sides))
-            prob = _run(model, detector_inputs(fu[win][None], bl[win][None], architecture))
+            prob = _run(model, detector_inputs(fu[win][None], bl[win][None], architecture), polyphase)
             total[win] += prob * weights
             norm[win] += weights
         probability = total / np.maximum(norm, 1e-12)
