@@ -35,6 +35,9 @@ for name in $ONLY; do
     real_flair)    run "$PYTHON" benchmarks/real_flair.py --root "$ROOT/real_flair" ;;
     lesion_growth) run "$PYTHON" benchmarks/lesion_growth.py --results real_flair --root "$ROOT/real_flair" ;;
     precision)     run "$PYTHON" benchmarks/precision.py --outputs "$ROOT/real_flair/out-default_model" \
+                     --reference "$ROOT/real_flair/bids/derivatives/reference"
+                   run "$PYTHON" benchmarks/precision.py --variant polyphase --name polyphase \
+                     --outputs "$ROOT/real_flair/out-default_model" \
                      --reference "$ROOT/real_flair/bids/derivatives/reference" ;;
     preexisting_floor) run "$PYTHON" benchmarks/preexisting_floor.py --real-flair "$ROOT/real_flair/out-default_model" \
                      --accuracy "$ROOT/accuracy" "$ROOT/accuracy_thick" ;;
