@@ -224,7 +224,7 @@ def mask_to_native_file(mask_file, native_file, xfm_file, out_file, *, dilate_mm
 
 def register_baseline_file(fixed_file, mask_file, moving_file, init_xfm, out_file, out_xfm,
                            out_mask, out_json, *, source_file=None, min_ncc: float = reg.MIN_BRAIN_NCC,
-                           nthreads: int = 1):
+                           nthreads: int = 1, hdbet: dict | None = None, followup_source=None):
     """Refine the rigid alignment, resample the baseline once and check the result.
 
     Parameters
@@ -243,11 +243,17 @@ def register_baseline_file(fixed_file, mask_file, moving_file, init_xfm, out_fil
         The user's baseline FLAIR, named in errors.
     min_ncc : float
         Below this brain NCC after alignment, registration has failed (InputError).
+    hdbet : dict or None
+        When the follow-up's mask came from HD-BET, its settings (``mode``, ``precision``,
+        ``device``): a mask too large for a brain is then checked against the baseline's own
+        HD-BET mask (:func:`second_opinion_mask`). ``followup_source`` (the user's follow-up) is
+        named in the warning.
 
     Returns
     -------
     dict
-        The registration measures (also written to ``out_json``).
+        The registration measures (also written to ``out_json``), with ``mask_repair`` when the
+        mask was checked against the baseline's.
     """
     source_file = source_file or moving_file
     fixed = nib.load(str(fixed_file))
@@ -286,9 +292,66 @@ def register_baseline_file(fixed_file, mask_file, moving_file, init_xfm, out_fil
                          "give scans that both cover the whole brain")
     affine = fixed.affine
     save_image(moved, affine, out_file)
+    if hdbet is not None:
+        scratch = Path(out_mask).with_name("baseline_hdbet_mask.nii.gz")
+        final_mask, repair = second_opinion_mask(final_mask, out_file, scratch, _zooms(fixed), hdbet=hdbet,
+                                                 nthreads=nthreads, followup_source=followup_source or fixed_file)
+        if repair is not None:
+            measures["mask_repair"] = repair
+            atomic_write_json(out_json, measures)
     save_image(final_mask, affine, out_mask, dtype=np.uint8)
     write_xfm(xfm, out_xfm, source="baseline")
     return measures
+
+
+def second_opinion_mask(mask: np.ndarray, baseline_file, scratch_mask, zooms, *, hdbet: dict, nthreads: int = 1,
+                        followup_source=None) -> tuple[np.ndarray, dict | None]:
+    """Check a brain mask too large for a brain against the baseline's own HD-BET mask.
+
+    One mask, made on the follow-up, serves both sessions. When it holds more than
+    :data:`.plausibility.MAX_BRAIN_MASK_ML` (more than an adult's intracranial volume: HD-BET took
+    in face or neck, where two scans differ and a "change" is not a lesion), HD-BET runs on the
+    registered baseline (``baseline_file``, the same grid) and the pair keeps the voxels that both
+    masks call brain. Skull stripping failed on one session's image more often than on both (on
+    simulated thick-slice rescans); where both took in the same tissue, the intersection keeps it
+    and the plausibility flag stays. The intersection is refused (the mask kept as it was) when the
+    baseline's mask is not a brain (:func:`.skullstrip.check_brain_mask`) or when it would keep
+    less than half of the follow-up's mask.
+
+    Returns ``(mask, repair)``: ``repair`` is None when the mask was plausible (HD-BET not run),
+    else the volumes (ml) and whether the intersection was used.
+    """
+    voxel_ml = float(np.prod(zooms)) / 1000.0
+    volume = float(mask.sum()) * voxel_ml
+    if volume <= plausibility.MAX_BRAIN_MASK_ML:
+        return mask, None
+    name = Path(followup_source).name if followup_source else "the follow-up"
+    LOGGER.info("the brain mask of %s holds %.0f ml (limit %.0f ml): skull-stripping the registered baseline "
+                "to check it", name, volume, plausibility.MAX_BRAIN_MASK_ML)
+    run_hdbet(baseline_file, scratch_mask, mode=hdbet.get("mode", "fast"), device=hdbet.get("device", "cpu"),
+              nthreads=nthreads, precision=hdbet.get("precision", "auto"))
+    other = _load_mask(scratch_mask)
+    repair = {"followup_mask_ml": round(volume, 1), "baseline_mask_ml": round(float(other.sum()) * voxel_ml, 1),
+              "max_ml": plausibility.MAX_BRAIN_MASK_ML}
+    both = mask & other
+    repair["intersection_ml"] = round(float(both.sum()) * voxel_ml, 1)
+    try:
+        check_brain_mask(other, zooms, baseline_file, step="rigid_reg")
+        usable = both.sum() >= 0.5 * mask.sum()
+    except InputError:
+        usable = False
+    repair["used"] = bool(usable)
+    if not usable:
+        LOGGER.warning("the brain mask of %s holds %.0f ml, but the baseline's own mask (%.0f ml) would keep "
+                       "only %.0f ml of it: the mask is kept as it is", name, volume, repair["baseline_mask_ml"],
+                       repair["intersection_ml"])
+        return mask, repair
+    LOGGER.warning("the brain mask of %s held %.0f ml, more than an adult's intracranial volume (limit %.0f ml): "
+                   "the skull strip took in tissue outside the brain. The baseline, skull-stripped on the same "
+                   "grid, gave %.0f ml; the pair uses the %.0f ml that both masks call brain (check the brain mask "
+                   "figure in the report)", name, volume, plausibility.MAX_BRAIN_MASK_ML, repair["baseline_mask_ml"],
+                   repair["intersection_ml"])
+    return both, repair
 
 
 def _centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -405,6 +468,8 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     persistence = plausibility.lesion_persistence(*raw, mask, zooms)
     mask_ml = float(mask.sum() * np.prod(zooms) / 1000.0)
     brain_mask = plausibility.brain_mask_measures(mask_ml)
+    if registration.get("mask_repair"):  # the follow-up's mask was too large and checked against the baseline's
+        brain_mask["repair"] = registration["mask_repair"]
     flags = plausibility.input_flags(contrast["baseline"], contrast["followup"], same_person,
                                      baseline_file=baseline_source or baseline_file,
                                      followup_file=followup_source or followup_file, persistence=persistence,

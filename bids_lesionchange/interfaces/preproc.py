@@ -200,6 +200,12 @@ class _RigidRegInputSpec(BaseInterfaceInputSpec):
     source_file = File(desc="the user's baseline, named in errors")
     min_ncc = traits.Float(0.5, usedefault=True, desc="brain NCC below which it failed")
     nthreads = traits.Int(1, usedefault=True, nohash=True, desc=_THREADS_DESC)
+    skull_strip = traits.Str(desc="the skull-strip method that made the mask (SkullStrip's 'method'): with "
+                             "HD-BET, a mask too large for a brain is checked against the baseline's own")
+    hdbet_mode = traits.Enum("fast", "accurate", usedefault=True)
+    hdbet_precision = traits.Enum("auto", "float32", "bfloat16", usedefault=True)
+    device = traits.Str("cpu", usedefault=True)
+    followup_source = File(desc="the user's follow-up, named in the mask warning")
 
 
 class _RigidRegOutputSpec(TraitedSpec):
@@ -222,11 +228,16 @@ class RigidRegistration(LeanInterface):
                  "out_xfm": "from-baseline_to-common_mode-image_xfm.txt",
                  "out_report": "registration.json"}
         paths = {key: _out(runtime, name) for key, name in names.items()}
+        hdbet = None
+        if isdefined(self.inputs.skull_strip) and self.inputs.skull_strip.startswith("hdbet"):
+            hdbet = {"mode": self.inputs.hdbet_mode, "precision": self.inputs.hdbet_precision,
+                     "device": self.inputs.device}
         register_baseline_file(self.inputs.fixed_file, self.inputs.mask_file,
                                self.inputs.moving_file, self.inputs.init_xfm, paths["out_file"],
                                paths["out_xfm"], paths["out_mask"], paths["out_report"],
                                source_file=self.inputs.source_file or None,
-                               min_ncc=self.inputs.min_ncc, nthreads=self.inputs.nthreads)
+                               min_ncc=self.inputs.min_ncc, nthreads=self.inputs.nthreads,
+                               hdbet=hdbet, followup_source=self.inputs.followup_source or None)
         self._results.update(paths)
         return runtime
 

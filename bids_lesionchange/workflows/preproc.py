@@ -113,8 +113,9 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", hdbe
     baseline_mask = pe.Node(MaskToNative(), name="baseline_mask", mem_gb=1.0)
     n4_baseline = pe.Node(N4Correct(out_name="baseline_n4" + SCRATCH_NII, nthreads=omp_nthreads),
                           name="n4_baseline", n_procs=omp_nthreads, mem_gb=1.5)
-    rigid_reg = pe.Node(RigidRegistration(nthreads=omp_nthreads), name="rigid_reg",
-                        n_procs=omp_nthreads, mem_gb=2.0)
+    rigid_reg = pe.Node(RigidRegistration(nthreads=omp_nthreads, hdbet_mode=hdbet_mode,
+                                          hdbet_precision=hdbet_precision, device=device),
+                        name="rigid_reg", n_procs=omp_nthreads, mem_gb=2.0)
     match_resolution = pe.Node(MatchResolution(), name="match_resolution", mem_gb=1.5)
     normalise_baseline = pe.Node(Normalise(out_name="baseline_preproc" + SCRATCH_NII, method=intensity_norm),
                                  name="normalise_baseline", mem_gb=1.0)
@@ -145,7 +146,8 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", hdbe
                                      ("baseline_flair", "source_file")]),
         (baseline_mask, n4_baseline, [("out_file", "mask_file")]),
         (n4_followup, rigid_reg, [("out_file", "fixed_file")]),
-        (skullstrip, rigid_reg, [("out_mask", "mask_file")]),
+        (skullstrip, rigid_reg, [("out_mask", "mask_file"), ("method", "skull_strip")]),
+        (check_inputs, rigid_reg, [("followup_flair", "followup_source")]),
         (n4_baseline, rigid_reg, [("out_file", "moving_file")]),
         (coarse_reg, rigid_reg, [("out_xfm", "init_xfm")]),
         (check_inputs, rigid_reg, [("baseline_flair", "source_file")]),

@@ -277,3 +277,88 @@ def test_an_oblique_image_with_equal_qform_and_sform_is_not_flagged(tmp_path):
     nib.save(img, str(tmp_path / "oblique.nii.gz"))
     assert qform_sform_distance(nib.load(str(tmp_path / "oblique.nii.gz"))) < MAX_QFORM_SFORM_MM / 10
     assert qform_sform_note(tmp_path / "oblique.nii.gz") is None
+
+
+def _fake_hdbet(mask, calls):
+    """A stand-in for HD-BET's child process: writes ``mask`` on the input's grid, records the call."""
+    def run(in_file, out_mask, **settings):
+        calls.append((Path(in_file), settings))
+        img = nib.load(str(in_file))
+        nib.save(nib.Nifti1Image(mask.astype(np.uint8), img.affine), str(out_mask))
+        return out_mask
+    return run
+
+
+def _face_case(tmp_path):
+    """A 1 mm grid with a brain ball (~ 1.15 l) and, below it, a face block the follow-up's mask took in."""
+    shape = (140, 140, 140)
+    grid = np.indices(shape)
+    brain = ((grid - np.array([70, 75, 80])[:, None, None, None]) ** 2).sum(0) < 65 ** 2
+    face = np.zeros(shape, bool)
+    face[25:115, 0:60, 0:40] = True  # a block below and in front of the ball, partly overlapping it
+    image = tmp_path / "baseline_common.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(brain | face, 100.0, 0.0).astype(np.float32), np.eye(4)), str(image))
+    return brain, face, image
+
+
+def test_a_mask_too_large_for_a_brain_is_cut_to_what_the_baseline_calls_brain(tmp_path, monkeypatch, caplog):
+    from bids_lesionchange.image import plausibility
+
+    brain, face, image = _face_case(tmp_path)
+    followup_mask = brain | face
+    ml = followup_mask.sum() / 1000
+    monkeypatch.setattr(plausibility, "MAX_BRAIN_MASK_ML", brain.sum() / 1000 + 10)  # the brain fits, brain+face not
+    calls = []
+    monkeypatch.setattr(pp, "run_hdbet", _fake_hdbet(brain, calls))
+    with caplog.at_level("WARNING"):
+        mask, repair = pp.second_opinion_mask(followup_mask, image, tmp_path / "b_mask.nii.gz", (1.0, 1.0, 1.0),
+                                              hdbet={"mode": "fast", "precision": "float32", "device": "cpu"},
+                                              followup_source=tmp_path / "sub-01_ses-02_FLAIR.nii.gz")
+    assert len(calls) == 1 and calls[0][0] == image and calls[0][1]["precision"] == "float32"
+    np.testing.assert_array_equal(mask, brain)  # the face is gone, no brain voxel lost
+    assert repair["used"] is True and repair["followup_mask_ml"] == pytest.approx(ml, abs=0.1)
+    assert repair["intersection_ml"] == repair["baseline_mask_ml"] == pytest.approx(brain.sum() / 1000, abs=0.1)
+    assert "sub-01_ses-02_FLAIR.nii.gz held" in caplog.text and "both masks call brain" in caplog.text
+
+
+def test_a_plausible_mask_is_not_checked_and_a_bad_second_opinion_is_not_used(tmp_path, monkeypatch):
+    from bids_lesionchange.image import plausibility
+
+    brain, face, image = _face_case(tmp_path)
+    calls = []
+    monkeypatch.setattr(pp, "run_hdbet", _fake_hdbet(brain, calls))
+    hdbet = {"mode": "fast", "precision": "auto", "device": "cpu"}
+    mask, repair = pp.second_opinion_mask(brain, image, tmp_path / "m.nii.gz", (1.0, 1.0, 1.0), hdbet=hdbet)
+    assert repair is None and calls == [] and mask is brain  # a brain-sized mask: HD-BET is not run again
+    monkeypatch.setattr(plausibility, "MAX_BRAIN_MASK_ML", 100.0)
+    small = np.zeros_like(brain)
+    small[60:80, 60:80, 60:80] = True  # the baseline's HD-BET found a sliver: it would cut the brain
+    monkeypatch.setattr(pp, "run_hdbet", _fake_hdbet(small, calls))
+    mask, repair = pp.second_opinion_mask(brain | face, image, tmp_path / "m.nii.gz", (1.0, 1.0, 1.0), hdbet=hdbet)
+    assert repair["used"] is False and repair["intersection_ml"] == pytest.approx(8.0)
+    np.testing.assert_array_equal(mask, brain | face)  # kept as it was: the plausibility flag will say so
+
+
+def test_registration_checks_an_oversized_hdbet_mask_and_the_qc_records_it(pair, tmp_path, monkeypatch):
+    from bids_lesionchange.image import plausibility
+
+    root = pair["root"]
+    full = nib.load(str(root / "final_mask.nii.gz")).get_fdata() > 0
+    trimmed = full.copy()
+    trimmed[:, :, : int(np.argwhere(full)[:, 2].min()) + 3] = False  # the baseline's mask: 3 slices less
+    calls = []
+    monkeypatch.setattr(pp, "run_hdbet", _fake_hdbet(trimmed, calls))
+    monkeypatch.setattr(plausibility, "MAX_BRAIN_MASK_ML", 1.0)  # stands in for a 2.2 l mask (small phantom)
+    args = (root / "fu_n4.nii.gz", root / "mask.nii.gz", root / "bl_n4.nii.gz", root / "coarse_xfm.txt",
+            tmp_path / "bl_common.nii.gz", tmp_path / "bl_xfm.txt", tmp_path / "final_mask.nii.gz",
+            tmp_path / "registration.json")
+    pp.register_baseline_file(*args)  # no HD-BET settings (threshold or none made the mask): unchanged
+    assert calls == [] and "mask_repair" not in json.loads((tmp_path / "registration.json").read_text())
+    measures = pp.register_baseline_file(*args, hdbet={"mode": "fast", "precision": "auto", "device": "cpu"})
+    assert len(calls) == 1 and calls[0][0] == tmp_path / "bl_common.nii.gz"  # the registered baseline
+    assert measures["mask_repair"]["used"] is True
+    final = nib.load(str(tmp_path / "final_mask.nii.gz")).get_fdata() > 0
+    assert final.sum() < full.sum() and not (final & ~trimmed).any()
+    qc = pp.quality_file(tmp_path / "bl_common.nii.gz", root / "fu_n4.nii.gz", tmp_path / "final_mask.nii.gz",
+                         tmp_path / "registration.json", tmp_path / "qc.json")
+    assert qc["plausibility"]["brain_mask"]["repair"] == measures["mask_repair"]

@@ -60,6 +60,16 @@ def test_hdbet_skullstrip_node_asks_for_memory():
     assert node.mem_gb >= 3.0
 
 
+def test_registration_gets_the_skull_strip_method_and_hdbet_settings_for_an_oversized_mask():
+    workflow = init_preproc_wf(skull_strip="auto", hdbet_mode="accurate", hdbet_precision="float32")
+    rigid_reg = workflow.get_node("rigid_reg")
+    sources = {(edge[0].name, name_out, name_in) for edge in workflow._graph.in_edges(rigid_reg)
+               for name_out, name_in in workflow._graph.get_edge_data(*edge)["connect"]}
+    assert ("skullstrip", "method", "skull_strip") in sources  # the method that ran, known only at run time
+    assert ("check_inputs", "followup_flair", "followup_source") in sources
+    assert rigid_reg.inputs.hdbet_mode == "accurate" and rigid_reg.inputs.hdbet_precision == "float32"
+
+
 def test_runs_end_to_end_on_a_small_pair(tmp_path):
     followup = head_phantom((40, 40, 40), 2.0, head_radius_mm=36.0, seed=1)
     baseline = head_phantom((40, 40, 40), 2.0, head_radius_mm=36.0, seed=2,
