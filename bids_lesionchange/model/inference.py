@@ -55,7 +55,7 @@ def forward_function(model, *, polyphase: bool = True):
     1 mm), so a process that predicts many pairs, or warmed up on a small input, paid it each time.
 
     ``polyphase`` (default): the thin full-resolution convolutions run as polyphase ones
-    (:mod:`bids_lesionchange.model.polyphase`: the same values, faster); the inputs' sides are
+    (:mod:`bids_lesionchange.model.polyphase`: the same function, faster); the inputs' sides are
     multiples of the model's input multiple, as the U-net needs anyway (``predict_change`` pads).
     """
     functions = _FORWARD.setdefault(model, {})
@@ -99,7 +99,7 @@ def predict_change(model, spec: dict, baseline: np.ndarray, followup: np.ndarray
         window side (int or 3 ints, rounded up to ``input_multiple``) for sliding windows whose
         overlapping predictions are blended with Gaussian weights (bounded memory).
     overlap : fraction of a window shared with its neighbour, in [0, 0.9].
-    polyphase : run the thin convolutions as polyphase ones (the default: same values, faster;
+    polyphase : run the thin convolutions as polyphase ones (the default: the same function, faster;
         :mod:`bids_lesionchange.model.polyphase`), or the plain graph (for benchmarks).
 
     Returns

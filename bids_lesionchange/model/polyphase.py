@@ -9,7 +9,8 @@ blocks: a convolution with ``c`` output channels is computed as one convolution 
 ``p * c + k`` being channel ``k`` of slice ``s * j + p``. Its kernel holds the original one ``s``
 times, each copy shifted by one slice (``2 * dilation + s`` taps along that axis instead of
 ``3 s``), and a reshape, free in channels-last memory, puts the slices back in order. Same
-weights, same arithmetic per output value, only the order of the floating-point sums may differ.
+weights, same arithmetic per output value (the zero taps add exact zeros); oneDNN may order the
+floating-point sums differently for some shapes (maps within 0.00005 on real pairs).
 
 The last spatial side of every input must be a multiple of the phase count ``s`` at each layer's
 level; :func:`bids_lesionchange.model.inference.predict_change` pads to ``input_multiple``, which
