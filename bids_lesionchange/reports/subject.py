@@ -97,6 +97,7 @@ def build_subject_report(
     warnings += [("Out of domain", pair["heading"], pair["guard"]["message"]) for pair in prepared
                  if pair["guard"] and pair["guard"]["out_of_domain"]]
     warnings += [("Input choice", pair["heading"], note) for pair in prepared for note in pair["notes"]]
+    warnings += [("Brain mask", pair["heading"], pair["mask_repair"]) for pair in prepared if pair["mask_repair"]]
     context = {
         "title": f"bids_lesionchange: sub-{subject}",
         "sections": SUBJECT_SECTIONS,
@@ -148,6 +149,7 @@ def _prepare_pair(pair: Mapping[str, Any], position: int) -> dict[str, Any]:
         "errors": errors,
         "guard": guard,
         "input_flags": _input_flags(pair.get("qc")),
+        "mask_repair": _mask_repair(pair.get("qc")),
         "reference_flag": _reference_flag(metrics),
         "notes": [str(note) for note in (pair.get("notes") or ())],
         "summary": _summary_cells(name, baseline, followup, rows, known, errors, guard),
@@ -197,6 +199,21 @@ def _input_flags(qc: Any) -> list[str]:
     block = qc.get("plausibility") if isinstance(qc, Mapping) else None
     flags = block.get("flags") if isinstance(block, Mapping) else None
     return [str(flag) for flag in flags] if isinstance(flags, list) else []
+
+
+def _mask_repair(qc: Any) -> str:
+    """A sentence when the follow-up's brain mask was too large and cut to the baseline's, else ""."""
+    block = qc.get("plausibility") if isinstance(qc, Mapping) else None
+    repair = block.get("brain_mask", {}).get("repair") if isinstance(block, Mapping) else None
+    if not isinstance(repair, Mapping) or not repair.get("used"):
+        return ""  # not checked, or not used: a mask still too large is one of the input flags
+    try:
+        volumes = [float(repair[key]) for key in ("followup_mask_ml", "baseline_mask_ml", "intersection_ml")]
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return (f"HD-BET's brain mask of the follow-up held {volumes[0]:.0f} ml, more than a skull holds: it took in "
+            f"tissue outside the brain. The baseline's own mask held {volumes[1]:.0f} ml; this pair uses the "
+            f"{volumes[2]:.0f} ml that both call brain. Check the brain mask figure.")
 
 
 def _reference_flag(metrics: Any) -> str:

@@ -215,3 +215,17 @@ def test_collect_reads_the_change_qc_derivative(tmp_path):
     assert _pair_entry(SimpleNamespace(output_dir=tmp_path), PairOutcome(other))["change_qc"] is None
     noted = SessionPair("03", "1", "2", tmp_path / "b.nii.gz", tmp_path / "f.nii.gz", ("one of two FLAIRs",))
     assert _pair_entry(SimpleNamespace(output_dir=tmp_path), PairOutcome(noted))["notes"] == ["one of two FLAIRs"]
+
+
+def test_a_brain_mask_cut_to_the_baseline_s_gets_a_warning_box(demo_inputs, tmp_path):
+    """A follow-up mask too large for a brain, cut to what the baseline's HD-BET mask calls brain."""
+    repair = {"followup_mask_ml": 2227.0, "baseline_mask_ml": 1476.0, "intersection_ml": 1475.0, "max_ml": 2000.0,
+              "used": True}
+    pair = dict(demo_inputs["pair"], qc={"plausibility": {"flags": [], "brain_mask": {"repair": repair}}})
+    html = build_subject_report(tmp_path / "r.html", subject="01", pairs=[pair], provenance={}).read_text()
+    boxes = re.findall(r'<div class="warning-box" role="alert">(.*?)</div>', html, re.S)
+    assert len(boxes) == 1 and "<strong>Brain mask, " in boxes[0]
+    assert "held 2227 ml" in boxes[0] and "1476 ml" in boxes[0] and "the 1475 ml that both call brain" in boxes[0]
+    pair["qc"] = {"plausibility": {"flags": [], "brain_mask": {"repair": dict(repair, used=False)}}}
+    html = build_subject_report(tmp_path / "r2.html", subject="01", pairs=[pair], provenance={}).read_text()
+    assert 'class="warning-box"' not in html  # not used: the mask is unchanged and its flag (if any) says so
