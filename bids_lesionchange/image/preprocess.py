@@ -328,8 +328,14 @@ def second_opinion_mask(mask: np.ndarray, baseline_file, scratch_mask, zooms, *,
     name = Path(followup_source).name if followup_source else "the follow-up"
     LOGGER.info("the brain mask of %s holds %.0f ml (limit %.0f ml): skull-stripping the registered baseline "
                 "to check it", name, volume, plausibility.MAX_BRAIN_MASK_ML)
-    run_hdbet(baseline_file, scratch_mask, mode=hdbet.get("mode", "fast"), device=hdbet.get("device", "cpu"),
-              nthreads=nthreads, precision=hdbet.get("precision", "auto"))
+    try:
+        run_hdbet(baseline_file, scratch_mask, mode=hdbet.get("mode", "fast"), device=hdbet.get("device", "cpu"),
+                  nthreads=nthreads, precision=hdbet.get("precision", "auto"))
+    except InputError as err:  # a check, not a step the pair needs: its failure keeps the mask as it was
+        LOGGER.warning("the brain mask of %s holds %.0f ml, and HD-BET failed on the baseline (%s): the mask is "
+                       "kept as it is", name, volume, err)
+        return mask, {"followup_mask_ml": round(volume, 1), "max_ml": plausibility.MAX_BRAIN_MASK_ML,
+                      "used": False, "error": str(err)}
     other = _load_mask(scratch_mask)
     repair = {"followup_mask_ml": round(volume, 1), "baseline_mask_ml": round(float(other.sum()) * voxel_ml, 1),
               "max_ml": plausibility.MAX_BRAIN_MASK_ML}

@@ -338,6 +338,14 @@ def test_a_plausible_mask_is_not_checked_and_a_bad_second_opinion_is_not_used(tm
     assert repair["used"] is False and repair["intersection_ml"] == pytest.approx(8.0)
     np.testing.assert_array_equal(mask, brain | face)  # kept as it was: the plausibility flag will say so
 
+    def failing(in_file, out_mask, **settings):
+        raise InputError(in_file, "skullstrip", "HD-BET failed (exit 1)")
+
+    monkeypatch.setattr(pp, "run_hdbet", failing)  # a failed check keeps the mask; the pair goes on
+    mask, repair = pp.second_opinion_mask(brain | face, image, tmp_path / "m.nii.gz", (1.0, 1.0, 1.0), hdbet=hdbet)
+    assert repair["used"] is False and "HD-BET failed" in repair["error"]
+    np.testing.assert_array_equal(mask, brain | face)
+
 
 def test_registration_checks_an_oversized_hdbet_mask_and_the_qc_records_it(pair, tmp_path, monkeypatch):
     from bids_lesionchange.image import plausibility
