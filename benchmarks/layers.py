@@ -96,7 +96,7 @@ def main() -> None:
     from bids_lesionchange.model._backend import keras, tf
     from bids_lesionchange.model.inference import forward_function
     from bids_lesionchange.model.io import load_detector
-    from bids_lesionchange.model.polyphase import PolyphaseConv3D, phases_for
+    from bids_lesionchange.model.polyphase import PolyphaseConv3D, phases_of
 
     tf.get_logger().setLevel("ERROR")  # one graph function per layer is the point here, not a retracing bug
     tf.config.threading.set_intra_op_parallelism_threads(opts.threads)
@@ -131,11 +131,10 @@ def main() -> None:
         elif isinstance(layer, keras.layers.Conv3D):
             flop = 2.0 * np.prod(layer.kernel_size) * int(inputs[0].shape[-1]) * layer.filters * np.prod(side) * calls
         poly_s = None
-        if isinstance(layer, keras.layers.Conv3D) and not isinstance(layer, keras.layers.Conv3DTranspose):
-            phases = phases_for(layer.filters, layer.kernel_size, layer.strides, max(multiple // 2 ** level, 1))
-            if phases > 1 and layer.name.startswith(("enc", "dec")):
-                wrapped = PolyphaseConv3D(layer, phases)
-                poly_s = _best(tf.function(lambda a, wrapped=wrapped: wrapped(a)), args, opts.repeats) * calls
+        phases = phases_of(layer, multiple)  # as the app's graph runs the layer
+        if phases > 1:
+            wrapped = PolyphaseConv3D(layer, phases)
+            poly_s = _best(tf.function(lambda a, wrapped=wrapped: wrapped(a)), args, opts.repeats) * calls
         total_s += seconds
         total_flop += flop
         rows.append({"layer": layer.name, "type": type(layer).__name__, "input": [*side, *(int(t.shape[-1]) for t in inputs)],

@@ -44,6 +44,21 @@ def phases_for(filters: int, kernel: tuple[int, ...], strides: tuple[int, ...], 
     return phases
 
 
+def phases_of(layer, input_multiple: int) -> int:
+    """Return the phases :func:`polyphase_model` gives a layer of the detector (1: it stays as it is).
+
+    Only 3x3x3 ``Conv3D`` layers with "same" padding whose name gives their level (``enc1_...``:
+    inputs at level 1 have last sides that are multiples of ``input_multiple / 2``).
+    """
+    if not isinstance(layer, keras.layers.Conv3D) or isinstance(layer, keras.layers.Conv3DTranspose):
+        return 1
+    match = _LEVEL.match(layer.name)
+    if not match or getattr(layer, "groups", 1) != 1 or layer.padding != "same":
+        return 1
+    multiple = max(int(input_multiple) // 2 ** int(match.group(1)), 1)
+    return phases_for(layer.filters, layer.kernel_size, layer.strides, multiple)
+
+
 def phase_placement(phases: int, dilation: int) -> np.ndarray:
     """Return P (phases, 3, taps): P[p, t, u] = 1 where tap t of output phase p reads input tap u."""
     taps = 2 * dilation + phases
@@ -95,21 +110,16 @@ class PolyphaseConv3D(keras.layers.Layer):
 def polyphase_model(model, input_multiple: int):
     """Return a model computing what ``model`` computes, its thin convolutions as polyphase ones.
 
-    Layers are shared with ``model`` (no weights copied); a layer's level is read from its name
-    (``enc1_...``: inputs at level 1 have last sides that are multiples of
-    ``input_multiple / 2``). Models without a thin 3x3x3 convolution come back unchanged.
+    Layers are shared with ``model`` (no weights copied); which layers change, and how:
+    :func:`phases_of`. Models without a thin 3x3x3 convolution come back unchanged.
     """
     replaced = []
 
     def clone(layer):
-        if isinstance(layer, keras.layers.Conv3D) and not isinstance(layer, keras.layers.Conv3DTranspose):
-            match = _LEVEL.match(layer.name)
-            if match and getattr(layer, "groups", 1) == 1 and layer.padding == "same":
-                multiple = max(int(input_multiple) // 2 ** int(match.group(1)), 1)
-                phases = phases_for(layer.filters, layer.kernel_size, layer.strides, multiple)
-                if phases > 1:
-                    replaced.append(layer.name)
-                    return PolyphaseConv3D(layer, phases)
+        phases = phases_of(layer, input_multiple)
+        if phases > 1:
+            replaced.append(layer.name)
+            return PolyphaseConv3D(layer, phases)
         return layer
 
     rebuilt = keras.models.clone_model(model, clone_function=clone, recursive=True)

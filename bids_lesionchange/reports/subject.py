@@ -204,7 +204,8 @@ def _input_flags(qc: Any) -> list[str]:
 def _mask_repair(qc: Any) -> str:
     """A sentence when the follow-up's brain mask was too large and cut to the baseline's, else ""."""
     block = qc.get("plausibility") if isinstance(qc, Mapping) else None
-    repair = block.get("brain_mask", {}).get("repair") if isinstance(block, Mapping) else None
+    measures = block.get("brain_mask") if isinstance(block, Mapping) else None
+    repair = measures.get("repair") if isinstance(measures, Mapping) else None
     if not isinstance(repair, Mapping) or not repair.get("used"):
         return ""  # not checked, or not used: a mask still too large is one of the input flags
     try:
