@@ -194,6 +194,15 @@ MIN_BASELINE_LESION_ML = 1.0
 #: A flag, not an error: the outputs are written and the user can check the mask's figure.
 MAX_BRAIN_MASK_ML = 2000.0
 
+#: Above this volume (ml) an HD-BET mask of the follow-up is checked against HD-BET's mask of the
+#: registered baseline (:func:`.preprocess.second_opinion_mask`), below the flag's limit: a brain
+#: mask this large is rare (about two standard deviations above an adult man's mean intracranial
+#: volume of 1.5-1.6 l; HD-BET's 45 masks that held no face, of four real heads and their
+#: simulated rescans in three runs of ``benchmarks/real_flair.py``: 1041-1680 ml), while the masks
+#: that took in the face, all on simulated thick-slice rescans, were 1906-2512 ml. A check costs one more HD-BET run; on a
+#: large head whose mask was right, both masks agree and the pair keeps their common voxels.
+CHECK_BRAIN_MASK_ML = 1800.0
+
 
 def lesion_persistence(baseline: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray, zooms) -> dict:
     """Measure how much of the baseline's lesion volume is still hyperintense at follow-up.

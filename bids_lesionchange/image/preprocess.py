@@ -309,8 +309,8 @@ def second_opinion_mask(mask: np.ndarray, baseline_file, scratch_mask, zooms, *,
     """Check a brain mask too large for a brain against the baseline's own HD-BET mask.
 
     One mask, made on the follow-up, serves both sessions. When it holds more than
-    :data:`.plausibility.MAX_BRAIN_MASK_ML` (more than an adult's intracranial volume: HD-BET took
-    in face or neck, where two scans differ and a "change" is not a lesion), HD-BET runs on the
+    :data:`.plausibility.CHECK_BRAIN_MASK_ML` (larger than all but the largest adult brains: HD-BET
+    may have taken in face or neck, where two scans differ and a "change" is not a lesion), HD-BET runs on the
     registered baseline (``baseline_file``, the same grid) and the pair keeps the voxels that both
     masks call brain. Skull stripping failed on one session's image more often than on both (on
     simulated thick-slice rescans); where both took in the same tissue, the intersection keeps it
@@ -323,22 +323,22 @@ def second_opinion_mask(mask: np.ndarray, baseline_file, scratch_mask, zooms, *,
     """
     voxel_ml = float(np.prod(zooms)) / 1000.0
     volume = float(mask.sum()) * voxel_ml
-    if volume <= plausibility.MAX_BRAIN_MASK_ML:
+    if volume <= plausibility.CHECK_BRAIN_MASK_ML:
         return mask, None
     name = Path(followup_source).name if followup_source else "the follow-up"
-    LOGGER.info("the brain mask of %s holds %.0f ml (limit %.0f ml): skull-stripping the registered baseline "
-                "to check it", name, volume, plausibility.MAX_BRAIN_MASK_ML)
+    LOGGER.info("the brain mask of %s holds %.0f ml (checked above %.0f ml): skull-stripping the registered "
+                "baseline to check it", name, volume, plausibility.CHECK_BRAIN_MASK_ML)
     try:
         run_hdbet(baseline_file, scratch_mask, mode=hdbet.get("mode", "fast"), device=hdbet.get("device", "cpu"),
                   nthreads=nthreads, precision=hdbet.get("precision", "auto"))
     except InputError as err:  # a check, not a step the pair needs: its failure keeps the mask as it was
         LOGGER.warning("the brain mask of %s holds %.0f ml, and HD-BET failed on the baseline (%s): the mask is "
                        "kept as it is", name, volume, err)
-        return mask, {"followup_mask_ml": round(volume, 1), "max_ml": plausibility.MAX_BRAIN_MASK_ML,
-                      "used": False, "error": str(err)}
+        return mask, {"followup_mask_ml": round(volume, 1), "check_ml": plausibility.CHECK_BRAIN_MASK_ML,
+                      "max_ml": plausibility.MAX_BRAIN_MASK_ML, "used": False, "error": str(err)}
     other = _load_mask(scratch_mask)
     repair = {"followup_mask_ml": round(volume, 1), "baseline_mask_ml": round(float(other.sum()) * voxel_ml, 1),
-              "max_ml": plausibility.MAX_BRAIN_MASK_ML}
+              "check_ml": plausibility.CHECK_BRAIN_MASK_ML, "max_ml": plausibility.MAX_BRAIN_MASK_ML}
     both = mask & other
     repair["intersection_ml"] = round(float(both.sum()) * voxel_ml, 1)
     try:
@@ -352,11 +352,11 @@ def second_opinion_mask(mask: np.ndarray, baseline_file, scratch_mask, zooms, *,
                        "only %.0f ml of it: the mask is kept as it is", name, volume, repair["baseline_mask_ml"],
                        repair["intersection_ml"])
         return mask, repair
-    LOGGER.warning("the brain mask of %s held %.0f ml, more than an adult's intracranial volume (limit %.0f ml): "
-                   "the skull strip took in tissue outside the brain. The baseline, skull-stripped on the same "
-                   "grid, gave %.0f ml; the pair uses the %.0f ml that both masks call brain (check the brain mask "
-                   "figure in the report)", name, volume, plausibility.MAX_BRAIN_MASK_ML, repair["baseline_mask_ml"],
-                   repair["intersection_ml"])
+    LOGGER.warning("the brain mask of %s held %.0f ml, more than all but the largest adult brains (checked above "
+                   "%.0f ml): the skull strip may have taken in tissue outside the brain. The baseline, "
+                   "skull-stripped on the same grid, gave %.0f ml; the pair uses the %.0f ml that both masks call "
+                   "brain (check the brain mask figure in the report)", name, volume,
+                   plausibility.CHECK_BRAIN_MASK_ML, repair["baseline_mask_ml"], repair["intersection_ml"])
     return both, repair
 
 

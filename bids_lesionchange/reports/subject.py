@@ -202,7 +202,7 @@ def _input_flags(qc: Any) -> list[str]:
 
 
 def _mask_repair(qc: Any) -> str:
-    """A sentence when the follow-up's brain mask was too large and cut to the baseline's, else ""."""
+    """A sentence when the follow-up's brain mask was checked (too large) and cut to the baseline's, else ""."""
     block = qc.get("plausibility") if isinstance(qc, Mapping) else None
     measures = block.get("brain_mask") if isinstance(block, Mapping) else None
     repair = measures.get("repair") if isinstance(measures, Mapping) else None
@@ -212,8 +212,9 @@ def _mask_repair(qc: Any) -> str:
         volumes = [float(repair[key]) for key in ("followup_mask_ml", "baseline_mask_ml", "intersection_ml")]
     except (KeyError, TypeError, ValueError):
         return ""
-    return (f"HD-BET's brain mask of the follow-up held {volumes[0]:.0f} ml, more than a skull holds: it took in "
-            f"tissue outside the brain. The baseline's own mask held {volumes[1]:.0f} ml; this pair uses the "
+    return (f"HD-BET's brain mask of the follow-up held {volumes[0]:.0f} ml, more than all but the largest adult "
+            f"brains: it may have taken in tissue outside the brain (face, neck). The baseline's own mask held "
+            f"{volumes[1]:.0f} ml; this pair uses the "
             f"{volumes[2]:.0f} ml that both call brain. Check the brain mask figure.")
 
 

@@ -307,7 +307,7 @@ def test_a_mask_too_large_for_a_brain_is_cut_to_what_the_baseline_calls_brain(tm
     brain, face, image = _face_case(tmp_path)
     followup_mask = brain | face
     ml = followup_mask.sum() / 1000
-    monkeypatch.setattr(plausibility, "MAX_BRAIN_MASK_ML", brain.sum() / 1000 + 10)  # the brain fits, brain+face not
+    monkeypatch.setattr(plausibility, "CHECK_BRAIN_MASK_ML", brain.sum() / 1000 + 10)  # the brain fits, brain+face not
     calls = []
     monkeypatch.setattr(pp, "run_hdbet", _fake_hdbet(brain, calls))
     with caplog.at_level("WARNING"):
@@ -330,7 +330,7 @@ def test_a_plausible_mask_is_not_checked_and_a_bad_second_opinion_is_not_used(tm
     hdbet = {"mode": "fast", "precision": "auto", "device": "cpu"}
     mask, repair = pp.second_opinion_mask(brain, image, tmp_path / "m.nii.gz", (1.0, 1.0, 1.0), hdbet=hdbet)
     assert repair is None and calls == [] and mask is brain  # a brain-sized mask: HD-BET is not run again
-    monkeypatch.setattr(plausibility, "MAX_BRAIN_MASK_ML", 100.0)
+    monkeypatch.setattr(plausibility, "CHECK_BRAIN_MASK_ML", 100.0)
     small = np.zeros_like(brain)
     small[60:80, 60:80, 60:80] = True  # the baseline's HD-BET found a sliver: it would cut the brain
     monkeypatch.setattr(pp, "run_hdbet", _fake_hdbet(small, calls))
@@ -347,6 +347,33 @@ def test_a_plausible_mask_is_not_checked_and_a_bad_second_opinion_is_not_used(tm
     np.testing.assert_array_equal(mask, brain | face)
 
 
+@pytest.mark.parametrize("ml, checked", [(1700, False), (1800, False), (1900, True), (2100, True)])
+def test_the_second_opinion_starts_below_the_flag_at_the_largest_adult_brains(tmp_path, monkeypatch, ml, checked):
+    from bids_lesionchange.image import plausibility
+
+    # between the largest face-free HD-BET mask (1680 ml) and the smallest face-including one (1906 ml)
+    assert 1680 < plausibility.CHECK_BRAIN_MASK_ML < 1906 and plausibility.CHECK_BRAIN_MASK_ML < plausibility.MAX_BRAIN_MASK_ML
+    shape = (130, 130, 130)  # 1 mm voxels: 2197 ml
+    mask = np.zeros(shape, bool).ravel()
+    mask[: ml * 1000] = True
+    mask = mask.reshape(shape)
+    image = tmp_path / "baseline_common.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(image))
+    brain = mask.copy()
+    brain[:, :, :4] = False  # the baseline's own mask: a few slices less
+    calls = []
+    monkeypatch.setattr(pp, "run_hdbet", _fake_hdbet(brain, calls))
+    monkeypatch.setattr(pp, "check_brain_mask", lambda *args, **kwargs: None)  # a slab is not brain-shaped
+    out, repair = pp.second_opinion_mask(mask, image, tmp_path / "m.nii.gz", (1.0, 1.0, 1.0),
+                                         hdbet={"mode": "fast", "precision": "auto", "device": "cpu"})
+    assert bool(calls) is checked and (repair is not None) is checked
+    if checked:
+        assert repair["used"] is True and repair["check_ml"] == plausibility.CHECK_BRAIN_MASK_ML
+        np.testing.assert_array_equal(out, brain)
+    else:
+        assert out is mask
+
+
 def test_registration_checks_an_oversized_hdbet_mask_and_the_qc_records_it(pair, tmp_path, monkeypatch):
     from bids_lesionchange.image import plausibility
 
@@ -356,7 +383,7 @@ def test_registration_checks_an_oversized_hdbet_mask_and_the_qc_records_it(pair,
     trimmed[:, :, : int(np.argwhere(full)[:, 2].min()) + 3] = False  # the baseline's mask: 3 slices less
     calls = []
     monkeypatch.setattr(pp, "run_hdbet", _fake_hdbet(trimmed, calls))
-    monkeypatch.setattr(plausibility, "MAX_BRAIN_MASK_ML", 1.0)  # stands in for a 2.2 l mask (small phantom)
+    monkeypatch.setattr(plausibility, "CHECK_BRAIN_MASK_ML", 1.0)  # stands in for a 2.2 l mask (small phantom)
     args = (root / "fu_n4.nii.gz", root / "mask.nii.gz", root / "bl_n4.nii.gz", root / "coarse_xfm.txt",
             tmp_path / "bl_common.nii.gz", tmp_path / "bl_xfm.txt", tmp_path / "final_mask.nii.gz",
             tmp_path / "registration.json")
