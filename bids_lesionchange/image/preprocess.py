@@ -126,13 +126,13 @@ def could_be_brain_extracted(foreground_ml: float | None) -> bool:
 def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: str = "fast",
                         device: str = "cpu", nthreads: int = 1, source_file=None,
                         return_method: bool = False, hdbet_precision: str = "auto",
-                        foreground_ml: float | None = None):
+                        foreground_ml: float | None = None, hdbet_crop: bool = True):
     """Write the brain mask (uint8) of the common-grid follow-up with ``method``.
 
     ``source_file`` (the user's follow-up) is named in errors. See
     :mod:`bids_lesionchange.image.skullstrip` for the methods; with ``auto`` an input that is
     already brain-extracted keeps its own support (:func:`.skullstrip.brain_extracted_support`).
-    ``hdbet_precision`` is HD-BET's (:func:`.skullstrip.run_hdbet`). ``foreground_ml``, the
+    ``hdbet_precision`` and ``hdbet_crop`` are HD-BET's (:func:`.skullstrip.run_hdbet`). ``foreground_ml``, the
     follow-up's foreground volume from :func:`check_pair`, skips that test when it is far outside
     a brain's volume (a skull-on head: the test's foreground mask cost 1-2 s at 1 mm).
     Returns the mask's path, or
@@ -158,7 +158,7 @@ def skullstrip_followup(in_file, out_mask, *, method: str = "auto", hdbet_mode: 
         mask, method = support, "none (input already brain-extracted)"
     elif method == "hdbet":
         _, precision = run_hdbet(in_file, out_mask, mode=hdbet_mode, device=device, nthreads=nthreads,
-                                 precision=hdbet_precision, return_precision=True)
+                                 precision=hdbet_precision, return_precision=True, crop=hdbet_crop)
         method = f"hdbet ({precision})"
         mask = _load_mask(out_mask)
     elif method == "threshold":
@@ -330,7 +330,7 @@ def second_opinion_mask(mask: np.ndarray, baseline_file, scratch_mask, zooms, *,
                 "baseline to check it", name, volume, plausibility.CHECK_BRAIN_MASK_ML)
     try:
         run_hdbet(baseline_file, scratch_mask, mode=hdbet.get("mode", "fast"), device=hdbet.get("device", "cpu"),
-                  nthreads=nthreads, precision=hdbet.get("precision", "auto"))
+                  nthreads=nthreads, precision=hdbet.get("precision", "auto"), crop=hdbet.get("crop", True))
     except InputError as err:  # a check, not a step the pair needs: its failure keeps the mask as it was
         LOGGER.warning("the brain mask of %s holds %.0f ml, and HD-BET failed on the baseline (%s): the mask is "
                        "kept as it is", name, volume, err)

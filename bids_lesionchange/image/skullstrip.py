@@ -268,12 +268,13 @@ def check_brain_mask(mask: np.ndarray, zooms, path, *, step: str = "skullstrip")
 
 def run_hdbet(in_file, out_mask, *, mode: str = "fast", device: str = "cpu",
               nthreads: int = 1, precision: str = "auto", timeout: float | None = 3600,
-              return_precision: bool = False):
+              return_precision: bool = False, crop: bool = True):
     """Run HD-BET on ``in_file`` in a child Python process and return the written mask path.
 
     ``precision`` (``auto``, ``float32`` or ``bfloat16``) is resolved in the child process
     (:func:`bids_lesionchange.image.hdbet_cli.resolve_precision`); with ``return_precision`` the
-    result is ``(path, precision that ran)``.
+    result is ``(path, precision that ran)``. With ``crop`` (the default) HD-BET sees the head's
+    box, not the whole field of view (:func:`bids_lesionchange.image.hdbet_cli.head_box`).
 
     Raises
     ------
@@ -283,7 +284,7 @@ def run_hdbet(in_file, out_mask, *, mode: str = "fast", device: str = "cpu",
     in_file, out_mask = Path(in_file), Path(out_mask)
     command = [sys.executable, "-m", "bids_lesionchange.image.hdbet_cli", str(in_file),
                str(out_mask), "--mode", mode, "--device", device, "--nthreads", str(nthreads),
-               "--precision", precision]
+               "--precision", precision] + ([] if crop else ["--no-crop"])
     env = dict(os.environ, OMP_NUM_THREADS=str(nthreads), MKL_NUM_THREADS=str(nthreads))
     LOGGER.info("running HD-BET (%s, %s): %s", mode, device, " ".join(command))
     try:

