@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 ROOT=${BENCH_ROOT:-/tmp/bids_lesionchange_bench}
-ONLY=${ONLY:-"synth_cohort input_checks preprocessing training inference layers real_flair lesion_growth precision mirroring skullstrip_precision denormals adaptation accuracy accuracy_thick preexisting_floor real_anatomy end_to_end ablation"}
+ONLY=${ONLY:-"synth_cohort input_checks preprocessing training inference layers real_flair lesion_growth precision mirroring skullstrip_precision skullstrip_crop denormals adaptation accuracy accuracy_thick preexisting_floor real_anatomy end_to_end ablation"}
 export TF_ENABLE_ONEDNN_OPTS=1 TF_CPP_MIN_LOG_LEVEL=2
 
 run() { echo "== $*" >&2; /usr/bin/time -f "== %e s wall, %M KB max RSS" "$@"; }
@@ -45,6 +45,7 @@ for name in $ONLY; do
                      --reference "$ROOT/real_flair/bids/derivatives/reference" ;;
     input_checks)  run "$PYTHON" benchmarks/input_checks.py ;;
     skullstrip_precision) run "$PYTHON" benchmarks/skullstrip_precision.py ;;
+    skullstrip_crop) run "$PYTHON" benchmarks/skullstrip_crop.py ;;
     denormals)     run "$PYTHON" benchmarks/denormals.py ;;
     adaptation)    run "$PYTHON" benchmarks/adaptation.py --root "$ROOT/real_flair" ;;
     accuracy_thick) run "$PYTHON" benchmarks/accuracy.py --root "$ROOT" --name accuracy_thick --thick-slice 0.5 ;;

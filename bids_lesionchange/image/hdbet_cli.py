@@ -98,7 +98,7 @@ def head_box(data, zooms, margin_mm: float = HEAD_MARGIN_MM) -> tuple[slice, sli
     sizes = np.bincount(labels.ravel())[1:]
     head = ndimage.find_objects(labels)[int(np.argmax(sizes))]
     pad = np.ceil(margin_mm / np.asarray(zooms[:3], dtype=float)).astype(int)
-    return tuple(slice(max(0, 2 * piece.start - k), min(n, 2 * piece.stop + k))
+    return tuple(slice(int(max(0, 2 * piece.start - k)), int(min(n, 2 * piece.stop + k)))
                  for piece, k, n in zip(head, pad, data.shape))
 
 
