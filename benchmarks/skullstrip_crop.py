@@ -13,8 +13,11 @@ as the app runs it (:func:`bids_lesionchange.image.skullstrip.run_hdbet`), once 
 (``crop=False``: HD-BET's own behaviour and the app's before stop 36) and once on the head's box
 (``crop=True``, the app's default: :func:`bids_lesionchange.image.hdbet_cli.head_box`).
 
-Per image: the grid and the box, each mask's volume (ml), their Dice, the voxels only the whole
-grid's mask holds, and each process's wall seconds. A mask above 1800 ml is checked against the
+Per image: whether the app runs HD-BET on it at all (with ``--skull-strip auto`` an image that is
+already brain-extracted keeps its own support: :func:`.skullstrip.brain_extracted_support`; HD-BET
+on such an image is wrong either way, and those rows are left out of the counts), the grid and
+the box, each mask's volume (ml), their Dice, the voxels only the whole grid's mask holds, and
+each process's wall seconds. A mask above 1800 ml is checked against the
 baseline's in the app (``CHECK_BRAIN_MASK_ML``), above 2000 ml flagged (``MAX_BRAIN_MASK_ML``):
 face-free HD-BET masks of these heads were 1041-1680 ml. Writes benchmarks/results/<name>.json
 and .md, with the CPU.
@@ -77,7 +80,7 @@ def main() -> None:
     from bids_lesionchange.image import plausibility
     from bids_lesionchange.image.hdbet_cli import head_box
     from bids_lesionchange.image.preprocess import followup_to_common
-    from bids_lesionchange.image.skullstrip import hdbet_available, run_hdbet
+    from bids_lesionchange.image.skullstrip import brain_extracted_support, hdbet_available, run_hdbet
 
     if not hdbet_available("fast"):
         parser.error("HD-BET is not installed: pip install '.[hdbet]'")
@@ -88,7 +91,9 @@ def main() -> None:
         for label, src in _images(tmp / "rescans", args.rescans_per_source, args.seed):
             grid, _ = followup_to_common(src, tmp / "grid.nii.gz", tmp / "grid_xfm.txt", resolution=1.0)
             img = nib.load(str(grid))
-            box = head_box(np.asanyarray(img.dataobj, dtype=np.float32), img.header.get_zooms()[:3])
+            data = np.asanyarray(img.dataobj, dtype=np.float32)
+            box = head_box(data, img.header.get_zooms()[:3])
+            app_runs_hdbet = brain_extracted_support(data, img.header.get_zooms()[:3]) is None
             voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000.0
             masks, seconds = {}, {}
             for variant, crop in (("whole", False), ("box", True)):
@@ -99,23 +104,25 @@ def main() -> None:
                 masks[variant] = np.asanyarray(nib.load(str(out)).dataobj) > 0
             whole, boxed = masks["whole"], masks["box"]
             dice = 2 * np.count_nonzero(whole & boxed) / max(np.count_nonzero(whole) + np.count_nonzero(boxed), 1)
-            record = {"image": label, "grid": list(whole.shape), "box": [b.stop - b.start for b in box],
+            record = {"image": label, "app_runs_hdbet": app_runs_hdbet, "grid": list(whole.shape), "box": [b.stop - b.start for b in box],
                       "box_fraction": round(float(np.prod([b.stop - b.start for b in box]) / whole.size), 3),
-                      "ml": {k: round(np.count_nonzero(m) * voxel_ml, 1) for k, m in masks.items()},
+                      "ml": {k: round(float(np.count_nonzero(m) * voxel_ml), 1) for k, m in masks.items()},
                       "dice": round(float(dice), 4),
-                      "only_whole_ml": round(np.count_nonzero(whole & ~boxed) * voxel_ml, 1),
-                      "only_box_ml": round(np.count_nonzero(boxed & ~whole) * voxel_ml, 1),
+                      "only_whole_ml": round(float(np.count_nonzero(whole & ~boxed) * voxel_ml), 1),
+                      "only_box_ml": round(float(np.count_nonzero(boxed & ~whole) * voxel_ml), 1),
                       "seconds": seconds, "speedup": round(seconds["whole"] / seconds["box"], 2)}
             records.append(record)
-            rows.append([label, " x ".join(map(str, record["grid"])), record["box_fraction"],
+            rows.append([label, "yes" if app_runs_hdbet else "no (brain-extracted)",
+                         " x ".join(map(str, record["grid"])), record["box_fraction"],
                          record["ml"]["whole"], record["ml"]["box"], record["dice"], record["only_whole_ml"],
                          record["only_box_ml"], seconds["whole"], seconds["box"], record["speedup"]])
             print(rows[-1], flush=True)
     c = cpu["cpu"]
     check, flag = plausibility.CHECK_BRAIN_MASK_ML, plausibility.MAX_BRAIN_MASK_ML
-    counts = {k: (sum(r["ml"][k] > check for r in records), sum(r["ml"][k] > flag for r in records))
+    used = [r for r in records if r["app_runs_hdbet"]]
+    counts = {k: (sum(r["ml"][k] > check for r in used), sum(r["ml"][k] > flag for r in used))
               for k in ("whole", "box")}
-    speedups = sorted(r["speedup"] for r in records)
+    speedups = sorted(r["speedup"] for r in used) or [float("nan")]
     md = ["# HD-BET on the head's box against the whole field of view\n",
           f"Command: `{command_line()}`\n",
           "Each image on the app's 1 mm RAS common grid, then HD-BET (fast, CPU, 2 threads, precision auto) in "
@@ -124,12 +131,12 @@ def main() -> None:
           "to 1.5 mm and back included), one run each.\n",
           f"CPU: {c['model']}, {c['cores']} cores, {', '.join(c['extensions'])}; FP32 peak "
           f"{c['fp32_peak_gflops']} GFLOP/s. Load average at start {cpu['load_average_1min']}.\n",
-          markdown_table(["image", "common grid", "box / grid (voxels)", "whole grid: ml", "head's box: ml",
+          markdown_table(["image", "app runs HD-BET", "common grid", "box / grid (voxels)", "whole grid: ml", "head's box: ml",
                           "Dice", "only in whole: ml", "only in box: ml", "whole s", "box s", "speed-up"], rows),
           f"\nMasks above {check:.0f} ml (checked against the baseline's) / above {flag:.0f} ml (flagged): "
           f"whole grid {counts['whole'][0]} / {counts['whole'][1]}, head's box {counts['box'][0]} / "
-          f"{counts['box'][1]} of {len(records)}. Speed-up {speedups[0]:.2f}-{speedups[-1]:.2f}x "
-          f"(median {float(np.median(speedups)):.2f}x).\n"]
+          f"{counts['box'][1]} of the {len(used)} images the app runs HD-BET on. Speed-up there "
+          f"{speedups[0]:.2f}-{speedups[-1]:.2f}x (median {float(np.median(speedups)):.2f}x).\n"]
     write_results(args.name, {"command": command_line(), "machine": cpu, "images": records,
                               "above_check_and_flag": counts}, "\n".join(md))
 
