@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 ROOT=${BENCH_ROOT:-/tmp/bids_lesionchange_bench}
-ONLY=${ONLY:-"synth_cohort input_checks preprocessing training inference layers real_flair lesion_growth precision mirroring skullstrip_precision skullstrip_crop denormals adaptation accuracy accuracy_thick preexisting_floor real_anatomy end_to_end ablation"}
+ONLY=${ONLY:-"synth_cohort input_checks preprocessing training inference layers real_flair separate_strip lesion_growth precision mirroring skullstrip_precision skullstrip_crop denormals adaptation accuracy accuracy_thick preexisting_floor real_anatomy end_to_end ablation"}
 export TF_ENABLE_ONEDNN_OPTS=1 TF_CPP_MIN_LOG_LEVEL=2
 
 run() { echo "== $*" >&2; /usr/bin/time -f "== %e s wall, %M KB max RSS" "$@"; }
@@ -33,6 +33,7 @@ for name in $ONLY; do
     layers)        run "$PYTHON" benchmarks/layers.py ;;
     accuracy)      run "$PYTHON" benchmarks/accuracy.py --root "$ROOT" ;;
     real_flair)    run "$PYTHON" benchmarks/real_flair.py --root "$ROOT/real_flair" ;;
+    separate_strip) run "$PYTHON" benchmarks/separate_strip.py --root "$ROOT/separate_strip" ;;
     lesion_growth) run "$PYTHON" benchmarks/lesion_growth.py --results real_flair --root "$ROOT/real_flair" ;;
     precision)     run "$PYTHON" benchmarks/precision.py --outputs "$ROOT/real_flair/out-default_model" \
                      --reference "$ROOT/real_flair/bids/derivatives/reference"
