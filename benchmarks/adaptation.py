@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_MODEL, checked_model, command_line, fmt, machine, markdown_table,  # noqa: E402
+from _common import (DEFAULT_MODEL, command_line, fmt, machine, markdown_table,  # noqa: E402
                      setup_logging, write_results)
 import real_flair  # noqa: E402
 
@@ -44,13 +44,7 @@ def main() -> None:
     parser.add_argument("--name", default="adaptation")
     opts = parser.parse_args()
     setup_logging()
-    if not real_flair.DATA.is_dir():
-        parser.error(f"{real_flair.DATA} is missing: this benchmark needs the shared real FLAIRs (see their READMEs)")
-    model = checked_model(parser, opts.model)
-    root = opts.root.resolve()
-    bids = root / "bids"
-    bids.mkdir(parents=True, exist_ok=True)
-    (bids / "dataset_description.json").write_text(json.dumps({"Name": "real FLAIR benchmark", "BIDSVersion": "1.9.0"}) + "\n")
+    model, root, bids = real_flair.benchmark_tree(parser, opts)
     subjects = {**real_flair.write_nochange(bids, root / "self_pairs", 2, opts.seed),
                 **real_flair.write_nih(bids), **real_flair.write_phantoms(bids, root / "phantoms", [1, 2])}
     subjects = {s: i for s, i in subjects.items() if s in opts.subjects}

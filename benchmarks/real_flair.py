@@ -79,6 +79,20 @@ BLOB = 20
 STEP_METHODS = ("model", "subtraction d > 0.1")
 
 
+def benchmark_tree(parser: argparse.ArgumentParser, opts, name: str = "real FLAIR benchmark") -> tuple[Path, Path, Path]:
+    """Check that the shared real FLAIRs and ``opts.model`` are there, make the BIDS tree under
+    ``opts.root`` (with the reference directory the app is given, phantoms or not); return
+    ``(model, root, bids)``."""
+    if not DATA.is_dir():
+        parser.error(f"{DATA} is missing: this benchmark needs the shared real FLAIRs (see their READMEs)")
+    model = checked_model(parser, opts.model)
+    root = opts.root.resolve()
+    bids = root / "bids"
+    (bids / "derivatives" / "reference").mkdir(parents=True, exist_ok=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": name, "BIDSVersion": "1.9.0"}) + "\n")
+    return model, root, bids
+
+
 def _flair(bids: Path, sub: str, ses: str) -> Path:
     path = bids / f"sub-{sub}" / f"ses-{ses}" / "anat" / f"sub-{sub}_ses-{ses}_FLAIR.nii.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -644,14 +658,8 @@ def main() -> None:
     parser.add_argument("--picture", type=Path, default=REPO / "docs" / "img" / "real_pair_detections.png")
     opts = parser.parse_args()
     setup_logging()
-    if not DATA.is_dir():
-        parser.error(f"{DATA} is missing: this benchmark needs the shared real FLAIRs (see their READMEs)")
-    model = checked_model(parser, opts.model)
+    model, root, bids = benchmark_tree(parser, opts)
     opts.picture = opts.picture.resolve()
-    root = opts.root.resolve()
-    bids = root / "bids"
-    bids.mkdir(parents=True, exist_ok=True)
-    (bids / "dataset_description.json").write_text(json.dumps({"Name": "real FLAIR benchmark", "BIDSVersion": "1.9.0"}) + "\n")
     subjects = {**write_nochange(bids, root / "self_pairs", opts.pairs_per_source, opts.seed),
                 **write_nih(bids), **write_phantoms(bids, root / "phantoms", opts.phantom_seeds, opts.growth_factors),
                 **write_new_lesion_phantoms(bids, root / "new_lesion_phantoms", opts.new_lesion_seeds)}

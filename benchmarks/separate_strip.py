@@ -24,7 +24,6 @@ changed or tuned here.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_MODEL, checked_model, command_line, fmt, machine, markdown_table,  # noqa: E402
+from _common import (DEFAULT_MODEL, command_line, fmt, machine, markdown_table,  # noqa: E402
                      setup_logging, write_results)
 import real_flair as rf  # noqa: E402
 
@@ -130,14 +129,7 @@ def main() -> None:
     parser.add_argument("--name", default="separate_strip")
     opts = parser.parse_args()
     setup_logging()
-    if not rf.DATA.is_dir():
-        parser.error(f"{rf.DATA} is missing: this benchmark needs the shared real FLAIRs (see their READMEs)")
-    model = checked_model(parser, opts.model)
-    root = opts.root.resolve()
-    bids = root / "bids"
-    (bids / "derivatives" / "reference").mkdir(parents=True, exist_ok=True)
-    (bids / "dataset_description.json").write_text(json.dumps({"Name": "separately stripped sessions",
-                                                               "BIDSVersion": "1.9.0"}) + "\n")
+    model, root, bids = rf.benchmark_tree(parser, opts, "separately stripped sessions")
     subjects = {**write_nochange(bids, root / "self_pairs", opts.pairs_per_source, opts.seed),
                 **(rf.write_phantoms(bids, root / "phantoms", opts.phantom_seeds) if opts.phantom_seeds else {})}
     if not subjects:
