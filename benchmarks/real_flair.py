@@ -99,13 +99,16 @@ def _flair(bids: Path, sub: str, ses: str) -> Path:
     return path
 
 
-def write_nochange(bids: Path, scratch: Path, pairs_per_source: int, seed: int) -> dict[str, dict]:
-    """Self-pairs of every real single FLAIR as subjects ``<source><k>`` (ses-01, ses-02)."""
+def write_nochange(bids: Path, scratch: Path, pairs_per_source: int, seed: int,
+                   sources: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Self-pairs of every real single FLAIR (or of the ``sources``, keys of :data:`SOURCES`) as
+    subjects ``<source><k>`` (ses-01, ses-02)."""
     from bids_lesionchange.simulate.selfpairs import write_self_pairs
 
     subjects = {}
-    present = {k: v for k, v in SOURCES.items() if v[0].is_file()}
-    for label, (path, role) in SOURCES.items():
+    chosen = {k: SOURCES[k] for k in (SOURCES if sources is None else sources)}
+    present = {k: v for k, v in chosen.items() if v[0].is_file()}
+    for label, (path, role) in chosen.items():
         if label not in present:
             LOGGER.warning("%s is absent: no self-pairs of it", path)
     pairs = write_self_pairs({k: [("01", v[0])] for k, v in present.items()}, scratch, pairs_per_source, seed=seed)

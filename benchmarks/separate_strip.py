@@ -94,25 +94,6 @@ def add_stripped_copy(bids: Path, sub: str, rng: np.random.Generator, max_mm: fl
     return new, removed
 
 
-def write_nochange(bids: Path, scratch: Path, pairs_per_source: int, seed: int) -> dict[str, dict]:
-    """Self-pairs of the brain-extracted real FLAIRs as subjects ``<source><k>`` (ses-01, ses-02)."""
-    from bids_lesionchange.simulate.selfpairs import write_self_pairs
-
-    present = {k: rf.SOURCES[k] for k in BRAIN_EXTRACTED_SOURCES if rf.SOURCES[k][0].is_file()}
-    subjects = {}
-    pairs = write_self_pairs({k: [("01", v[0])] for k, v in present.items()}, scratch, pairs_per_source, seed=seed)
-    for pair in pairs:
-        k = int(pair.baseline_session[len("selfpair"):-1])
-        sub = f"{pair.subject}{k}"
-        for ses, src in (("01", pair.baseline_flair), ("02", pair.followup_flair)):
-            dest = rf._flair(bids, sub, ses)
-            if not dest.is_file():
-                shutil.copyfile(src, dest)
-                shutil.copyfile(str(src).replace(".nii.gz", ".json"), str(dest).replace(".nii.gz", ".json"))
-        subjects[sub] = {"kind": "nochange", "source": pair.subject, "role": present[pair.subject][1]}
-    return subjects
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,7 +111,8 @@ def main() -> None:
     opts = parser.parse_args()
     setup_logging()
     model, root, bids = rf.benchmark_tree(parser, opts, "separately stripped sessions")
-    subjects = {**write_nochange(bids, root / "self_pairs", opts.pairs_per_source, opts.seed),
+    subjects = {**rf.write_nochange(bids, root / "self_pairs", opts.pairs_per_source, opts.seed,
+                                    BRAIN_EXTRACTED_SOURCES),
                 **(rf.write_phantoms(bids, root / "phantoms", opts.phantom_seeds) if opts.phantom_seeds else {})}
     if not subjects:
         parser.error("no pair to run: the brain-extracted FLAIRs of ../shared/data are absent")
