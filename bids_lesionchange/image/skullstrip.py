@@ -266,6 +266,30 @@ def check_brain_mask(mask: np.ndarray, zooms, path, *, step: str = "skullstrip")
     return mask
 
 
+#: glibc's malloc asks for transparent huge pages on the large blocks it maps (glibc >= 2.35; older
+#: ones ignore the setting). PyTorch gets each of HD-BET's feature maps (hundreds of MB) from a fresh
+#: ``mmap`` and returns it when the layer is done, so the process faults in about 10 GB of 4 kB pages
+#: per 1 mm head: on an AMD EPYC Zen 3 VM 12-14 s of kernel time over 2 threads. With huge pages the
+#: same step ran 30-31 s instead of 37-38 s, the same mask (``docs/benchmarks.md``, stop 38).
+HDBET_GLIBC_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def hdbet_environment(nthreads: int, base: dict | None = None) -> dict:
+    """The environment of the HD-BET child process.
+
+    ``base`` (default: this process's environment) with the thread count for OpenMP and MKL and
+    :data:`HDBET_GLIBC_TUNABLE` added to ``GLIBC_TUNABLES``, unless the user's ``GLIBC_TUNABLES``
+    already sets ``glibc.malloc.hugetlb`` (theirs is kept).
+    """
+    env = dict(os.environ if base is None else base, OMP_NUM_THREADS=str(nthreads),
+               MKL_NUM_THREADS=str(nthreads))
+    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+    key = HDBET_GLIBC_TUNABLE.split("=", 1)[0]
+    if not any(t.split("=", 1)[0] == key for t in tunables):
+        env["GLIBC_TUNABLES"] = ":".join(tunables + [HDBET_GLIBC_TUNABLE])
+    return env
+
+
 def run_hdbet(in_file, out_mask, *, mode: str = "fast", device: str = "cpu",
               nthreads: int = 1, precision: str = "auto", timeout: float | None = 3600,
               return_precision: bool = False, crop: bool = True):
@@ -285,7 +309,7 @@ def run_hdbet(in_file, out_mask, *, mode: str = "fast", device: str = "cpu",
     command = [sys.executable, "-m", "bids_lesionchange.image.hdbet_cli", str(in_file),
                str(out_mask), "--mode", mode, "--device", device, "--nthreads", str(nthreads),
                "--precision", precision] + ([] if crop else ["--no-crop"])
-    env = dict(os.environ, OMP_NUM_THREADS=str(nthreads), MKL_NUM_THREADS=str(nthreads))
+    env = hdbet_environment(nthreads)
     LOGGER.info("running HD-BET (%s, %s): %s", mode, device, " ".join(command))
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,

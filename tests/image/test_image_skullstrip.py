@@ -246,6 +246,71 @@ def test_hdbet_process_flushes_denormals():
     assert threads == "1"
 
 
+@pytest.mark.parametrize("user, expected", [
+    (None, "glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.arena_max=2", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"),  # the user's choice stays
+])
+def test_hdbet_environment_asks_malloc_for_huge_pages_unless_the_user_chose(user, expected):
+    base = {"PATH": "/bin"} if user is None else {"PATH": "/bin", "GLIBC_TUNABLES": user}
+    env = skullstrip.hdbet_environment(3, base)
+    assert env["GLIBC_TUNABLES"] == expected
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3" and env["PATH"] == "/bin"
+    assert "GLIBC_TUNABLES" not in base or base["GLIBC_TUNABLES"] == user  # not changed in place
+
+
+def test_run_hdbet_starts_its_process_with_that_environment(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(kwargs["env"])
+        Path(command[4]).write_bytes(b"mask")
+        return subprocess.CompletedProcess(command, 0, "", "precision float32")
+
+    monkeypatch.setattr(skullstrip.subprocess, "run", fake_run)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    skullstrip.run_hdbet(tmp_path / "in.nii.gz", tmp_path / "mask.nii.gz", nthreads=2)
+    assert seen["GLIBC_TUNABLES"] == skullstrip.HDBET_GLIBC_TUNABLE and seen["OMP_NUM_THREADS"] == "2"
+
+
+def _thp_mode() -> str:
+    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    text = path.read_text() if path.is_file() else ""
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else "absent"
+
+
+@pytest.mark.skipif(_thp_mode() != "madvise", reason="glibc asks for huge pages only where the kernel's "
+                    "transparent huge pages are in madvise mode")
+def test_a_process_with_the_hdbet_environment_maps_large_blocks_for_huge_pages():
+    """In force where it must be: a large block of the child is marked for huge pages (``hg``)."""
+    code = ("import numpy as np\n"
+            "a = np.ones(64 * 1024 * 1024 // 8)\n"
+            "addr = a.__array_interface__['data'][0]\n"
+            "inside = False\n"
+            "for line in open('/proc/self/smaps'):\n"
+            "    head = line.split()[0]\n"
+            "    if '-' in head and not head.endswith(':'):\n"
+            "        lo, hi = (int(x, 16) for x in head.split('-'))\n"
+            "        inside = lo <= addr < hi\n"
+            "    elif inside and line.startswith('VmFlags:'):\n"
+            "        print(' '.join(line.split()[1:]))\n"
+            "        break\n")
+    import os
+    import platform
+
+    libc, version = platform.libc_ver()
+    if libc != "glibc" or tuple(int(x) for x in version.split(".")[:2]) < (2, 35):
+        pytest.skip(f"{libc} {version}: glibc.malloc.hugetlb needs glibc 2.35 or newer")
+    base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    flags = {}
+    for name, env in (("without", base), ("with", skullstrip.hdbet_environment(1, base))):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr[-2000:]
+        flags[name] = out.stdout.split()
+    assert "hg" in flags["with"]
+    assert "hg" not in flags["without"]  # the test would pass for nothing otherwise
+
+
 @pytest.mark.parametrize("asked, device, native, expected", [
     ("auto", "cpu", True, "bfloat16"),
     ("auto", "cpu", False, "float32"),
