@@ -47,6 +47,28 @@ def _window_starts(size: int, window: int, step: int) -> list[int]:
 _FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def onednn_runs_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Return True when TensorFlow's oneDNN kernels compute bfloat16 on this CPU (it needs AVX-512).
+
+    Elsewhere (AVX2-only CPUs such as AMD Zen 3, non-x86) TensorFlow falls back to its Eigen
+    convolutions, which run the plain graph but not a strided dilated ``Conv3D`` as the polyphase
+    graph has. Read from ``/proc/cpuinfo`` (``cpuinfo`` for tests); False where it is absent.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.split(":", 1)[0].strip() == "flags"), [])
+    return "avx512f" in flags
+
+
+def _computes_in_bfloat16(model) -> bool:
+    return any(getattr(layer, "compute_dtype", "float32") == "bfloat16" for layer in model.layers)
+
+
 def forward_function(model, *, polyphase: bool = True):
     """The model's final output as one graph function for inputs of any spatial shape (cached per model).
 
@@ -57,7 +79,11 @@ def forward_function(model, *, polyphase: bool = True):
     ``polyphase`` (default): the thin full-resolution convolutions run as polyphase ones
     (:mod:`bids_lesionchange.model.polyphase`: the same function, faster); the inputs' sides are
     multiples of the model's input multiple, as the U-net needs anyway (``predict_change`` pads).
+    A model that computes in bfloat16 gets the plain graph on a CPU where oneDNN does not run
+    bfloat16 (:func:`onednn_runs_bfloat16`).
     """
+    if polyphase and _computes_in_bfloat16(model) and not onednn_runs_bfloat16():
+        polyphase = False  # the fallback kernels cannot run the polyphase graph's strided dilated Conv3D
     functions = _FORWARD.setdefault(model, {})
     function = functions.get(polyphase)
     if function is None:

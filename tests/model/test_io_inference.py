@@ -61,6 +61,29 @@ def test_bfloat16_loading_keeps_the_weights_and_the_global_policy(saved_model, m
         load_detector(model_dir, precision="float16")
 
 
+def test_a_bfloat16_model_gets_the_plain_graph_where_onednn_cannot_run_bfloat16(saved_model, monkeypatch):
+    """AVX2-only CPUs: TensorFlow's fallback kernels have no strided dilated Conv3D (the polyphase graph's)."""
+    from bids_lesionchange.model import inference
+
+    model_dir, _ = saved_model
+    fp32, _ = load_detector(model_dir)
+    bf16, _ = load_detector(model_dir, precision="bfloat16")
+    monkeypatch.setattr(inference, "onednn_runs_bfloat16", lambda: False)
+    assert inference.forward_function(bf16, polyphase=True) is inference.forward_function(bf16, polyphase=False)
+    assert inference.forward_function(fp32, polyphase=True) is not inference.forward_function(fp32, polyphase=False)
+    monkeypatch.setattr(inference, "onednn_runs_bfloat16", lambda: True)
+    assert inference.forward_function(bf16, polyphase=True) is not inference.forward_function(bf16, polyphase=False)
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu sse avx2 fma", False), ("fpu avx2 avx512f avx512_bf16", True),
+                                             (None, False)])
+def test_onednn_runs_bfloat16_only_with_avx512(flags, expected):
+    from bids_lesionchange.model.inference import onednn_runs_bfloat16
+
+    cpuinfo = "processor\t: 0\n" + ("" if flags is None else f"flags\t\t: {flags}\n")
+    assert onednn_runs_bfloat16(cpuinfo) is expected
+
+
 def test_a_modified_weights_file_is_refused(saved_model, tmp_path):
     import shutil
 
