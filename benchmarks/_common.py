@@ -91,6 +91,47 @@ def machine() -> dict:
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
+def machine_pace(n: int = 2048, loop: int = 2_000_000, megabytes: int = 256) -> dict:
+    """How fast this machine runs right now, by three small probes (a few seconds in all).
+
+    ``sgemm_gflops``: an ``n`` x ``n`` float32 matrix product with NumPy's BLAS on all cores (best of
+    3), and its fraction of the nominal FP32 peak; ``python_mloops_per_s``: a plain Python loop
+    (one core, the interpreter); ``fresh_memory_gb_per_s``: ``megabytes`` of new memory allocated and
+    written (page faults included). Two VMs with the same CPU model differed 2-4x in every step of
+    the app (stop 38); these say whether it is the machine, so that times from two machines are
+    compared through them, not as they are.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((n, n), dtype=np.float32) for _ in range(2))
+    _ = a @ b  # BLAS threads start
+
+    def best(function, repeats=3):
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - began)
+        return min(times)
+
+    def python_loop():
+        total = 0
+        for i in range(loop):
+            total += i & 7
+        return total
+
+    gemm_s = best(lambda: a @ b)
+    loop_s = best(python_loop)
+    fresh_s = best(lambda: np.ones(megabytes * 2 ** 20 // 8))
+    peak = cpu_description()["fp32_peak_gflops"]
+    gflops = 2.0 * n ** 3 / gemm_s / 1e9
+    return {"sgemm_n": n, "sgemm_gflops": round(gflops, 1),
+            "sgemm_fraction_of_peak": round(gflops / peak, 3) if peak == peak and peak > 0 else None,
+            "python_mloops_per_s": round(loop / loop_s / 1e6, 2),
+            "fresh_memory_gb_per_s": round(megabytes / 1024 / fresh_s, 2)}
+
+
 def command_line() -> str:
     """The command that ran this script, as a user types it."""
     return " ".join(["python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])

@@ -46,8 +46,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DEFAULT_MODEL, app_command, checked_model, command_line,  # noqa: E402
-                     ensure_synth_cohort, machine, markdown_table, node_times, pair_files, run_monitored, setup_logging,
-                     write_results)
+                     ensure_synth_cohort, machine, machine_pace, markdown_table, node_times, pair_files, run_monitored,
+                     setup_logging, write_results)
 
 LOGGER = logging.getLogger("benchmarks.end_to_end")
 TARGET_SECONDS, TARGET_GB = 45.0, 3.0  # issue 15: per 1 mm pair with HD-BET on 2 cores
@@ -182,7 +182,9 @@ def main() -> None:
     bids = ensure_synth_cohort(root / "bids", n_nochange=0, n_change=opts.pairs, seed=opts.seed,
                                preset=opts.preset)
 
+    pace = {"before": machine_pace()}
     runs = [run_method(bids, root, model, method, opts) for method in opts.skull_strip]
+    pace["after"] = machine_pace()
     files = runs[0]["files"]
     LOGGER.info("timing forward passes alone on the preprocessed pair")
     child = subprocess.run([sys.executable, __file__, "--forward-child", str(model), files["baseline"],
@@ -253,11 +255,18 @@ def main() -> None:
                            forward["gflops_per_s"], forward["fraction_of_peak"]]])
         + f"\nThe predict node (TensorFlow import, model load, I/O and one pass) reaches "
         + ", ".join(f"{r['predict_node_gflops_per_s']} GFLOP/s ({r['method']})" for r in runs) + ".\n"
+        + "\n## This machine's pace, before and after the runs (`_common.machine_pace`)\n\n"
+        + markdown_table(["when", "NumPy sgemm GFLOP/s", "fraction of peak", "Python loop, M iterations/s",
+                          "new memory written, GB/s"],
+                         [[when, v["sgemm_gflops"], v["sgemm_fraction_of_peak"], v["python_mloops_per_s"],
+                           v["fresh_memory_gb_per_s"]] for when, v in pace.items()])
+        + "\nTwo VMs of one CPU model can differ 2-4x in every step; compare times from two machines "
+        "through these probes, not as they are.\n"
     )
     data = {"command": command, "machine": host, "targets": {"seconds": TARGET_SECONDS, "peak_gb": TARGET_GB},
             "peak_gflops": peak, "model": str(model), "seed": opts.seed, "preset": opts.preset,
             "nprocs": opts.nprocs, "omp_nthreads": opts.omp_nthreads, "pairs": opts.pairs, "runs": runs,
-            "forward": forward}
+            "forward": forward, "pace": pace}
     write_results(opts.name, data, markdown)
 
 

@@ -95,3 +95,14 @@ def test_tree_memory_counts_pages_shared_by_a_fork_once_in_pss_twice_in_rss(comm
         proc.stdin.close()
         proc.wait(timeout=30)
     assert common.proportional_bytes(proc.pid) is None  # gone
+
+
+def test_machine_pace_reports_each_probe_and_the_peak_fraction_of_its_own_rate(common):
+    pace = common.machine_pace(n=128, loop=10_000, megabytes=4)
+    assert set(pace) == {"sgemm_n", "sgemm_gflops", "sgemm_fraction_of_peak", "python_mloops_per_s",
+                         "fresh_memory_gb_per_s"}
+    assert pace["sgemm_n"] == 128
+    assert pace["sgemm_gflops"] > 0 and pace["python_mloops_per_s"] > 0 and pace["fresh_memory_gb_per_s"] > 0
+    peak = common.cpu_description()["fp32_peak_gflops"]
+    if pace["sgemm_fraction_of_peak"] is not None:  # None only where the peak is unknown
+        assert pace["sgemm_fraction_of_peak"] == pytest.approx(pace["sgemm_gflops"] / peak, abs=0.002)
