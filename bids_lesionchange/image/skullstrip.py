@@ -270,7 +270,7 @@ def check_brain_mask(mask: np.ndarray, zooms, path, *, step: str = "skullstrip")
 #: ones ignore the setting). PyTorch gets each of HD-BET's feature maps (hundreds of MB) from a fresh
 #: ``mmap`` and returns it when the layer is done, so the process faults in about 10 GB of 4 kB pages
 #: per 1 mm head: on an AMD EPYC Zen 3 VM 12-14 s of kernel time over 2 threads. With huge pages the
-#: same step ran 30-31 s instead of 37-38 s, the same mask (``docs/benchmarks.md``, stop 38).
+#: same step ran 30-31 s instead of 36-38 s, the same mask (``docs/benchmarks.md``, stop 38).
 HDBET_GLIBC_TUNABLE = "glibc.malloc.hugetlb=1"
 
 
