@@ -65,6 +65,17 @@ def onednn_runs_bfloat16(cpuinfo: str | None = None) -> bool:
     return "avx512f" in flags
 
 
+def onednn_enabled() -> bool:
+    """Return True unless ``TF_ENABLE_ONEDNN_OPTS`` turns TensorFlow's oneDNN kernels off.
+
+    The app sets it to 1 before TensorFlow is imported (:mod:`bids_lesionchange.model._backend`) and
+    keeps a user's own value; TensorFlow reads it as a boolean ("0"/"false" off).
+    """
+    import os
+
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
+
+
 def _computes_in_bfloat16(model) -> bool:
     return any(getattr(layer, "compute_dtype", "float32") == "bfloat16" for layer in model.layers)
 
@@ -79,11 +90,13 @@ def forward_function(model, *, polyphase: bool = True):
     ``polyphase`` (default): the thin full-resolution convolutions run as polyphase ones
     (:mod:`bids_lesionchange.model.polyphase`: the same function, faster); the inputs' sides are
     multiples of the model's input multiple, as the U-net needs anyway (``predict_change`` pads).
-    A model that computes in bfloat16 gets the plain graph on a CPU where oneDNN does not run
-    bfloat16 (:func:`onednn_runs_bfloat16`).
+    The polyphase graph needs oneDNN's convolutions: where TensorFlow runs its Eigen ones instead
+    (oneDNN turned off, :func:`onednn_enabled`; or a bfloat16 model on a CPU where oneDNN does not
+    compute bfloat16, :func:`onednn_runs_bfloat16`), which have no strided dilated ``Conv3D``, the
+    plain graph runs.
     """
-    if polyphase and _computes_in_bfloat16(model) and not onednn_runs_bfloat16():
-        polyphase = False  # the fallback kernels cannot run the polyphase graph's strided dilated Conv3D
+    if polyphase and not (onednn_enabled() and (not _computes_in_bfloat16(model) or onednn_runs_bfloat16())):
+        polyphase = False
     functions = _FORWARD.setdefault(model, {})
     function = functions.get(polyphase)
     if function is None:

@@ -68,11 +68,35 @@ def test_a_bfloat16_model_gets_the_plain_graph_where_onednn_cannot_run_bfloat16(
     model_dir, _ = saved_model
     fp32, _ = load_detector(model_dir)
     bf16, _ = load_detector(model_dir, precision="bfloat16")
+    monkeypatch.setattr(inference, "onednn_enabled", lambda: True)
     monkeypatch.setattr(inference, "onednn_runs_bfloat16", lambda: False)
     assert inference.forward_function(bf16, polyphase=True) is inference.forward_function(bf16, polyphase=False)
     assert inference.forward_function(fp32, polyphase=True) is not inference.forward_function(fp32, polyphase=False)
     monkeypatch.setattr(inference, "onednn_runs_bfloat16", lambda: True)
     assert inference.forward_function(bf16, polyphase=True) is not inference.forward_function(bf16, polyphase=False)
+
+
+def test_without_onednn_every_model_gets_the_plain_graph(saved_model, monkeypatch):
+    """TF_ENABLE_ONEDNN_OPTS=0: TensorFlow's Eigen convolutions have no strided dilated Conv3D, in float32 too."""
+    from bids_lesionchange.model import inference
+
+    model_dir, _ = saved_model
+    fp32, _ = load_detector(model_dir)
+    monkeypatch.setattr(inference, "onednn_runs_bfloat16", lambda: True)
+    monkeypatch.setattr(inference, "onednn_enabled", lambda: False)
+    assert inference.forward_function(fp32, polyphase=True) is inference.forward_function(fp32, polyphase=False)
+
+
+@pytest.mark.parametrize("value, expected", [(None, True), ("1", True), ("true", True), ("0", False),
+                                             ("False", False)])
+def test_onednn_enabled_reads_tensorflows_switch(monkeypatch, value, expected):
+    from bids_lesionchange.model.inference import onednn_enabled
+
+    if value is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", value)
+    assert onednn_enabled() is expected
 
 
 @pytest.mark.parametrize("flags, expected", [("fpu sse avx2 fma", False), ("fpu avx2 avx512f avx512_bf16", True),
