@@ -127,7 +127,7 @@ def machine_pace(n: int = 2048, loop: int = 2_000_000, megabytes: int = 256) -> 
     peak = cpu_description()["fp32_peak_gflops"]
     gflops = 2.0 * n ** 3 / gemm_s / 1e9
     return {"sgemm_n": n, "sgemm_gflops": round(gflops, 1),
-            "sgemm_fraction_of_peak": round(gflops / peak, 3) if peak == peak and peak > 0 else None,
+            "sgemm_fraction_of_peak": round(gflops / peak, 3) if math.isfinite(peak) and peak > 0 else None,
             "python_mloops_per_s": round(loop / loop_s / 1e6, 2),
             "fresh_memory_gb_per_s": round(megabytes / 1024 / fresh_s, 2)}
 
