@@ -69,9 +69,9 @@ def run_steps(baseline: Path, followup: Path, out: Path, method: str, nthreads: 
         cpu_seconds[name] = round(cpu_now() - start_cpu, 2)
         return result
 
-    step("check_inputs", pp.check_pair, baseline, followup)
+    step("check_inputs", pp.check_pair, baseline, followup, threads=min(nthreads, 2))
     step("common_grid", pp.followup_to_common, followup, out / "followup_common.nii.gz",
-         out / "followup_xfm.txt", resolution=1.0)
+         out / "followup_xfm.txt", resolution=1.0, threads=nthreads)
     step("skullstrip", pp.skullstrip_followup, out / "followup_common.nii.gz",
          out / "skullstrip_mask.nii.gz", method=method, nthreads=nthreads, source_file=followup)
     step("n4_followup", pp.n4_correct_file, out / "followup_common.nii.gz",
@@ -85,7 +85,8 @@ def run_steps(baseline: Path, followup: Path, out: Path, method: str, nthreads: 
     step("rigid_reg", pp.register_baseline_file, out / "followup_n4.nii.gz",
          out / "skullstrip_mask.nii.gz", out / "baseline_n4.nii.gz", out / "coarse_xfm.txt",
          out / "baseline_common.nii.gz", out / "baseline_xfm.txt", out / "brain_mask.nii.gz",
-         out / "registration.json", source_file=baseline, nthreads=nthreads)
+         out / "registration.json", source_file=baseline, nthreads=nthreads,
+         out_before=out / "baseline_before.nii.gz")
     step("normalise", lambda: [
         pp.normalise_file(out / "baseline_common.nii.gz", out / "brain_mask.nii.gz",
                           out / "baseline_preproc.nii.gz"),
@@ -96,7 +97,7 @@ def run_steps(baseline: Path, followup: Path, out: Path, method: str, nthreads: 
     step("reportlets", lambda: [
         reportlets.mask_report_file(out / "followup_n4.nii.gz", out / "brain_mask.nii.gz",
                                     out / "mask.svg"),
-        reportlets.registration_report_file(out / "followup_n4.nii.gz", baseline,
+        reportlets.registration_report_file(out / "followup_n4.nii.gz", out / "baseline_before.nii.gz",
                                             out / "baseline_common.nii.gz",
                                             out / "brain_mask.nii.gz", out / "registration.svg")])
     total = round(sum(seconds.values()), 1)

@@ -60,14 +60,16 @@ def _load_mask(path) -> np.ndarray:
     return np.asanyarray(nib.load(str(path)).dataobj) > 0
 
 
-def check_pair(baseline, followup) -> dict:
+def check_pair(baseline, followup, *, threads: int = 1) -> dict:
     """Load both FLAIRs and raise InputError for the first bad one; return their coverage.
 
     Step ``load``: a file that is not a readable 3D image (:func:`.io.load_flair`); step
     ``check_inputs``: slices thicker than :data:`.plausibility.MAX_VOXEL_MM` or a field of view
     that does not hold the whole head (:func:`.plausibility.check_coverage`), or the same file
     twice, or two files with the same voxels on the same grid (a copy: two scans of a head never
-    are, their noise differs, and a copy would give a plausible "no change").
+    are, their noise differs, and a copy would give a plausible "no change"). With ``threads`` > 1
+    the two sessions are checked at the same time (scipy's morphology releases the GIL); the
+    baseline's error is still the one raised when both are bad.
 
     Returns
     -------
@@ -75,16 +77,27 @@ def check_pair(baseline, followup) -> dict:
         ``{"baseline": ..., "followup": ...}``: each session's field-of-view measures and the
         volume of its foreground (head, or brain if brain-extracted), ``foreground_ml``.
     """
-    coverage, grids = {}, {}
-    for key, path in (("baseline", baseline), ("followup", followup)):
+    def one(path):
         img = load_flair(path, step="load")
         zooms = _zooms(img)
         plausibility.check_voxel_size(zooms, path)
         data = np.asanyarray(img.dataobj)
         head = foreground_mask(data, zooms)
-        coverage[key] = plausibility.check_coverage(head, zooms, path)
-        coverage[key]["foreground_ml"] = round(float(head.sum()) * float(np.prod(zooms)) / 1000.0, 1)
-        grids[key] = (data, img.affine)
+        measures = plausibility.check_coverage(head, zooms, path)
+        measures["foreground_ml"] = round(float(head.sum()) * float(np.prod(zooms)) / 1000.0, 1)
+        return measures, (data, img.affine)
+
+    sessions = (("baseline", baseline), ("followup", followup))
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(one, path) for _, path in sessions]
+        checked = [future.result() for future in futures]  # the baseline's exception first
+    else:
+        checked = [one(path) for _, path in sessions]
+    coverage = {key: measures for (key, _), (measures, _) in zip(sessions, checked)}
+    grids = {key: grid for (key, _), (_, grid) in zip(sessions, checked)}
     if Path(baseline).resolve() == Path(followup).resolve():
         raise InputError(baseline, "load", "the baseline and follow-up are the same file; "
                          "give the FLAIRs of two different sessions")
@@ -97,8 +110,8 @@ def check_pair(baseline, followup) -> dict:
     return coverage
 
 
-def followup_to_common(in_file, out_file, out_xfm, *, resolution: float = 1.0):
-    """Resample the follow-up onto the common grid (cubic, once) and write its identity xfm.
+def followup_to_common(in_file, out_file, out_xfm, *, resolution: float = 1.0, threads: int = 1):
+    """Resample the follow-up onto the common grid (cubic, once; on ``threads`` threads) and write its identity xfm.
 
     Returns
     -------
@@ -107,7 +120,7 @@ def followup_to_common(in_file, out_file, out_xfm, *, resolution: float = 1.0):
     """
     img = load_flair(in_file, step="common_grid")
     shape, affine = common_grid(img.shape, img.affine, resolution)
-    data = resample_to_grid(np.asanyarray(img.dataobj), img.affine, shape, affine, order=3)
+    data = resample_to_grid(np.asanyarray(img.dataobj), img.affine, shape, affine, order=3, threads=threads)
     return save_image(data, affine, out_file), write_xfm(np.eye(4), out_xfm, source="follow-up")
 
 
@@ -224,7 +237,8 @@ def mask_to_native_file(mask_file, native_file, xfm_file, out_file, *, dilate_mm
 
 def register_baseline_file(fixed_file, mask_file, moving_file, init_xfm, out_file, out_xfm,
                            out_mask, out_json, *, source_file=None, min_ncc: float = reg.MIN_BRAIN_NCC,
-                           nthreads: int = 1, hdbet: dict | None = None, followup_source=None):
+                           nthreads: int = 1, hdbet: dict | None = None, followup_source=None,
+                           out_before=None):
     """Refine the rigid alignment, resample the baseline once and check the result.
 
     Parameters
@@ -248,6 +262,10 @@ def register_baseline_file(fixed_file, mask_file, moving_file, init_xfm, out_fil
         ``device``): a mask too large for a brain is then checked against the baseline's own
         HD-BET mask (:func:`second_opinion_mask`). ``followup_source`` (the user's follow-up) is
         named in the warning.
+    out_before
+        Where to write the baseline placed on the common grid by its scanner coordinates only
+        (linear; the "before" of the registration reportlet), or None. The resamplings run on
+        ``nthreads`` threads.
 
     Returns
     -------
@@ -265,12 +283,16 @@ def register_baseline_file(fixed_file, mask_file, moving_file, init_xfm, out_fil
                               level_iters=(100, 50), sigmas=(1.0, 0.0), factors=(2, 1),
                               n_samples=50_000, starting_affine=np.linalg.inv(read_xfm(init_xfm)),
                               nthreads=nthreads)
-    moved = resample_to_grid(moving_data, moving.affine, fixed.shape, fixed.affine, pull, order=3)
+    moved = resample_to_grid(moving_data, moving.affine, fixed.shape, fixed.affine, pull, order=3,
+                             threads=nthreads)
     covered = resample_to_grid((np.abs(moving_data) > 0).astype(np.uint8), moving.affine,
-                               fixed.shape, fixed.affine, pull, order=0) > 0
+                               fixed.shape, fixed.affine, pull, order=0, threads=nthreads) > 0
     ncc = reg.normalised_cross_correlation(moved, fixed_data, mask)
     mi, nmi = reg.mutual_information(moved, fixed_data, mask)
-    before = resample_to_grid(moving_data, moving.affine, fixed.shape, fixed.affine, None, order=1)
+    before = resample_to_grid(moving_data, moving.affine, fixed.shape, fixed.affine, None, order=1,
+                              threads=nthreads)
+    if out_before is not None:
+        save_image(before, fixed.affine, out_before)
     xfm = np.linalg.inv(pull)
     angle, shift = reg.rigid_error(xfm, np.eye(4), centre=_centroid(mask, fixed.affine))
     measures = {

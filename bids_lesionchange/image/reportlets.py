@@ -113,22 +113,18 @@ def mask_report_file(image_file, mask_file, out_svg) -> Path:
     return plot_mask_outline(image, mask, out_svg)
 
 
-def registration_report_file(followup_file, baseline_native_file, baseline_common_file, mask_file,
+def registration_report_file(followup_file, baseline_before_file, baseline_common_file, mask_file,
                              out_svg) -> Path:
-    """Write the registration reportlet.
+    """Write the registration reportlet of four images on the common grid.
 
-    ``baseline_native_file`` is placed on the common grid by scanner coordinates only (the
-    "before" view, drawn once, for display); ``baseline_common_file`` is the registered one.
+    ``baseline_before_file`` is the baseline placed on the common grid by scanner coordinates only
+    (the "before" view; :func:`.preprocess.register_baseline_file` writes it, having made it for its
+    ``ncc_brain_before``); ``baseline_common_file`` is the registered one.
     """
     import nibabel as nib
 
-    from bids_lesionchange.image.grid import resample_to_grid
-    from bids_lesionchange.image.io import load_flair
-
     followup = nib.load(str(followup_file))
-    native = load_flair(baseline_native_file, step="registration_report")
-    before = resample_to_grid(np.asanyarray(native.dataobj), native.affine, followup.shape,
-                              followup.affine, None, order=1)
+    before = np.asanyarray(nib.load(str(baseline_before_file)).dataobj, dtype=np.float32)
     after = np.asanyarray(nib.load(str(baseline_common_file)).dataobj, dtype=np.float32)
     mask = np.asanyarray(nib.load(str(mask_file)).dataobj) > 0
     fixed = np.asanyarray(followup.dataobj, dtype=np.float32)

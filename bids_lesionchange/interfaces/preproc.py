@@ -30,6 +30,7 @@ _CROP_DESC = ("HD-BET sees the head's box, not the whole field of view (hdbet_cl
 class _CheckInputsInputSpec(BaseInterfaceInputSpec):
     baseline_flair = File(exists=True, mandatory=True, desc="FLAIR of the earlier session")
     followup_flair = File(exists=True, mandatory=True, desc="FLAIR of the later session")
+    nthreads = traits.Int(1, usedefault=True, nohash=True, desc=_THREADS_DESC)
 
 
 class _CheckInputsOutputSpec(TraitedSpec):
@@ -47,7 +48,8 @@ class CheckInputs(LeanInterface):
     def _run_interface(self, runtime):
         from bids_lesionchange.image.preprocess import check_pair
 
-        coverage = check_pair(self.inputs.baseline_flair, self.inputs.followup_flair)
+        coverage = check_pair(self.inputs.baseline_flair, self.inputs.followup_flair,
+                              threads=self.inputs.nthreads)
         self._results.update(baseline_flair=self.inputs.baseline_flair,
                              followup_flair=self.inputs.followup_flair,
                              followup_foreground_ml=coverage["followup"]["foreground_ml"])
@@ -57,6 +59,7 @@ class CheckInputs(LeanInterface):
 class _CommonGridInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="the follow-up FLAIR")
     resolution = traits.Float(1.0, usedefault=True, desc="voxel size of the common grid (mm)")
+    nthreads = traits.Int(1, usedefault=True, nohash=True, desc=_THREADS_DESC)
 
 
 class _CommonGridOutputSpec(TraitedSpec):
@@ -76,7 +79,7 @@ class CommonGrid(LeanInterface):
         out_file, out_xfm = followup_to_common(
             self.inputs.in_file, _out(runtime, "followup_common" + SCRATCH_NII),
             _out(runtime, "from-followup_to-common_mode-image_xfm.txt"),
-            resolution=self.inputs.resolution)
+            resolution=self.inputs.resolution, threads=self.inputs.nthreads)
         self._results.update(out_file=str(out_file), out_xfm=str(out_xfm))
         return runtime
 
@@ -217,6 +220,8 @@ class _RigidRegOutputSpec(TraitedSpec):
     out_xfm = File(exists=True, desc="baseline native-to-common transform")
     out_mask = File(exists=True, desc="brain mask restricted to voxels the baseline covers")
     out_report = File(exists=True, desc="registration measures (JSON)")
+    out_before = File(exists=True, desc="the baseline on the common grid by scanner coordinates only "
+                      "(linear; the reportlet's 'before')")
 
 
 class RigidRegistration(LeanInterface):
@@ -230,7 +235,7 @@ class RigidRegistration(LeanInterface):
 
         names = {"out_file": "baseline_common" + SCRATCH_NII, "out_mask": "brain_mask.nii.gz",
                  "out_xfm": "from-baseline_to-common_mode-image_xfm.txt",
-                 "out_report": "registration.json"}
+                 "out_report": "registration.json", "out_before": "baseline_before" + SCRATCH_NII}
         paths = {key: _out(runtime, name) for key, name in names.items()}
         hdbet = None
         if isdefined(self.inputs.skull_strip) and self.inputs.skull_strip.startswith("hdbet"):
@@ -241,7 +246,8 @@ class RigidRegistration(LeanInterface):
                                paths["out_xfm"], paths["out_mask"], paths["out_report"],
                                source_file=self.inputs.source_file or None,
                                min_ncc=self.inputs.min_ncc, nthreads=self.inputs.nthreads,
-                               hdbet=hdbet, followup_source=self.inputs.followup_source or None)
+                               hdbet=hdbet, followup_source=self.inputs.followup_source or None,
+                               out_before=paths["out_before"])
         self._results.update(paths)
         return runtime
 
@@ -374,7 +380,8 @@ class MaskReport(LeanInterface):
 
 class _RegistrationReportInputSpec(BaseInterfaceInputSpec):
     followup_file = File(exists=True, mandatory=True, desc="follow-up on the common grid")
-    baseline_native = File(exists=True, mandatory=True, desc="the original baseline FLAIR")
+    baseline_before = File(exists=True, mandatory=True, desc="the baseline on the common grid by "
+                           "scanner coordinates only (RigidRegistration's out_before)")
     baseline_common = File(exists=True, mandatory=True, desc="registered baseline")
     mask_file = File(exists=True, mandatory=True)
 
@@ -388,7 +395,7 @@ class RegistrationReport(LeanInterface):
     def _run_interface(self, runtime):
         from bids_lesionchange.image.reportlets import registration_report_file
 
-        out = registration_report_file(self.inputs.followup_file, self.inputs.baseline_native,
+        out = registration_report_file(self.inputs.followup_file, self.inputs.baseline_before,
                                        self.inputs.baseline_common, self.inputs.mask_file,
                                        _out(runtime, "registration.svg"))
         self._results["out_report"] = str(out)

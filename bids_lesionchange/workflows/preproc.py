@@ -99,8 +99,11 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", hdbe
                         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=list(PREPROC_FIELDS)), name="outputnode")
 
-    check_inputs = pe.Node(CheckInputs(), name="check_inputs")
-    common_grid = pe.Node(CommonGrid(resolution=resolution), name="common_grid", mem_gb=1.0)
+    # both sessions at once, and the resampling on omp_nthreads threads: nothing else can run yet
+    check_inputs = pe.Node(CheckInputs(nthreads=min(omp_nthreads, 2)), name="check_inputs",
+                           n_procs=min(omp_nthreads, 2))
+    common_grid = pe.Node(CommonGrid(resolution=resolution, nthreads=omp_nthreads), name="common_grid",
+                          n_procs=omp_nthreads, mem_gb=1.0)
     skullstrip = pe.Node(
         SkullStrip(method=skull_strip, hdbet_mode=hdbet_mode, hdbet_precision=hdbet_precision,
                    device=device, nthreads=omp_nthreads),
@@ -173,8 +176,8 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", hdbe
         (n4_followup, mask_report, [("out_file", "in_file")]),
         (rigid_reg, mask_report, [("out_mask", "mask_file")]),
         (n4_followup, registration_report, [("out_file", "followup_file")]),
-        (check_inputs, registration_report, [("baseline_flair", "baseline_native")]),
-        (rigid_reg, registration_report, [("out_file", "baseline_common")]),
+        (rigid_reg, registration_report, [("out_file", "baseline_common"),
+                                          ("out_before", "baseline_before")]),
         (rigid_reg, registration_report, [("out_mask", "mask_file")]),
         (normalise_baseline, outputnode, [("out_file", "baseline_preproc")]),
         (normalise_followup, outputnode, [("out_file", "followup_preproc")]),

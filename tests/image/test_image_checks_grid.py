@@ -130,3 +130,37 @@ def test_xfm_round_trip_and_to_native_maps_back_onto_the_original_grid(tmp_path)
 def test_write_xfm_refuses_a_non_matrix(tmp_path):
     with pytest.raises(ValueError):
         write_xfm(np.eye(3), tmp_path / "bad_xfm.txt")
+
+
+@pytest.mark.parametrize("order", [0, 1, 3])
+def test_threaded_resampling_cuts_the_output_into_slabs_and_gives_the_same_image(monkeypatch, order):
+    """Issue 15: resample_to_grid on two threads = on one, up to float rounding (ndimage's
+    interpolation releases the GIL; each slab is one call with its own offset)."""
+    import scipy.ndimage
+
+    from bids_lesionchange.image import grid
+
+    rng = np.random.default_rng(3)
+    data = scipy.ndimage.gaussian_filter(rng.random((30, 34, 28)).astype(np.float32) * 100, 1.5)
+    if order == 0:
+        data = (data > np.median(data)).astype(np.uint8)
+    source_affine = np.diag([1.1, 0.9, 1.3, 1.0])
+    source_affine[:3, 3] = [-15.0, -16.0, -18.0]
+    grid_affine = np.eye(4)
+    grid_affine[:3, 3] = [-16.0, -14.5, -17.0]
+    transform = rigid_matrix((3.0, -2.0, 4.0), (0.7, -1.1, 0.4))
+    one = resample_to_grid(data, source_affine, (32, 30, 36), grid_affine, transform, order=order)
+    monkeypatch.setattr(grid, "MIN_VOXELS_PER_THREAD", 1000)  # split even this small grid
+    calls = []
+    original = scipy.ndimage.affine_transform
+    monkeypatch.setattr(scipy.ndimage, "affine_transform",
+                        lambda *a, **k: calls.append(k.get("output_shape")) or original(*a, **k))
+    two = resample_to_grid(data, source_affine, (32, 30, 36), grid_affine, transform, order=order,
+                           threads=2)
+    assert calls == [(16, 30, 36), (16, 30, 36)]  # two slabs of the first axis
+    assert two.dtype == one.dtype == np.float32 and two.shape == one.shape
+    assert np.abs(two - one).max() <= 1e-5 * max(float(np.abs(one).max()), 1.0)
+    assert one.std() > 0  # a real image, not an empty grid
+    calls.clear()
+    resample_to_grid(data, source_affine, (32, 30, 36), grid_affine, transform, order=order, threads=1)
+    assert calls == [(32, 30, 36)]  # one thread: one call over the whole grid

@@ -397,3 +397,29 @@ def test_registration_checks_an_oversized_hdbet_mask_and_the_qc_records_it(pair,
     qc = pp.quality_file(tmp_path / "bl_common.nii.gz", root / "fu_n4.nii.gz", tmp_path / "final_mask.nii.gz",
                          tmp_path / "registration.json", tmp_path / "qc.json")
     assert qc["plausibility"]["brain_mask"]["repair"] == measures["mask_repair"]
+
+
+def test_registration_writes_the_baseline_by_scanner_coordinates_for_the_reportlet(pair, tmp_path):
+    """The reportlet's 'before' comes from rigid_reg (issue 15: the report no longer resamples the
+    native baseline again): the bias-corrected baseline placed by its header only, and its
+    brain NCC is the ``ncc_brain_before`` of the registration measures."""
+    from bids_lesionchange.image.grid import resample_to_grid
+
+    root = pair["root"]
+    measures = pp.register_baseline_file(
+        root / "fu_n4.nii.gz", root / "mask.nii.gz", root / "bl_n4.nii.gz", root / "coarse_xfm.txt",
+        tmp_path / "bl_common.nii.gz", tmp_path / "bl_xfm.txt", tmp_path / "final_mask.nii.gz",
+        tmp_path / "registration.json", source_file=pair["baseline_file"], nthreads=2,
+        out_before=tmp_path / "before.nii")
+    fixed, moving = nib.load(str(root / "fu_n4.nii.gz")), nib.load(str(root / "bl_n4.nii.gz"))
+    before = nib.load(str(tmp_path / "before.nii"))
+    assert before.shape == fixed.shape and np.allclose(before.affine, fixed.affine)
+    expected = resample_to_grid(np.asanyarray(moving.dataobj, dtype=np.float32), moving.affine,
+                                fixed.shape, fixed.affine, None, order=1)
+    assert np.allclose(before.get_fdata(), expected, atol=1e-4)
+    mask = np.asanyarray(nib.load(str(root / "mask.nii.gz")).dataobj) > 0
+    ncc = reg.normalised_cross_correlation(expected, fixed.get_fdata(dtype=np.float32), mask)
+    assert measures["ncc_brain_before"] == pytest.approx(ncc, abs=1e-6)
+    assert measures["ncc_brain_before"] < measures["ncc_brain"]  # the motion was there before
+    assert json.loads((tmp_path / "registration.json").read_text())["ncc_brain"] == pytest.approx(
+        pair["measures"]["ncc_brain"], abs=1e-3)  # two threads: the same registration

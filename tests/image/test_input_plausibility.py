@@ -339,3 +339,28 @@ def test_a_head_sized_foreground_skips_the_brain_extracted_test(tmp_path, monkey
     pp.skullstrip_followup(image, tmp_path / "m2.nii.gz", method="auto", foreground_ml=1300.0)
     pp.skullstrip_followup(image, tmp_path / "m3.nii.gz", method="auto")
     assert len(calls) == 2
+
+
+def test_check_pair_on_two_threads_measures_the_same_and_names_the_baseline_first(tmp_path):
+    """Issue 15: both sessions are checked at once; when both are bad the baseline is named."""
+    zooms = (1.5, 1.5, 1.5)
+    affine = np.diag(list(zooms) + [1.0])
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name, radii in (("baseline", (70, 90, 75)), ("followup", (68, 88, 74))):
+        data = _head((120, 150, 120), zooms, radii) * 100.0 + rng.random((120, 150, 120)) * 2.0
+        paths[name] = tmp_path / f"{name}_FLAIR.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(np.float32), affine), str(paths[name]))
+    one = check_pair(paths["baseline"], paths["followup"])
+    two = check_pair(paths["baseline"], paths["followup"], threads=2)
+    assert one == two and one["baseline"]["foreground_ml"] != one["followup"]["foreground_ml"]
+    bad = {}
+    for name in ("baseline", "followup"):
+        bad[name] = tmp_path / f"bad_{name}_FLAIR.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), str(bad[name]))
+    with pytest.raises(InputError) as info:
+        check_pair(bad["baseline"], bad["followup"], threads=2)
+    assert info.value.path == bad["baseline"]
+    with pytest.raises(InputError) as info:
+        check_pair(paths["baseline"], bad["followup"], threads=2)
+    assert info.value.path == bad["followup"]

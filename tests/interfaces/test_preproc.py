@@ -74,7 +74,7 @@ def chain(tmp_path_factory):
                                followup_source=files["followup"]))
     run("mask_report", ifaces.MaskReport(in_file=n4f.out_file, mask_file=rigid.out_mask))
     run("registration_report", ifaces.RegistrationReport(
-        followup_file=n4f.out_file, baseline_native=files["baseline"],
+        followup_file=n4f.out_file, baseline_before=rigid.out_before,
         baseline_common=rigid.out_file, mask_file=rigid.out_mask))
     run("to_native", ifaces.ResampleToNative(in_file=rigid.out_mask, native_ref=files["baseline"],
                                              xfm_file=rigid.out_xfm, order=0,
