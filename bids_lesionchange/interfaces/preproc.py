@@ -213,6 +213,9 @@ class _RigidRegInputSpec(BaseInterfaceInputSpec):
     hdbet_crop = traits.Bool(True, usedefault=True, desc=_CROP_DESC)
     device = traits.Str("cpu", usedefault=True)
     followup_source = File(desc="the user's follow-up, named in the mask warning")
+    write_before = traits.Bool(True, usedefault=True, desc="also write the baseline placed by scanner "
+                               "coordinates (out_before, the registration reportlet's 'before'); part of "
+                               "the node's hash, so a work directory made before this output is not reused")
 
 
 class _RigidRegOutputSpec(TraitedSpec):
@@ -235,7 +238,9 @@ class RigidRegistration(LeanInterface):
 
         names = {"out_file": "baseline_common" + SCRATCH_NII, "out_mask": "brain_mask.nii.gz",
                  "out_xfm": "from-baseline_to-common_mode-image_xfm.txt",
-                 "out_report": "registration.json", "out_before": "baseline_before" + SCRATCH_NII}
+                 "out_report": "registration.json"}
+        if self.inputs.write_before:
+            names["out_before"] = "baseline_before" + SCRATCH_NII
         paths = {key: _out(runtime, name) for key, name in names.items()}
         hdbet = None
         if isdefined(self.inputs.skull_strip) and self.inputs.skull_strip.startswith("hdbet"):
@@ -247,7 +252,7 @@ class RigidRegistration(LeanInterface):
                                source_file=self.inputs.source_file or None,
                                min_ncc=self.inputs.min_ncc, nthreads=self.inputs.nthreads,
                                hdbet=hdbet, followup_source=self.inputs.followup_source or None,
-                               out_before=paths["out_before"])
+                               out_before=paths.get("out_before"))
         self._results.update(paths)
         return runtime
 

@@ -205,3 +205,15 @@ def test_rigid_registration_of_another_head_raises(chain, tmp_path, monkeypatch)
                                  mask_file=results["skullstrip"].out_mask, moving_file=other,
                                  init_xfm=results["coarse"].out_xfm, source_file=other).run()
     assert info.value.step == "rigid_reg" and str(info.value.path) == other
+
+
+def test_rigid_registration_hash_holds_the_before_output(chain):
+    """A work directory made before rigid_reg wrote its 'before' image (the registration reportlet
+    reads it) has no such output: the input that asks for it is part of the hash, so such a cached
+    step runs again instead of handing the reportlet nothing."""
+    writes = ifaces.RigidRegistration(write_before=True)
+    skips = ifaces.RigidRegistration(write_before=False)
+    assert writes.inputs.get_hashval()[1] != skips.inputs.get_hashval()[1]
+    assert ifaces.RigidRegistration().inputs.write_before is True
+    before = chain["results"]["rigid"].out_before
+    assert nib.load(before).shape == nib.load(chain["results"]["rigid"].out_file).shape
