@@ -80,6 +80,14 @@ def _computes_in_bfloat16(model) -> bool:
     return any(getattr(layer, "compute_dtype", "float32") == "bfloat16" for layer in model.layers)
 
 
+def _onednn_runs_convolutions(model) -> bool:
+    """True when oneDNN, not Eigen, runs ``model``'s convolutions: oneDNN is on and, for a bfloat16
+    model, computes bfloat16 on this CPU (the polyphase graph needs it, see :func:`forward_function`)."""
+    if not onednn_enabled():
+        return False
+    return not _computes_in_bfloat16(model) or onednn_runs_bfloat16()
+
+
 def forward_function(model, *, polyphase: bool = True):
     """The model's final output as one graph function for inputs of any spatial shape (cached per model).
 
@@ -95,8 +103,7 @@ def forward_function(model, *, polyphase: bool = True):
     compute bfloat16, :func:`onednn_runs_bfloat16`), which have no strided dilated ``Conv3D``, the
     plain graph runs.
     """
-    if polyphase and not (onednn_enabled() and (not _computes_in_bfloat16(model) or onednn_runs_bfloat16())):
-        polyphase = False
+    polyphase = polyphase and _onednn_runs_convolutions(model)
     functions = _FORWARD.setdefault(model, {})
     function = functions.get(polyphase)
     if function is None:
