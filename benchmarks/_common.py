@@ -51,14 +51,18 @@ def fp32_flop_per_cycle(flags: set[str], vendor: str = "", family: int = -1, mod
     return 16
 
 
-def cpu_description(cpuinfo: str | None = None, cores: int | None = None) -> dict:
+def cpu_description(cpuinfo: str | None = None, cores: int | None = None, environ=None) -> dict:
     """The CPU a benchmark ran on: model, vector extensions, clock and its FP32 peak.
 
     Peak = cores x clock x FP32 FLOP per cycle of the FMA units (:func:`fp32_flop_per_cycle`); the
     clock is the nominal one of the model name, else /proc/cpuinfo's MHz. ``cpuinfo`` and ``cores``
-    default to this machine's.
+    default to this machine's. Where ``ONEDNN_MAX_CPU_ISA`` (``environ``, default the process's)
+    caps oneDNN below AVX-512 (``onednn_max_cpu_isa``), the peak is that of the AVX2 units the
+    convolutions may use: half the nominal one on a CPU with two 512-bit FMA units.
     """
     import re
+
+    from bids_lesionchange.cpu import cpu_flags, onednn_allows, onednn_isa_cap
 
     if cpuinfo is None:
         cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
@@ -72,16 +76,18 @@ def cpu_description(cpuinfo: str | None = None, cores: int | None = None) -> dic
         return int(value) if value.isdigit() else -1
 
     model = field("model name", "unknown")
-    flags = set(field("flags").split())
+    flags = cpu_flags(cpuinfo)
+    usable = flags if onednn_allows("AVX512_CORE", environ) else {f for f in flags if not f.startswith("avx512")}
     nominal = re.search(r"@\s*([\d.]+)\s*GHz", model)
     mhz = [float(l.split(":", 1)[1]) for l in lines if l.startswith("cpu MHz")]
     ghz = float(nominal.group(1)) if nominal else (max(mhz) / 1000.0 if mhz else float("nan"))
-    flop_per_cycle = fp32_flop_per_cycle(flags, field("vendor_id"), integer("cpu family"), integer("model"))
+    flop_per_cycle = fp32_flop_per_cycle(usable, field("vendor_id"), integer("cpu family"), integer("model"))
     cores = cores or os.cpu_count() or 1
     return {"model": model, "vendor": field("vendor_id", "unknown"), "family": integer("cpu family"),
             "model_number": integer("model"), "cores": cores, "clock_ghz": round(ghz, 3),
             "extensions": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
                                            "avx512_vnni", "avx_vnni"}),
+            "onednn_max_cpu_isa": onednn_isa_cap(environ),
             "fp32_flop_per_cycle": flop_per_cycle, "fp32_peak_gflops": round(cores * ghz * flop_per_cycle, 1)}
 
 

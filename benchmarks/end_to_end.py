@@ -5,6 +5,7 @@ Usage::
     python benchmarks/end_to_end.py                            # HD-BET (auto) and threshold, ~4 min
     python benchmarks/end_to_end.py --skull-strip threshold --nprocs 2
     python benchmarks/end_to_end.py --skull-strip auto --nprocs 2 --pairs 3   # three subjects in one run
+    python benchmarks/end_to_end.py --skull-strip auto --nprocs 2 --onednn-max-isa AVX2  # the AVX2 path
 
 Writes ``benchmarks/results/end_to_end.{json,md}`` and prints the table.
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -167,8 +169,24 @@ def main() -> None:
     parser.add_argument("--omp-nthreads", type=int, default=2)
     parser.add_argument("--app-args", default="", help="more arguments for the app")
     parser.add_argument("--name", default="end_to_end", help="results file name (results/NAME.json|md)")
+    parser.add_argument("--onednn-max-isa", type=str.upper, metavar="ISA",
+                        help="cap oneDNN (TensorFlow's and PyTorch's convolutions) at this instruction set "
+                        "for the whole run, e.g. AVX2: the AVX2 path of the app measured on an AVX-512 CPU "
+                        "(ONEDNN_MAX_CPU_ISA; PyTorch's own kernels follow via ATEN_CPU_CAPABILITY; HD-BET's "
+                        "precision auto then chooses float32; NumPy's BLAS is not capped)")
     parser.add_argument("--forward-child", nargs=5, help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.onednn_max_isa:
+        from bids_lesionchange.cpu import ISA_ORDER, onednn_allows
+
+        if not any(opts.onednn_max_isa in names for names in ISA_ORDER):
+            parser.error(f"--onednn-max-isa {opts.onednn_max_isa}: not one of oneDNN's names "
+                         f"({', '.join(n for names in ISA_ORDER for n in names)})")
+        # set here, before any child starts: the app, HD-BET's process, the predict process and the
+        # forward-pass child inherit it, and machine() records it with the peak of the usable units
+        os.environ["ONEDNN_MAX_CPU_ISA"] = opts.onednn_max_isa
+        if not onednn_allows("AVX512_CORE"):
+            os.environ["ATEN_CPU_CAPABILITY"] = "avx2" if onednn_allows("AVX2") else "default"
     if opts.forward_child:
         *paths, threads = opts.forward_child
         print(json.dumps(forward_child(*paths, int(threads))))
@@ -239,6 +257,10 @@ def main() -> None:
         f"then `bids_lesionchange BIDS OUT participant --mode infer --model {model.name} --nprocs {opts.nprocs} "
         f"--omp-nthreads {opts.omp_nthreads} --skull-strip METHOD` from an empty work dir. Machine load "
         f"(1 min) at the end: {machine()['load_average_1min']} on {machine()['cpu_count']} CPUs.\n\n"
+        f"CPU: {host['cpu']['model']}, {host['cpu']['cores']} cores, {', '.join(host['cpu']['extensions'])}"
+        + (f"; **oneDNN capped at {host['cpu']['onednn_max_cpu_isa']}** (ONEDNN_MAX_CPU_ISA)"
+           if host["cpu"].get("onednn_max_cpu_isa") else "")
+        + f"; FP32 peak {peak:g} GFLOP/s for the units the convolutions may use.\n\n"
         f"Command: `{command}`\n\n"
         f"## Summary\n\n{markdown_table(summary_headers, summary_rows)}\n"
         "Summed RSS counts a page once per process that maps it; summed PSS counts it once (what the "

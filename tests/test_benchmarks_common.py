@@ -106,3 +106,17 @@ def test_machine_pace_reports_each_probe_and_the_peak_fraction_of_its_own_rate(c
     peak = common.cpu_description()["fp32_peak_gflops"]
     if pace["sgemm_fraction_of_peak"] is not None:  # None only where the peak is unknown
         assert pace["sgemm_fraction_of_peak"] == pytest.approx(pace["sgemm_gflops"] / peak, abs=0.002)
+
+
+def test_under_an_avx2_cap_the_peak_is_that_of_the_avx2_units(common):
+    # an Intel CPU with two 512-bit FMA units, oneDNN capped at AVX2: the convolutions can use half of it
+    text = cpuinfo("Intel(R) Xeon(R) Platinum 8488C @ 2.40GHz", "GenuineIntel", 6, 143, AVX512)
+    capped = common.cpu_description(text, cores=2, environ={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert capped["onednn_max_cpu_isa"] == "AVX2"
+    assert capped["fp32_flop_per_cycle"] == 32
+    assert capped["fp32_peak_gflops"] == pytest.approx(2 * 2.4 * 32)
+    assert "avx512f" in capped["extensions"]  # the CPU still has them
+    free = common.cpu_description(text, cores=2, environ={})
+    assert free["onednn_max_cpu_isa"] is None and free["fp32_flop_per_cycle"] == 64
+    assert common.cpu_description(text, cores=2, environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})[
+        "fp32_flop_per_cycle"] == 64

@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hdbet-precision", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="auto (default): HD-BET's convolutions in bfloat16 on a CPU that computes it "
                    "natively (AVX512_BF16 or AMX: 1.6-1.9x faster per image, brain masks of Dice "
-                   ">= 0.998 against float32 on six real FLAIRs), float32 elsewhere")
+                   ">= 0.998 against float32 on six real FLAIRs) and oneDNN may use it (not under "
+                   "ONEDNN_MAX_CPU_ISA=AVX2 or another cap below AVX512_CORE_BF16), float32 elsewhere")
     g.add_argument("--device", type=_device, default="cpu",
                    help="device for HD-BET: cpu, cuda or cuda:N (default: cpu); a CUDA device must be "
                    "visible to PyTorch, which is checked before the run starts")

@@ -103,11 +103,16 @@ def head_box(data, zooms, margin_mm: float = HEAD_MARGIN_MM) -> tuple[slice, sli
 
 
 def native_bfloat16() -> bool:
-    """Return True when this CPU computes bfloat16 natively (AVX512_BF16 or AMX), as PyTorch sees it."""
+    """Return True when this CPU computes bfloat16 natively (AVX512_BF16 or AMX), as PyTorch sees it, and
+    oneDNN may use it: under ``ONEDNN_MAX_CPU_ISA`` below AVX512_CORE_BF16 PyTorch still reports the
+    CPU's bfloat16, but oneDNN has no bfloat16 convolution left to run (:mod:`bids_lesionchange.cpu`)."""
     import torch
 
+    from bids_lesionchange.cpu import onednn_allows
+
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    has = any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return has and onednn_allows("AVX512_CORE_BF16")
 
 
 def resolve_precision(precision: str, device="cpu") -> str:
@@ -202,10 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from bids_lesionchange.atomic import atomic_write_nifti
+    from bids_lesionchange.cpu import onednn_allows, onednn_isa_cap
 
     configure_torch(args.nthreads)
     precision = resolve_precision(args.precision, args.device)
-    LOGGER.info("precision %s (asked: %s)", precision, args.precision)
+    cap = onednn_isa_cap()
+    LOGGER.info("precision %s (asked: %s%s)", precision, args.precision,
+                f"; oneDNN capped at {cap} by ONEDNN_MAX_CPU_ISA" if cap else "")
+    if precision == "bfloat16" and args.device == "cpu" and not onednn_allows("AVX512_CORE_BF16"):
+        LOGGER.warning("bfloat16 was asked for, but ONEDNN_MAX_CPU_ISA=%s leaves oneDNN no bfloat16 "
+                       "convolution: HD-BET may take many minutes per image; use the precision auto or "
+                       "float32 (--hdbet-precision)", cap)
     try:
         img = nib.load(str(args.in_file))
         data = np.asanyarray(img.dataobj, dtype=np.float32)

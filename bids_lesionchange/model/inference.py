@@ -50,19 +50,14 @@ _FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def onednn_runs_bfloat16(cpuinfo: str | None = None) -> bool:
     """Return True when TensorFlow's oneDNN kernels compute bfloat16 on this CPU (it needs AVX-512).
 
-    Elsewhere (AVX2-only CPUs such as AMD Zen 3, non-x86) TensorFlow falls back to its Eigen
+    Elsewhere (AVX2-only CPUs such as AMD Zen 3, non-x86, or oneDNN capped below AVX-512 by
+    ``ONEDNN_MAX_CPU_ISA``: :mod:`bids_lesionchange.cpu`) TensorFlow falls back to its Eigen
     convolutions, which run the plain graph but not a strided dilated ``Conv3D`` as the polyphase
     graph has. Read from ``/proc/cpuinfo`` (``cpuinfo`` for tests); False where it is absent.
     """
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                  if line.split(":", 1)[0].strip() == "flags"), [])
-    return "avx512f" in flags
+    from bids_lesionchange.cpu import cpu_flags, onednn_allows
+
+    return "avx512f" in cpu_flags(cpuinfo) and onednn_allows("AVX512_CORE")
 
 
 def onednn_enabled() -> bool:
