@@ -62,7 +62,7 @@ def cpu_description(cpuinfo: str | None = None, cores: int | None = None, enviro
     """
     import re
 
-    from bids_lesionchange.cpu import cpu_flags, onednn_allows, onednn_isa_cap
+    from bids_lesionchange.cpu import VECTOR_EXTENSIONS, cpu_flags, onednn_allows, onednn_isa_cap
 
     if cpuinfo is None:
         cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
@@ -85,8 +85,7 @@ def cpu_description(cpuinfo: str | None = None, cores: int | None = None, enviro
     cores = cores or os.cpu_count() or 1
     return {"model": model, "vendor": field("vendor_id", "unknown"), "family": integer("cpu family"),
             "model_number": integer("model"), "cores": cores, "clock_ghz": round(ghz, 3),
-            "extensions": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
-                                           "avx512_vnni", "avx_vnni"}),
+            "extensions": sorted(flags & VECTOR_EXTENSIONS),
             "onednn_max_cpu_isa": onednn_isa_cap(environ),
             "fp32_flop_per_cycle": flop_per_cycle, "fp32_peak_gflops": round(cores * ghz * flop_per_cycle, 1)}
 

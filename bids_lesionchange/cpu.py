@@ -29,13 +29,32 @@ _ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """Return the ``flags`` of ``/proc/cpuinfo`` (``cpuinfo``: its text, for tests); empty where it is absent."""
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            return set()
+        cpuinfo = _read_cpuinfo()
     return next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines()
                  if line.split(":", 1)[0].strip() == "flags"), set())
+
+
+#: The vector extensions that decide which kernels the numeric libraries run (recorded with results).
+VECTOR_EXTENSIONS = frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni",
+                               "amx_tile", "amx_bf16"})
+
+
+def _read_cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def cpu_model_name(cpuinfo: str | None = None) -> str:
+    """Return the CPU's ``model name`` from ``/proc/cpuinfo``, else :func:`platform.processor`, else "unknown"."""
+    import platform
+
+    text = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.split(":", 1)[0].strip() == "model name"), "")
+    return name or platform.processor() or "unknown"
 
 
 def onednn_isa_cap(environ: Mapping[str, str] | None = None) -> str | None:

@@ -73,13 +73,15 @@ def components_files(probability: str, brain_mask: str, mask_out: str, labels_ou
 def plausibility_files(probability: str, brain_mask: str, n_changes: int, qc_out: str,
                        threshold: float = 0.1, *,
                        max_plausible_fraction: float = MAX_PLAUSIBLE_FRACTION,
-                       adaptation: dict | None = None) -> tuple[str, dict]:
-    """Write a pair's change QC JSON: :func:`change_plausibility`, kappa and the model's adaptation
-    (``None``: the model was used as given); return path and contents."""
+                       adaptation: dict | None = None, compute: dict | None = None) -> tuple[str, dict]:
+    """Write a pair's change QC JSON: :func:`change_plausibility`, kappa, the model's adaptation
+    (``None``: the model was used as given) and what computed the map (``compute``, the predict step's
+    :func:`bids_lesionchange.model.inference.compute_environment`; ``None``: not known); return path
+    and contents."""
     qc = change_plausibility(np.asarray(nib.load(probability).dataobj, dtype=np.float32),
                              np.asarray(nib.load(brain_mask).dataobj), threshold, n_changes,
                              max_plausible_fraction=max_plausible_fraction)
-    qc = {**qc, "threshold": float(threshold), "adaptation": adaptation}
+    qc = {**qc, "threshold": float(threshold), "adaptation": adaptation, "compute": compute}
     atomic_write_json(qc_out, qc, sort_keys=True)
     return qc_out, qc
 

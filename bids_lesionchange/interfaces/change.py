@@ -28,10 +28,16 @@ class _PredictInputSpec(BaseInterfaceInputSpec):
                               "the cache")
     num_threads = traits.Int(1, usedefault=True, nohash=True,
                              desc="TensorFlow threads (not part of the cache key: they change the speed)")
+    record_compute = traits.Bool(True, usedefault=True,
+                                 desc="return what computed the map (always on; part of the hash, so that a "
+                                 "work directory from before the record runs predict again instead of "
+                                 "handing on a result without it)")
 
 
 class _PredictOutputSpec(TraitedSpec):
     probability = File(desc="change probability map in the common space")
+    compute = traits.Dict(desc="what computed the map: CPU, vector extensions, oneDNN and its cap, graph, "
+                          "precision, threads, TensorFlow and Keras versions")
 
 
 class SiameseUNetPredict(LeanInterface):
@@ -47,9 +53,10 @@ class SiameseUNetPredict(LeanInterface):
         # uncompressed: components, plausibility, the lesion table and the native map read it
         out = _out(runtime, "change_probability.nii")
         # in a process of its own: the worker does not keep TensorFlow's memory for the rest of the run
-        run_isolated("predict", predict_files, self.inputs.model_dir, self.inputs.baseline,
-                     self.inputs.followup, self.inputs.brain_mask, out, num_threads=self.inputs.num_threads)
-        self._results["probability"] = out
+        _, compute = run_isolated("predict", predict_files, self.inputs.model_dir, self.inputs.baseline,
+                                  self.inputs.followup, self.inputs.brain_mask, out,
+                                  num_threads=self.inputs.num_threads, return_environment=True)
+        self._results.update(probability=out, compute=compute)
         return runtime
 
 
@@ -142,6 +149,7 @@ class _PlausibilityInputSpec(BaseInterfaceInputSpec):
     n_changes = traits.Int(mandatory=True, desc="number of changes found")
     threshold = traits.Float(0.1, usedefault=True, desc="kappa: voxels with p > kappa are change")
     adaptation = traits.Dict(desc="the pair's model adaptation, recorded in the QC JSON")
+    compute = traits.Dict(desc="what computed the probability map (the predict step's), recorded in the QC JSON")
     max_fraction = traits.Float(MAX_PLAUSIBLE_FRACTION, usedefault=True,
                                 desc="largest plausible fraction of the brain above kappa")
 
@@ -164,7 +172,8 @@ class ChangePlausibility(LeanInterface):
             self.inputs.probability, self.inputs.brain_mask, self.inputs.n_changes,
             _out(runtime, "change_qc.json"), self.inputs.threshold,
             max_plausible_fraction=self.inputs.max_fraction,
-            adaptation=self.inputs.adaptation if isdefined(self.inputs.adaptation) else None)
+            adaptation=self.inputs.adaptation if isdefined(self.inputs.adaptation) else None,
+            compute=self.inputs.compute if isdefined(self.inputs.compute) else None)
         self._results.update(qc_json=out, out_of_domain=qc["out_of_domain"])
         return runtime
 

@@ -38,8 +38,11 @@ def load_predictor(model_dir: str):
 
 
 def predict_files(model_dir: str, baseline: str, followup: str, brain_mask: str, out_file: str, *,
-                  num_threads: int = 1, window: int | None = None) -> str:
+                  num_threads: int = 1, window: int | None = None, return_environment: bool = False):
     """Predict the change probability of a preprocessed pair and write it as float32 NIfTI.
+
+    Returns ``out_file``, or ``(out_file, environment)`` with ``return_environment``: what computed
+    the map (:func:`bids_lesionchange.model.inference.compute_environment`).
 
     Parameters
     ----------
@@ -68,4 +71,8 @@ def predict_files(model_dir: str, baseline: str, followup: str, brain_mask: str,
         window=window,
     )
     atomic_write_nifti(out_file, prob, follow_img.affine, dtype=np.float32)
+    if return_environment:
+        from bids_lesionchange.model.inference import compute_environment
+
+        return out_file, compute_environment(model, num_threads)
     return out_file

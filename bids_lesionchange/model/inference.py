@@ -83,6 +83,29 @@ def _onednn_runs_convolutions(model) -> bool:
     return not _computes_in_bfloat16(model) or onednn_runs_bfloat16()
 
 
+def compute_environment(model, num_threads: int | None = None) -> dict:
+    """What computes ``model``'s maps in this process, for the change QC JSON.
+
+    Maps of one pair computed on two CPUs can differ in the last digits (oneDNN orders its sums by
+    the instruction set; the real NIH pair on one Zen 4, uncapped and with oneDNN capped at AVX2, which
+    also runs HD-BET in float32: the same 9 changes, change masks of Dice 0.998), so the record says which CPU, vector extensions and oneDNN cap, which graph
+    (:func:`forward_function`: polyphase where oneDNN runs the convolutions), which precision and how
+    many threads, and the TensorFlow and Keras versions.
+    """
+    import platform
+
+    from bids_lesionchange.cpu import VECTOR_EXTENSIONS, cpu_flags, cpu_model_name, onednn_isa_cap
+    from bids_lesionchange.model._backend import tf
+
+    return {"cpu": cpu_model_name(), "architecture": platform.machine(),
+            "vector_extensions": sorted(cpu_flags() & VECTOR_EXTENSIONS),
+            "onednn": onednn_enabled(), "onednn_max_cpu_isa": onednn_isa_cap(),
+            "graph": "polyphase" if _onednn_runs_convolutions(model) else "plain",
+            "precision": "bfloat16" if _computes_in_bfloat16(model) else "float32",
+            "threads": int(num_threads) if num_threads else None,
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
 def forward_function(model, *, polyphase: bool = True):
     """The model's final output as one graph function for inputs of any spatial shape (cached per model).
 

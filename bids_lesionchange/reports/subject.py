@@ -191,6 +191,7 @@ def _guard(change_qc: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "out_of_domain": bool(change_qc.get("out_of_domain")),
         "message": _text(change_qc.get("message")),
         "adaptation": _adaptation(change_qc.get("adaptation")),
+        "compute": _compute(change_qc.get("compute")),
     }
 
 
@@ -234,6 +235,22 @@ def _adaptation(adaptation: Any) -> str:
             f"{took} on self-pairs of its two sessions (each against a nuisance-rich copy of itself; no "
             f"label, no real change used), seed {adaptation.get('seed', 'n/a')}, from "
             f"{adaptation.get('base_model', 'the given model')}.")
+
+
+def _compute(compute: Any) -> str:
+    """One sentence on what computed the probability map ("" when the QC JSON does not say)."""
+    if not isinstance(compute, Mapping) or not compute.get("cpu"):
+        return ""
+    extensions = compute.get("vector_extensions") or []
+    cap = compute.get("onednn_max_cpu_isa")
+    threads = compute.get("threads")
+    return (f"The probability map was computed on {_text(compute['cpu'])}"
+            + (f" ({', '.join(str(e) for e in extensions)})" if extensions else "")
+            + (f", with oneDNN capped at {_text(cap)} (ONEDNN_MAX_CPU_ISA)" if cap else "")
+            + f": {_text(compute.get('graph', 'n/a'))} graph in {_text(compute.get('precision', 'n/a'))}"
+            + (f" on {threads} thread(s)" if threads else "")
+            + f", TensorFlow {_text(compute.get('tensorflow', 'n/a'))}. Maps computed on another CPU can "
+            "differ in the last digits.")
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def init_change_wf(*, model_dir, model_sha256=None, threshold=0.1, min_blob_size
         (inputnode, predict, images),
         (inputnode, components, images + [("qc_json", "preproc_qc")]),
         (predict, components, [("probability", "probability")]),
-        (predict, plausibility, [("probability", "probability")]),
+        (predict, plausibility, [("probability", "probability"), ("compute", "compute")]),
         (inputnode, plausibility, [("brain_mask", "brain_mask")]),
         (components, plausibility, [("n_components", "n_changes")]),
         (components, lesion_table, [("labels", "labels")]),

@@ -102,6 +102,11 @@ def test_plausibility_files_writes_the_json(tmp_path):
     assert written == qc and out == str(tmp_path / "qc.json")
     assert written["fraction_above_threshold"] == 1.0 and written["out_of_domain"] is True
     assert written["threshold"] == 0.2 and "kappa = 0.2, 7 changes" in written["message"]
+    assert written["compute"] is None  # not known here
+    _, qc = plausibility_files(str(tmp_path / "p.nii.gz"), str(tmp_path / "m.nii.gz"), 7, str(tmp_path / "qc2.json"),
+                               0.2, compute={"graph": "polyphase", "onednn_max_cpu_isa": "AVX2"})
+    assert json.loads((tmp_path / "qc2.json").read_text())["compute"] == {"graph": "polyphase",
+                                                                         "onednn_max_cpu_isa": "AVX2"}
 
 
 def test_reference_plausibility_limits():

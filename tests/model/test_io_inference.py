@@ -87,6 +87,31 @@ def test_without_onednn_every_model_gets_the_plain_graph(saved_model, monkeypatc
     assert inference.forward_function(fp32, polyphase=True) is inference.forward_function(fp32, polyphase=False)
 
 
+def test_the_compute_record_says_which_graph_precision_and_cap_computed_the_map(saved_model, monkeypatch):
+    from bids_lesionchange.model import inference
+    from bids_lesionchange.model._backend import keras, tf
+
+    model_dir, _ = saved_model
+    fp32, _ = load_detector(model_dir)
+    bf16, _ = load_detector(model_dir, precision="bfloat16")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    monkeypatch.setattr(inference, "onednn_enabled", lambda: True)
+    monkeypatch.setattr(inference, "onednn_runs_bfloat16", lambda: False)
+    record = inference.compute_environment(fp32, 2)
+    assert record["graph"] == "polyphase" and record["precision"] == "float32" and record["threads"] == 2
+    assert record["onednn"] is True and record["onednn_max_cpu_isa"] == "AVX2"
+    assert record["tensorflow"] == tf.__version__ and record["keras"] == keras.__version__
+    assert isinstance(record["vector_extensions"], list) and record["cpu"]
+    # the graph forward_function gives each model, as the record says
+    bf16_record = inference.compute_environment(bf16)
+    assert bf16_record["graph"] == "plain" and bf16_record["precision"] == "bfloat16"
+    assert inference.forward_function(bf16) is inference.forward_function(bf16, polyphase=False)
+    monkeypatch.setattr(inference, "onednn_enabled", lambda: False)
+    assert inference.compute_environment(fp32)["graph"] == "plain"
+    assert inference.compute_environment(fp32)["onednn"] is False
+
+
 @pytest.mark.parametrize("value, expected", [(None, True), ("1", True), ("true", True), ("0", False),
                                              ("False", False)])
 def test_onednn_enabled_reads_tensorflows_switch(monkeypatch, value, expected):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -96,11 +97,15 @@ def test_the_predict_node_leaves_no_tensorflow_in_the_process_that_runs_it(tmp_p
                                     model_dir={str(model_dir)!r}).run()
         print(result.outputs.probability)
         print("tensorflow" in sys.modules)
-    """)
+        print(json.dumps(result.outputs.compute, separators=(",", ":")))
+    """).replace("import os, sys", "import json, os, sys")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    probability, tensorflow_imported = done.stdout.split()[-2:]
+    probability, tensorflow_imported, compute = done.stdout.strip().splitlines()[-3:]
     assert tensorflow_imported == "False"
+    # what computed the map comes back from the isolated process (for the change QC JSON)
+    compute = json.loads(compute)
+    assert compute["threads"] == 1 and compute["graph"] in ("polyphase", "plain") and compute["tensorflow"]
     expected = predict_files(str(model_dir), *paths, str(tmp_path / "in_process.nii.gz"))
     np.testing.assert_allclose(np.asarray(nib.load(probability).dataobj),
                                np.asarray(nib.load(expected).dataobj), atol=1e-5)

@@ -154,6 +154,22 @@ def test_plausible_pair_shows_its_measures_without_a_warning(demo_inputs, tmp_pa
     assert 'class="warning-box"' not in html and "of the brain above κ" not in html
 
 
+def test_the_report_says_what_computed_the_map(demo_inputs, tmp_path):
+    qc = {"fraction_above_threshold": 0.0012, "n_changes": 2, "max_plausible_fraction": 0.02,
+          "out_of_domain": False, "message": "", "threshold": 0.1,
+          "compute": {"cpu": "AMD EPYC", "vector_extensions": ["avx2", "avx512f"], "onednn_max_cpu_isa": "AVX2",
+                      "graph": "polyphase", "precision": "float32", "threads": 2, "tensorflow": "2.21.0"}}
+    html = build_subject_report(tmp_path / "r.html", subject="01",
+                                pairs=[_guarded_pair(demo_inputs, qc)], provenance={}).read_text()
+    text = " ".join(html.split())
+    assert ("computed on AMD EPYC (avx2, avx512f), with oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA): polyphase "
+            "graph in float32 on 2 thread(s), TensorFlow 2.21.0") in text
+    del qc["compute"]  # a QC JSON from before the record: no sentence
+    html = build_subject_report(tmp_path / "r2.html", subject="01",
+                                pairs=[_guarded_pair(demo_inputs, qc)], provenance={}).read_text()
+    assert "computed on" not in html
+
+
 def test_input_plausibility_flags_get_a_warning_box(demo_inputs, tmp_path):
     """Issue 16 item 1: a pair whose preprocessing QC flags its inputs is shown with the sentence."""
     flag = "f_FLAIR.nii.gz does not look like a FLAIR: its white matter is brighter"
