@@ -39,6 +39,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -83,6 +84,20 @@ def forward_child(model_dir: str, baseline: str, followup: str, mask: str, threa
     return {"network_input": list(box), "volume": list(brain.shape), "gflop": round(flops / 1e9, 2),
             "forward_seconds_first": round(times[0], 2), "forward_seconds": round(min(times[1:]), 2),
             "parameters": int(model.count_params()), "threads": threads}
+
+
+_PREDICT_PARTS = re.compile(r"predict: TensorFlow imported in ([\d.]+) s, model and images loaded in ([\d.]+) s, "
+                            r"map computed in ([\d.]+) s .*?, written in ([\d.]+) s")
+
+
+def predict_parts(log_text: str) -> dict | None:
+    """Where the predict steps' time went, from the app's log (``model.files.predict_files``): the
+    seconds of each part summed over the run's predict steps, or None when the log has no such line."""
+    found = _PREDICT_PARTS.findall(log_text)
+    if not found:
+        return None
+    keys = ("tensorflow_import", "load", "compute", "write")
+    return {key: round(sum(float(row[i]) for row in found), 2) for i, key in enumerate(keys)}
 
 
 def run_method(bids: Path, root: Path, model: Path, method: str, opts) -> dict:
@@ -132,10 +147,14 @@ def run_method(bids: Path, root: Path, model: Path, method: str, opts) -> dict:
     predict_nodes = [n for n in nodes if n["node"] == "predict"]
     predict_seconds = (round(sum(n["seconds"] for n in predict_nodes) / len(predict_nodes), 2)
                        if predict_nodes else None)
+    parts = predict_parts((root / f"run_{method}.log").read_text(errors="replace"))
+    if parts is not None:  # the rest of the node: starting its process, importing the package, the result's way back
+        parts["rest"] = round(sum(n["seconds"] for n in predict_nodes) - sum(parts.values()), 2)
     return {"method": method, "command": "bids_lesionchange " + " ".join(map(str, args)), **run,
             "node_seconds_total": round(sum(n["seconds"] for n in nodes), 1), "stages": stages,
             "between_nodes_seconds": round(last - first - busy, 2), "timeline": timeline,
-            "files": {k: str(v) for k, v in files.items()}, "predict_node_seconds": predict_seconds}
+            "files": {k: str(v) for k, v in files.items()}, "predict_node_seconds": predict_seconds,
+            "predict_parts_seconds": parts}
 
 
 def group_stages(stages: dict) -> dict:
@@ -277,6 +296,15 @@ def main() -> None:
                            forward["gflops_per_s"], forward["fraction_of_peak"]]])
         + f"\nThe predict node (TensorFlow import, model load, I/O and one pass) reaches "
         + ", ".join(f"{r['predict_node_gflops_per_s']} GFLOP/s ({r['method']})" for r in runs) + ".\n"
+        + ("\nWhere the predict node's time goes (its own log line; rest: starting its process, importing "
+           "the package, sending the result back"
+           + (", summed over the pairs" if opts.pairs > 1 else "") + "):\n\n"
+           + markdown_table(["skull strip", "TensorFlow import s", "model and images loaded s",
+                             "map computed s (trace + first pass)", "written s", "rest s"],
+                            [[r["method"], *(r["predict_parts_seconds"][k] for k in
+                                             ("tensorflow_import", "load", "compute", "write", "rest"))]
+                             for r in runs if r.get("predict_parts_seconds")])
+           if any(r.get("predict_parts_seconds") for r in runs) else "")
         + "\n## This machine's pace, before and after the runs (`_common.machine_pace`)\n\n"
         + markdown_table(["when", "NumPy sgemm GFLOP/s", "fraction of peak", "Python loop, M iterations/s",
                           "new memory written, GB/s"],

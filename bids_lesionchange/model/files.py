@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +16,7 @@ from bids_lesionchange.atomic import atomic_write_nifti
 # its graph (about 1 s at 1 mm) once. The app's predict node runs each pair in a process of its own
 # (model.isolated), so that its worker does not keep TensorFlow's memory.
 _LOADED: dict[tuple, tuple] = {}
+LOGGER = logging.getLogger(__name__)
 
 
 def _weights_key(model_dir: str) -> tuple:
@@ -52,6 +55,7 @@ def predict_files(model_dir: str, baseline: str, followup: str, brain_mask: str,
     num_threads : TensorFlow intra-op threads
     window : sliding-window side in voxels, or None for one pass over the brain's bounding box
     """
+    began = time.perf_counter()
     from bids_lesionchange.model._backend import tf
 
     try:
@@ -61,16 +65,20 @@ def predict_files(model_dir: str, baseline: str, followup: str, brain_mask: str,
         pass
     from bids_lesionchange.model.inference import predict_change
 
+    imported = time.perf_counter()
     model, spec = load_predictor(model_dir)
     follow_img = nib.load(followup)
-    prob = predict_change(
-        model, spec,
-        np.asarray(nib.load(baseline).dataobj, dtype=np.float32),
-        np.asarray(follow_img.dataobj, dtype=np.float32),
-        np.asarray(nib.load(brain_mask).dataobj) > 0,
-        window=window,
-    )
+    images = (np.asarray(nib.load(baseline).dataobj, dtype=np.float32),
+              np.asarray(follow_img.dataobj, dtype=np.float32), np.asarray(nib.load(brain_mask).dataobj) > 0)
+    loaded = time.perf_counter()
+    prob = predict_change(model, spec, *images, window=window)
+    computed = time.perf_counter()
     atomic_write_nifti(out_file, prob, follow_img.affine, dtype=np.float32)
+    # where a predict step's time goes, in the app's log (benchmarks/end_to_end.py reads it): TensorFlow's
+    # import alone took 4-8 s of a 10-16 s step on the 2-core VMs measured, the forward pass 1.5-2.7 s
+    LOGGER.info("predict: TensorFlow imported in %.1f s, model and images loaded in %.1f s, map computed in "
+                "%.1f s (graph traced and run), written in %.1f s", imported - began, loaded - imported,
+                computed - loaded, time.perf_counter() - computed)
     if return_environment:
         from bids_lesionchange.model.inference import compute_environment
 
