@@ -3,7 +3,7 @@
 oneDNN (the convolution library of TensorFlow and PyTorch on the CPU) reads ``ONEDNN_MAX_CPU_ISA``
 (older releases: ``DNNL_MAX_CPU_ISA``) and then uses no instruction set above the one named, even
 where the CPU has it: clusters set it so that every node computes alike, and the benchmarks set it to
-measure the AVX2 path on an AVX-512 machine (``benchmarks/end_to_end.py --max-isa avx2``). The
+measure the AVX2 path on an AVX-512 machine (``benchmarks/end_to_end.py --onednn-max-isa AVX2``). The
 app's automatic choices of bfloat16 follow it: PyTorch still reports the CPU's AVX512_BF16 under an
 AVX2 cap, but oneDNN then has no bfloat16 convolution to run, and HD-BET in bfloat16 took more than
 10 minutes for one 1 mm image instead of 14 s (AMD EPYC Zen 4, ``ONEDNN_MAX_CPU_ISA=AVX2``).
@@ -26,14 +26,6 @@ _RANK = {name: rank for rank, names in enumerate(ISA_ORDER) for name in names}
 _ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """Return the ``flags`` of ``/proc/cpuinfo`` (``cpuinfo``: its text, for tests); empty where it is absent."""
-    if cpuinfo is None:
-        cpuinfo = _read_cpuinfo()
-    return next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines()
-                 if line.split(":", 1)[0].strip() == "flags"), set())
-
-
 #: The vector extensions that decide which kernels the numeric libraries run (recorded with results).
 VECTOR_EXTENSIONS = frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni",
                                "amx_tile", "amx_bf16"})
@@ -45,6 +37,14 @@ def _read_cpuinfo() -> str:
             return handle.read()
     except OSError:
         return ""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """Return the ``flags`` of ``/proc/cpuinfo`` (``cpuinfo``: its text, for tests); empty where it is absent."""
+    if cpuinfo is None:
+        cpuinfo = _read_cpuinfo()
+    return next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines()
+                 if line.split(":", 1)[0].strip() == "flags"), set())
 
 
 def cpu_model_name(cpuinfo: str | None = None) -> str:
