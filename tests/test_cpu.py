@@ -98,3 +98,9 @@ def test_hdbet_warns_when_bfloat16_is_asked_for_under_such_a_cap(monkeypatch, tm
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("ONEDNN_MAX_CPU_ISA=AVX2" in w and "float32" in w for w in warnings), warnings
     assert any("capped at AVX2" in r.getMessage() for r in caplog.records)
+
+
+def test_the_cpu_model_name_comes_from_cpuinfo():
+    text = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2\n"
+    assert cpu.cpu_model_name(text) == "AMD EPYC 7B13"
+    assert cpu.cpu_model_name("processor\t: 0\n")  # another platform: never empty
