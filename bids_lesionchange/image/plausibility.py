@@ -206,6 +206,47 @@ MAX_BRAIN_MASK_ML = 2000.0
 CHECK_BRAIN_MASK_ML = 1800.0
 
 
+#: A FLAIR is a magnitude image: nothing in it is below zero, and the app's resampling makes nothing
+#: below the source's minimum (:func:`.grid.resample_to_grid` clips to the source's range). A share of
+#: the brain below zero says the intensities were shifted after reconstruction (standardised, e.g.
+#: z-scored: 39 % of the real NIH pair's brain would be below zero), so the image's zero is not the
+#: scanner's, and the white-matter-peak scaling (:func:`.intensity.normalise_wm_peak`), which keeps
+#: FLAIR's zero, misjudges grey matter and lesions. Flagged above 1 % of the brain below -2 % of the
+#: brain's 99th percentile of absolute intensity (0 % on the real FLAIRs measured).
+MAX_NEGATIVE_FRACTION = 0.01
+NEGATIVE_LEVEL = 0.02
+
+
+def checks_digest() -> str:
+    """A digest of the input checks' code (this module and ``image.preprocess``, whose ``quality_file``
+    runs them): the QC node hashes it with its inputs, so that a work directory reused with a newer
+    version of the app runs the checks again instead of serving the old QC from Nipype's cache."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in (Path(__file__), Path(__file__).with_name("preprocess.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def intensity_zero(data: np.ndarray, brain_mask: np.ndarray) -> dict:
+    """Measure whether a FLAIR's zero is the scanner's: the share of the brain below zero.
+
+    ``negative_fraction``: share of the brain's voxels below -:data:`NEGATIVE_LEVEL` x the 99th
+    percentile of the brain's absolute intensities; ``lowest``: the brain's lowest value;
+    ``plausible``: the share is at most :data:`MAX_NEGATIVE_FRACTION` (an empty mask passes).
+    """
+    values = np.asarray(data, dtype=np.float32)[np.asarray(brain_mask, dtype=bool)]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {"negative_fraction": None, "lowest": None, "max_negative_fraction": MAX_NEGATIVE_FRACTION,
+                "plausible": True}
+    scale = float(np.percentile(np.abs(values), 99))
+    fraction = float(np.mean(values < -NEGATIVE_LEVEL * scale)) if scale > 0 else 0.0
+    return {"negative_fraction": round(fraction, 4), "lowest": round(float(values.min()), 4),
+            "max_negative_fraction": MAX_NEGATIVE_FRACTION, "plausible": bool(fraction <= MAX_NEGATIVE_FRACTION)}
+
+
 def lesion_persistence(baseline: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray, zooms) -> dict:
     """Measure how much of the baseline's lesion volume is still hyperintense at follow-up.
 
@@ -384,13 +425,24 @@ def brain_mask_measures(volume_ml: float) -> dict:
 
 def input_flags(baseline_contrast: dict, followup_contrast: dict, same_person: dict, *,
                 baseline_file, followup_file, persistence: dict | None = None,
-                brain_mask: dict | None = None) -> list[str]:
+                brain_mask: dict | None = None, zero: dict | None = None) -> list[str]:
     """Return one sentence per failed plausibility check of a pair (empty when all pass).
 
     Each names the file concerned, what was measured against which limit, and what to check.
     ``brain_mask``: :func:`brain_mask_measures` of the pair's one brain mask (made on the follow-up).
+    ``zero``: :func:`intensity_zero` of each session (``{"baseline": ..., "followup": ...}``).
     """
     flags = []
+    for key, path in (("baseline", baseline_file), ("followup", followup_file)):
+        measure = (zero or {}).get(key) or {}
+        if measure.get("plausible") is False:
+            flags.append(f"{Path(path).name} holds intensities below zero in {100 * measure['negative_fraction']:.0f} % "
+                         f"of the brain (lowest {measure['lowest']:.3g}; limit "
+                         f"{100 * measure['max_negative_fraction']:.0f} %): a FLAIR from the scanner has none, so "
+                         "its intensities were shifted after reconstruction (standardised, e.g. z-scored), and the "
+                         "app, which scales each FLAIR by its white-matter peak from zero, misjudges its grey "
+                         "matter and lesions; give the FLAIRs as exported from the scanner, before any intensity "
+                         "standardisation (brain extraction and bias correction are fine)")
     if brain_mask and brain_mask.get("plausible") is False:
         flags.append(f"the brain mask of {Path(followup_file).name} holds {brain_mask['volume_ml']:.0f} ml, more "
                      f"than an adult's whole intracranial volume (limit {brain_mask['max_ml']:.0f} ml): the skull "

@@ -494,6 +494,9 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     raw = [b, f] if None in unnormalised else [np.asanyarray(nib.load(str(path)).dataobj, dtype=np.float32)
                                                for path in unnormalised]
     persistence = plausibility.lesion_persistence(*raw, mask, zooms)
+    # before normalisation, which clips at zero (the resampling before it never goes below the source's minimum)
+    zero = ({key: plausibility.intensity_zero(image, mask) for key, image in zip(("baseline", "followup"), raw)}
+            if None not in unnormalised else None)
     mask_ml = float(mask.sum() * np.prod(zooms) / 1000.0)
     brain_mask = plausibility.brain_mask_measures(mask_ml)
     if registration.get("mask_repair"):  # the follow-up's mask was too large and checked against the baseline's
@@ -501,7 +504,7 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
     flags = plausibility.input_flags(contrast["baseline"], contrast["followup"], same_person,
                                      baseline_file=baseline_source or baseline_file,
                                      followup_file=followup_source or followup_file, persistence=persistence,
-                                     brain_mask=brain_mask)
+                                     brain_mask=brain_mask, zero=zero)
     for flag in flags:
         LOGGER.warning("%s", flag)
     # header flags: already logged when the input was first checked (check_inputs)
@@ -521,7 +524,7 @@ def quality_file(baseline_file, followup_file, mask_file, registration_json, out
                                     f"{registration['min_ncc']}",
         "plausibility": {"baseline_contrast": contrast["baseline"], "followup_contrast": contrast["followup"],
                          "same_person": same_person, "lesion_persistence": persistence, "brain_mask": brain_mask,
-                         "flags": flags},
+                         "intensity_zero": zero, "flags": flags},
     }
     if resolution_json:
         measures["resolution_matching"] = matching

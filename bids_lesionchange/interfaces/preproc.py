@@ -331,6 +331,8 @@ class _QCInputSpec(BaseInterfaceInputSpec):
     baseline_unmatched = File(exists=True, desc="the baseline before resolution matching (same grid): its "
                                                 "FLAIR-likeness is judged at its own resolution")
     followup_unmatched = File(exists=True, desc="the follow-up before resolution matching (same grid)")
+    checks_digest = traits.Str(desc="digest of the input checks' code (hashed: a newer version reruns them); "
+                                    "set by the node to image.plausibility.checks_digest()")
 
 
 class _QCOutputSpec(TraitedSpec):

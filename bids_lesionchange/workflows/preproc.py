@@ -6,6 +6,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
+from bids_lesionchange.image.plausibility import checks_digest
 from bids_lesionchange.image.skullstrip import resolve_skull_strip_method
 from bids_lesionchange.interfaces.preproc import (CheckInputs, CoarseRegistration, CommonGrid,
                                                   MaskReport, MaskToNative, MatchResolution,
@@ -124,7 +125,7 @@ def init_preproc_wf(*, skull_strip: str = "auto", hdbet_mode: str = "fast", hdbe
                                  name="normalise_baseline", mem_gb=1.0)
     normalise_followup = pe.Node(Normalise(out_name="followup_preproc" + SCRATCH_NII, method=intensity_norm),
                                  name="normalise_followup", mem_gb=1.0)
-    qc = pe.Node(PreprocQC(), name="qc", mem_gb=1.0)
+    qc = pe.Node(PreprocQC(checks_digest=checks_digest()), name="qc", mem_gb=1.0)
     mask_report = pe.Node(MaskReport(), name="mask_report", mem_gb=1.0)
     registration_report = pe.Node(RegistrationReport(), name="registration_report", mem_gb=1.0)
 

@@ -364,3 +364,57 @@ def test_check_pair_on_two_threads_measures_the_same_and_names_the_baseline_firs
     with pytest.raises(InputError) as info:
         check_pair(paths["baseline"], bad["followup"], threads=2)
     assert info.value.path == bad["followup"]
+
+
+# ------------------------------------------------------------------------------ the image's zero
+def test_a_magnitude_flair_passes_and_a_z_scored_one_is_flagged_by_name(tmp_path):
+    """A FLAIR's zero is the scanner's; a standardised (z-scored) one has much of its brain below zero,
+    and the white-matter-peak scaling, which keeps the zero, would misjudge it: flagged, naming the file."""
+    import json
+
+    from bids_lesionchange.image.preprocess import quality_file
+
+    flair, mask, _ = _brain(cortex=0.8, white=0.6)
+    assert pl.intensity_zero(flair, mask)["plausible"] is True
+    assert pl.intensity_zero(flair, mask)["negative_fraction"] == 0.0
+    z = np.where(mask, (flair - flair[mask].mean()) / flair[mask].std(), 0.0).astype(np.float32)
+    measure = pl.intensity_zero(z, mask)
+    assert measure["plausible"] is False and measure["negative_fraction"] > 0.2 and measure["lowest"] < 0
+    assert pl.intensity_zero(z, np.zeros_like(mask))["plausible"] is True  # nothing to judge
+    # interpolation noise: a few voxels just below zero are not a shifted image
+    edge = flair.copy()
+    edge[np.argwhere(mask)[:5].T.tolist()] = -0.001
+    assert pl.intensity_zero(edge, mask)["plausible"] is True
+
+    files = {}
+    for name, data in (("flair", flair), ("z", z), ("mask", mask.astype(np.uint8)),
+                       ("sub-01_ses-01_FLAIR", flair), ("sub-01_ses-02_FLAIR", z)):
+        files[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(files[name]))
+    registration = tmp_path / "registration.json"
+    registration.write_text(json.dumps({"ncc_brain": 0.9, "registration_failed": False, "min_ncc": 0.5}))
+
+    def qc(unnormalised):
+        return quality_file(files["flair"], files["flair"], files["mask"], registration, tmp_path / "qc.json",
+                            baseline_source=files["sub-01_ses-01_FLAIR"], followup_source=files["sub-01_ses-02_FLAIR"],
+                            unnormalised=unnormalised)["plausibility"]
+
+    flagged = qc((files["flair"], files["z"]))
+    assert flagged["intensity_zero"]["baseline"]["plausible"] is True
+    assert flagged["intensity_zero"]["followup"]["plausible"] is False
+    zero_flags = [f for f in flagged["flags"] if "below zero" in f]
+    assert len(zero_flags) == 1 and zero_flags[0].startswith("sub-01_ses-02_FLAIR.nii.gz holds intensities below zero")
+    assert "z-scored" in zero_flags[0] and "as exported from the scanner" in zero_flags[0]
+    # without the images before normalisation (which clips at zero) nothing is judged
+    assert qc((None, None))["intensity_zero"] is None
+
+
+def test_the_qc_node_hashes_the_checks_code():
+    """A work directory kept across versions runs the input checks again (the digest is in the node's hash)."""
+    from bids_lesionchange.workflows.preproc import init_preproc_wf
+
+    workflow = init_preproc_wf(skull_strip="threshold")
+    qc = workflow.get_node("qc")
+    digest = pl.checks_digest()
+    assert qc.inputs.checks_digest == digest and len(digest) == 16
+    assert "checks_digest" in dict(qc.inputs.get_hashval()[0])
