@@ -436,8 +436,8 @@ def input_flags(baseline_contrast: dict, followup_contrast: dict, same_person: d
     for key, path in (("baseline", baseline_file), ("followup", followup_file)):
         measure = (zero or {}).get(key) or {}
         if measure.get("plausible") is False:
-            flags.append(f"{Path(path).name} holds intensities below zero in {100 * measure['negative_fraction']:.0f} % "
-                         f"of the brain (lowest {measure['lowest']:.3g}; limit "
+            flags.append(f"{Path(path).name} holds intensities below zero in "
+                         f"{100 * measure['negative_fraction']:.0f} % of the brain (lowest {measure['lowest']:.3g}; limit "
                          f"{100 * measure['max_negative_fraction']:.0f} %): a FLAIR from the scanner has none, so "
                          "its intensities were shifted after reconstruction (standardised, e.g. z-scored), and the "
                          "app, which scales each FLAIR by its white-matter peak from zero, misjudges its grey "

@@ -87,10 +87,11 @@ def compute_environment(model, num_threads: int | None = None) -> dict:
     """What computes ``model``'s maps in this process, for the change QC JSON.
 
     Maps of one pair computed on two CPUs can differ in the last digits (oneDNN orders its sums by
-    the instruction set; the real NIH pair on one Zen 4, uncapped and with oneDNN capped at AVX2, which
-    also runs HD-BET in float32: the same 9 changes, change masks of Dice 0.998), so the record says which CPU, vector extensions and oneDNN cap, which graph
-    (:func:`forward_function`: polyphase where oneDNN runs the convolutions), which precision and how
-    many threads, and the TensorFlow and Keras versions.
+    the instruction set; the real NIH pair on one Zen 4, uncapped and with oneDNN capped at AVX2,
+    which also runs HD-BET in float32: the same 9 changes, change masks of Dice 0.998), so the
+    record says which CPU, vector extensions and oneDNN cap, which graph (:func:`forward_function`:
+    polyphase where oneDNN runs the convolutions), which precision and how many threads, and the
+    TensorFlow and Keras versions.
     """
     import platform
 
