@@ -26,7 +26,8 @@ change must not lie mostly in the brain's outer rim: a component of which more t
 ``MAX_RIM_FRACTION`` of the voxels are within ``RIM_MM`` of the brain mask's edge lies in the
 cortex of the gyral crowns and the mask's boundary, where FLAIR shows cortical lesions poorly and
 where the mask's edge, the pial CSF and its flow artefacts differ between two scans
-(:func:`drop_rim_components`). And a change must be focal: its normal-appearing voxels must have
+(:func:`drop_rim_components`; with thick slices the rim reaches one FWHM of the coarser session
+along its slice axis, :func:`rim_reach_mm`, since the slice blurs the edge that far in). And a change must be focal: its normal-appearing voxels must have
 brightened by at least ``MIN_FOCAL_RISE`` times the white-matter peak more than the normal-appearing
 tissue around it (:func:`drop_diffuse_components`); two sessions that differ in contrast, bias or
 partial volume brighten a region together with its surroundings, a new lesion does not take its
@@ -446,12 +447,31 @@ def drop_diffuse_components(labels: np.ndarray, baseline: np.ndarray, followup: 
     return _keep_components(labels, keep)
 
 
+def rim_reach_mm(psf_fwhm_mm=None, rim_mm: float = RIM_MM) -> np.ndarray:
+    """How far (mm) the brain's outer rim reaches in along each grid axis.
+
+    ``rim_mm`` along every axis, widened along an axis where the pair's coarser acquisition is
+    blurred over more than that (``psf_fwhm_mm``, the FWHM in mm along each grid axis, see
+    :func:`pair_psf_fwhm`): a thick slice mixes what lies beyond the mask's edge (pial CSF,
+    dura, the skull's marrow on a head image) into the brain over its point-spread function,
+    whose edge response is within 2 % of its plateau only about one FWHM (0.85 FWHM for a
+    Gaussian) from the edge. A 1 mm 3D pair, or a 3 mm 2D one, keeps the 3 mm rim.
+    """
+    reach = np.full(3, float(rim_mm))
+    if psf_fwhm_mm is not None:
+        reach = np.maximum(reach, np.asarray(psf_fwhm_mm, dtype=float)[:3])
+    return reach
+
+
 def drop_rim_components(labels: np.ndarray, brain_mask: np.ndarray, zooms=(1.0, 1.0, 1.0), *,
-                        rim_mm: float = RIM_MM, max_rim_fraction: float = MAX_RIM_FRACTION) -> np.ndarray:
+                        rim_mm: float = RIM_MM, max_rim_fraction: float = MAX_RIM_FRACTION,
+                        psf_fwhm_mm=None) -> np.ndarray:
     """Remove changes lying mostly in the brain's outer rim; renumber the rest by size.
 
     The rim is the brain mask's voxels within ``rim_mm`` (Euclidean, in mm with voxel size
-    ``zooms``) of a voxel outside the mask (:func:`bids_lesionchange.image.plausibility.mask_depth_mm`).
+    ``zooms``) of a voxel outside the mask (:func:`bids_lesionchange.image.plausibility.mask_depth_mm`);
+    with ``psf_fwhm_mm`` (a thick-slice pair), within the ellipsoid of :func:`rim_reach_mm`,
+    which reaches one FWHM of the coarser acquisition along its slice axis.
     A change is dropped when more than ``max_rim_fraction`` of its voxels lie in the rim: there
     are the cortex of the gyral crowns, which FLAIR shows poorly, and the mask's edge, where the
     skull stripping, the pial CSF and its flow artefacts differ between two scans. A new
@@ -469,11 +489,15 @@ def drop_rim_components(labels: np.ndarray, brain_mask: np.ndarray, zooms=(1.0, 
     if brain.shape != labels.shape:
         raise ValueError(f"brain mask {brain.shape} and labels {labels.shape} differ in shape")
     zooms = np.asarray(zooms, dtype=float)[:3]
-    # Whether a voxel lies within rim_mm of the outside depends only on the voxels within rim_mm
-    # of it, so each change's depth is measured on its own box grown by that reach (+1): the
+    reach_mm = rim_reach_mm(psf_fwhm_mm, rim_mm)
+    # An ellipsoidal rim with semi-axes reach_mm is the sphere of radius rim_mm on a grid whose
+    # axes are shrunk by rim_mm / reach_mm.
+    sampling = zooms * (rim_mm / reach_mm) if rim_mm > 0 else zooms
+    # Whether a voxel lies within the rim depends only on the voxels within its reach, so each
+    # change's depth is measured on its own box grown by that reach (+1): the
     # same answer as a distance transform of the whole brain (the grid's border counts as
     # outside, hence the zero padding), for a few thousand voxels per change instead of millions.
-    reach = np.ceil(rim_mm / zooms).astype(int) + 1
+    reach = np.ceil(reach_mm / zooms).astype(int) + 1
     padded = np.pad(brain, [(r, r) for r in reach])
     keep = np.zeros(n + 1, dtype=bool)
     for label, box in enumerate(ndimage.find_objects(labels, max_label=n), start=1):
@@ -485,7 +509,7 @@ def drop_rim_components(labels: np.ndarray, brain_mask: np.ndarray, zooms=(1.0, 
         if inside.all():
             in_rim = 0
         else:
-            in_rim = int((ndimage.distance_transform_edt(inside, sampling=zooms)[member] <= rim_mm).sum())
+            in_rim = int((ndimage.distance_transform_edt(inside, sampling=sampling)[member] <= rim_mm).sum())
         keep[label] = in_rim <= max_rim_fraction * int(member.sum())
     return _keep_components(labels, keep)
 
@@ -583,13 +607,14 @@ def _increase_labels(score, brain, threshold, min_size, baseline, followup, nois
     labels = step("threshold", change_components(score, threshold=threshold, min_size=min_size, brain_mask=allowed))
     labels = step("dark", drop_dark_components(labels, follow, brain))
     peak = _baseline_peak(baseline, brain)
+    psf_mm = None if psf_voxels is None else np.asarray(psf_voxels, dtype=float) * np.asarray(zooms, dtype=float)[:3]
     if peak is None:  # a flat baseline: no normal-appearing tissue to judge by
-        return step("rim", drop_rim_components(labels, brain, zooms))
+        return step("rim", drop_rim_components(labels, brain, zooms, psf_fwhm_mm=psf_mm))
     normal = normal_appearing(baseline, brain, psf_voxels, peak=peak)
     new = new_tissue(normal, baseline, brain, follow)
     labels = step("preexisting", drop_preexisting_components(labels, baseline, brain, new=new))
     labels = step("diffuse", drop_diffuse_components(labels, baseline, follow, brain, normal=normal, peak=peak))
-    labels = step("rim", drop_rim_components(labels, brain, zooms))
+    labels = step("rim", drop_rim_components(labels, brain, zooms, psf_fwhm_mm=psf_mm))
     if extent_mm <= 0:
         return labels
     return step("extent", grow_to_extent(labels, baseline, follow, brain, new=new, peak=peak, zooms=zooms,

@@ -324,7 +324,7 @@ def test_drop_rim_components_drops_changes_in_the_outer_rim_keeps_deeper_ones():
 
 
 @pytest.mark.parametrize("offset, psf", [((25, 18, 22), None), ((0, 18, 22), None), ((50, 0, 48), None),
-                                         ((0, 18, 22), (1.0, 1.0, 5.0)), ((50, 0, 48), (8.0, 1.0, 14.0))])
+                                         ((0, 18, 22), (1.0, 1.0, 5.0)), ((50, 0, 48), (2.0, 1.0, 14.0))])
 def test_change_labels_on_the_brains_box_equal_the_rule_on_the_whole_grid(offset, psf):
     """change_labels runs the increase rule on the brain's bounding box (speed); the labels, their
     numbering by size and the order of equal sizes must be those of the rule on the whole grid,
@@ -399,8 +399,32 @@ def test_change_labels_names_arrays_of_different_shapes():
         change_labels(a, a > -1, 0.1, 1, direction="increase", baseline=a, followup=np.zeros((8, 8, 9), np.float32))
 
 
-@pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (0.9, 0.9, 3.0), (1.2, 0.8, 2.0)])
-def test_drop_rim_components_measures_depth_as_the_whole_brains_distance_transform(zooms):
+def test_thick_slices_widen_the_rim_along_their_slice_axis_only():
+    """A thick-slice pair blurs the mask's edge over its slice profile: the rim reaches one FWHM
+    of the coarser session along that axis, 3 mm along the others; a 3 mm (or finer) pair keeps
+    the 3 mm rim."""
+    from bids_lesionchange.analysis.components import RIM_MM, drop_rim_components, rim_reach_mm
+
+    assert np.array_equal(rim_reach_mm(None), [RIM_MM] * 3)
+    assert np.array_equal(rim_reach_mm((1.0, 1.3, 2.9)), [RIM_MM] * 3)
+    assert np.allclose(rim_reach_mm((1.4, 1.7, 6.6)), [RIM_MM, RIM_MM, 6.6])
+    brain = np.zeros((40, 40, 40), bool)
+    brain[4:36, 4:36, 4:36] = True
+    labels = np.zeros(brain.shape, np.int32)
+    labels[15:21, 15:21, 29:33] = 1  # 4-7 voxels from the outside along the slice axis (axis 2)
+    labels[29:33, 15:21, 15:21] = 2  # as deep below the edge of axis 0, in plane
+    for psf in (None, (1.0, 1.0, 3.0)):
+        assert drop_rim_components(labels, brain, psf_fwhm_mm=psf).max() == 2
+    thick = drop_rim_components(labels, brain, psf_fwhm_mm=(1.4, 1.7, 6.6))
+    assert thick.max() == 1 and thick[30, 17, 17] == 1 and thick[17, 17, 30] == 0
+    # The same slab along axis 0 widens the rim there instead.
+    across = drop_rim_components(labels, brain, psf_fwhm_mm=(6.6, 1.7, 1.4))
+    assert across.max() == 1 and across[17, 17, 30] == 1
+
+
+@pytest.mark.parametrize("zooms, psf", [((1.0, 1.0, 1.0), None), ((0.9, 0.9, 3.0), None), ((1.2, 0.8, 2.0), None),
+                                        ((1.0, 1.0, 1.0), (1.2, 1.5, 6.6)), ((1.2, 0.8, 2.0), (5.0, 1.0, 4.0))])
+def test_drop_rim_components_measures_depth_as_the_whole_brains_distance_transform(zooms, psf):
     """The rim test measures each change's depth on its own box; it must keep and drop exactly
     what the definition (mask_depth_mm of the whole brain, the grid's border outside) does, also
     for changes at the grid's border and through anisotropic voxels."""
@@ -416,11 +440,16 @@ def test_drop_rim_components_measures_depth_as_the_whole_brains_distance_transfo
         brain = ndimage.gaussian_filter(rng.random(shape), 3) > 0.5 if trial % 2 else np.ones(shape, bool)
         blobs = ndimage.gaussian_filter(rng.random(shape), 1.5)
         labels, n = ndimage.label((blobs > np.percentile(blobs, 90)) & brain)
-        rim = brain & (mask_depth_mm(brain, zooms) <= RIM_MM)
+        if psf is None:
+            rim = brain & (mask_depth_mm(brain, zooms) <= RIM_MM)
+        else:  # the ellipsoid with semi-axes max(RIM_MM, FWHM) mm, from its definition
+            semi = np.maximum(RIM_MM, np.asarray(psf, dtype=float))
+            depth = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=np.asarray(zooms) / semi)
+            rim = brain & (depth[1:-1, 1:-1, 1:-1] <= 1.0)
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         in_rim = np.bincount(labels.ravel(), weights=rim.ravel(), minlength=n + 1)
         expected_kept = {k for k in range(1, n + 1) if in_rim[k] <= MAX_RIM_FRACTION * sizes[k]}
-        out = drop_rim_components(labels, brain, zooms)
+        out = drop_rim_components(labels, brain, zooms, psf_fwhm_mm=psf)
         kept = {int(k) for k in np.unique(labels[out > 0])}
         assert kept == expected_kept
         kept_some |= bool(kept)
