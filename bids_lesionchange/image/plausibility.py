@@ -215,6 +215,40 @@ CHECK_BRAIN_MASK_ML = 1800.0
 #: brain's 99th percentile of absolute intensity (0 % on the real FLAIRs measured).
 MAX_NEGATIVE_FRACTION = 0.01
 NEGATIVE_LEVEL = 0.02
+#: Above this share of an input's non-zero voxels below zero (same level), the FLAIR is refused at
+#: once (:func:`check_standardised`) instead of flagged: such an image (a z-scored brain has 30-50 %
+#: of its voxels below zero) derails the preprocessing itself (skull stripping, registration,
+#: N4, which take the zero as the background's), which would otherwise fail later with a
+#: misleading message, such as an empty brain mask blamed on the registration.
+MAX_STANDARDISED_FRACTION = 0.05
+
+
+def check_standardised(data: np.ndarray, path, *, step: str = CHECK_STEP) -> float:
+    """Refuse a FLAIR whose intensities were standardised (e.g. z-scored); return the share below zero.
+
+    The share of the image's non-zero voxels below -:data:`NEGATIVE_LEVEL` x their 99th
+    percentile of absolute intensity (a magnitude image from the scanner holds none; a
+    resampling's undershoot stays far below :data:`MAX_STANDARDISED_FRACTION`).
+
+    Raises
+    ------
+    bids_lesionchange.errors.InputError
+        Naming ``path``, the share and the limit, and what to give instead.
+    """
+    values = np.asarray(data).ravel()
+    values = values[(values != 0) & np.isfinite(values)]
+    if values.size == 0:
+        return 0.0
+    scale = float(np.percentile(np.abs(values[::8] if values.size > 80_000 else values), 99))
+    fraction = float(np.mean(values < -NEGATIVE_LEVEL * scale)) if scale > 0 else 0.0
+    if fraction > MAX_STANDARDISED_FRACTION:
+        raise InputError(path, step, f"{100 * fraction:.0f} % of its non-zero voxels are below zero (lowest "
+                         f"{float(values.min()):.3g}; limit {100 * MAX_STANDARDISED_FRACTION:.0f} %): a FLAIR from "
+                         "the scanner has none, so its intensities were standardised after reconstruction "
+                         "(e.g. z-scored), which the skull stripping, registration and intensity scaling "
+                         "cannot use; give the FLAIRs as exported from the scanner, before any intensity "
+                         "standardisation (brain extraction and bias correction are fine)")
+    return fraction
 
 
 def checks_digest() -> str:

@@ -64,7 +64,8 @@ def check_pair(baseline, followup, *, threads: int = 1) -> dict:
     """Load both FLAIRs and raise InputError for the first bad one; return their coverage.
 
     Step ``load``: a file that is not a readable 3D image (:func:`.io.load_flair`); step
-    ``check_inputs``: slices thicker than :data:`.plausibility.MAX_VOXEL_MM` or a field of view
+    ``check_inputs``: slices thicker than :data:`.plausibility.MAX_VOXEL_MM`, standardised
+    (e.g. z-scored) intensities (:func:`.plausibility.check_standardised`), or a field of view
     that does not hold the whole head (:func:`.plausibility.check_coverage`), or the same file
     twice, or two files with the same voxels on the same grid (a copy: two scans of a head never
     are, their noise differs, and a copy would give a plausible "no change"). With ``threads`` > 1
@@ -82,6 +83,7 @@ def check_pair(baseline, followup, *, threads: int = 1) -> dict:
         zooms = _zooms(img)
         plausibility.check_voxel_size(zooms, path)
         data = np.asanyarray(img.dataobj)
+        plausibility.check_standardised(data, path)
         head = foreground_mask(data, zooms)
         measures = plausibility.check_coverage(head, zooms, path)
         measures["foreground_ml"] = round(float(head.sum()) * float(np.prod(zooms)) / 1000.0, 1)

@@ -409,6 +409,26 @@ def test_a_magnitude_flair_passes_and_a_z_scored_one_is_flagged_by_name(tmp_path
     assert qc((None, None))["intensity_zero"] is None
 
 
+def test_check_pair_refuses_a_z_scored_flair_by_name_before_preprocessing(tmp_path):
+    """A standardised FLAIR (z-scored: a third or more of it below zero) derails the skull strip and
+    the registration, which then failed with a misleading message: it is refused at once, by name,
+    with the fix; a magnitude FLAIR, and one with a resampling's few voxels just below zero, pass."""
+    flair, mask, zooms = _brain(cortex=0.8, white=0.6)
+    assert pl.check_standardised(flair, "x.nii.gz") < 0.001  # noise on dark CSF: a few voxels
+    edge = flair.copy()
+    edge[tuple(np.argwhere(mask)[:500].T)] = -0.05  # undershoot at a few hundred voxels
+    assert pl.check_standardised(edge, "x.nii.gz") < pl.MAX_STANDARDISED_FRACTION
+    z = np.where(mask, (flair - flair[mask].mean()) / flair[mask].std(), 0.0).astype(np.float32)
+    base = _save(tmp_path / "sub-01_ses-01_FLAIR.nii.gz", flair, zooms)
+    bad = _save(tmp_path / "sub-01_ses-02_FLAIR.nii.gz", z, zooms)
+    with pytest.raises(InputError, match=rf"^check_inputs: {bad}: \d+ % of its non-zero voxels are below zero"
+                                         r".*z-scored.*give the FLAIRs as exported from the scanner"):
+        check_pair(base, bad)
+    # a z-scored whole head (background included) as well
+    with pytest.raises(InputError, match="below zero"):
+        pl.check_standardised((flair - flair.mean()) / flair.std(), "head.nii.gz")
+
+
 def test_the_qc_node_hashes_the_checks_code():
     """A work directory kept across versions runs the input checks again (the digest is in the node's hash)."""
     from bids_lesionchange.workflows.preproc import init_preproc_wf
