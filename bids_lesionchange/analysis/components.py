@@ -27,7 +27,8 @@ change must not lie mostly in the brain's outer rim: a component of which more t
 cortex of the gyral crowns and the mask's boundary, where FLAIR shows cortical lesions poorly and
 where the mask's edge, the pial CSF and its flow artefacts differ between two scans
 (:func:`drop_rim_components`; with thick slices the rim reaches one FWHM of the coarser session
-along its slice axis, :func:`rim_reach_mm`, since the slice blurs the edge that far in). And a change must be focal: its normal-appearing voxels must have
+along its slice axis, :func:`rim_reach_mm`, since the slice blurs the edge that far in). And a
+change must be focal: its normal-appearing voxels must have
 brightened by at least ``MIN_FOCAL_RISE`` times the white-matter peak more than the normal-appearing
 tissue around it (:func:`drop_diffuse_components`); two sessions that differ in contrast, bias or
 partial volume brighten a region together with its surroundings, a new lesion does not take its
