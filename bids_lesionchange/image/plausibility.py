@@ -223,6 +223,13 @@ NEGATIVE_LEVEL = 0.02
 MAX_STANDARDISED_FRACTION = 0.05
 
 
+def _share_below_zero(values: np.ndarray, scale_stride: int = 1) -> float:
+    """Share of the finite ``values`` below -:data:`NEGATIVE_LEVEL` x their 99th percentile of
+    absolute intensity (taken from every ``scale_stride``-th value); 0 when that percentile is 0."""
+    scale = float(np.percentile(np.abs(values[::scale_stride]), 99))
+    return float(np.mean(values < -NEGATIVE_LEVEL * scale)) if scale > 0 else 0.0
+
+
 def check_standardised(data: np.ndarray, path, *, step: str = CHECK_STEP) -> float:
     """Refuse a FLAIR whose intensities were standardised (e.g. z-scored); return the share below zero.
 
@@ -239,8 +246,8 @@ def check_standardised(data: np.ndarray, path, *, step: str = CHECK_STEP) -> flo
     values = values[(values != 0) & np.isfinite(values)]
     if values.size == 0:
         return 0.0
-    scale = float(np.percentile(np.abs(values[::8] if values.size > 80_000 else values), 99))
-    fraction = float(np.mean(values < -NEGATIVE_LEVEL * scale)) if scale > 0 else 0.0
+    # the scale from every 8th voxel of a whole image: this runs before every pair's first step
+    fraction = _share_below_zero(values, scale_stride=8 if values.size > 80_000 else 1)
     if fraction > MAX_STANDARDISED_FRACTION:
         raise InputError(path, step, f"{100 * fraction:.0f} % of its non-zero voxels are below zero (lowest "
                          f"{float(values.min()):.3g}; limit {100 * MAX_STANDARDISED_FRACTION:.0f} %): a FLAIR from "
@@ -275,8 +282,7 @@ def intensity_zero(data: np.ndarray, brain_mask: np.ndarray) -> dict:
     if values.size == 0:
         return {"negative_fraction": None, "lowest": None, "max_negative_fraction": MAX_NEGATIVE_FRACTION,
                 "plausible": True}
-    scale = float(np.percentile(np.abs(values), 99))
-    fraction = float(np.mean(values < -NEGATIVE_LEVEL * scale)) if scale > 0 else 0.0
+    fraction = _share_below_zero(values)
     return {"negative_fraction": round(fraction, 4), "lowest": round(float(values.min()), 4),
             "max_negative_fraction": MAX_NEGATIVE_FRACTION, "plausible": bool(fraction <= MAX_NEGATIVE_FRACTION)}
 
