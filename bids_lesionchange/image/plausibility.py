@@ -167,12 +167,6 @@ MAX_FLAIR_DEPTH_CORRELATION = 0.10
 #: registration check (:data:`bids_lesionchange.image.register.MIN_BRAIN_NCC`, 0.5) already refuses.
 MIN_SAME_PERSON_NCC = 0.70
 
-#: Above this ratio of the two sessions' parenchyma volumes inside the shared brain mask
-#: (:func:`bids_lesionchange.image.preprocess.parenchyma_volume_ml`) a pair is flagged. Real
-#: same-person FLAIR pairs: 1.004-1.033; T1w against FLAIR of one person: 1.18-1.24; two people:
-#: 1.005-1.26 (rigid alignment puts another brain into the mask, so the ratio alone does not tell).
-MAX_BRAIN_VOLUME_RATIO = 1.10
-
 #: Baseline voxels brighter than this multiple of the white-matter peak, in clusters of at least
 #: :data:`MIN_LESION_VOXELS`, are the baseline's lesions for :func:`lesion_persistence` (FLAIR
 #: lesions are 1.3-2 x white matter; grey matter 1.05-1.15 x).
@@ -444,17 +438,25 @@ def same_person_measures(ncc_brain: float, parenchyma_ml_baseline: float, parenc
 
     ``ncc_brain``: normalised cross-correlation of the two bias-corrected sessions inside the brain
     after rigid alignment (higher is more alike); ``parenchyma_volume_ratio``: the larger over the
-    smaller parenchyma volume inside the shared brain mask (1 is identical; another person's brain,
-    aligned rigidly, fills the follow-up's mask with more or less tissue). ``same_person`` is False
-    when ``ncc_brain < MIN_SAME_PERSON_NCC`` or the ratio exceeds ``MAX_BRAIN_VOLUME_RATIO``.
+    smaller parenchyma volume inside the shared brain mask (1 is identical), reported, not judged.
+    ``same_person`` is False when ``ncc_brain < MIN_SAME_PERSON_NCC``.
+
+    The ratio was judged (> 1.10 flagged) until stop 41. Real same-person FLAIR pairs: 1.004-1.033;
+    T1w against FLAIR of one person: 1.18-1.24; two people: 1.005-1.26 (rigid alignment puts
+    another brain into the mask). Every pair above 1.10 that was not one person's FLAIRs was
+    already flagged by the correlation (T1w/FLAIR: 0.50-0.55) or refused (two people: <= 0.35);
+    the pairs that only the ratio put above 1.10 were all one person's FLAIRs: self-pairs of the
+    NIH baseline, its 3 mm slices against a rescan sliced along another axis or with another CSF
+    suppression (1.11-1.18), where the Otsu threshold's CSF boundary moves with the partial volume
+    and the contrast.
     """
     small, large = sorted((float(parenchyma_ml_baseline), float(parenchyma_ml_followup)))
     ratio = large / small if small > 0 else math.inf
     ncc = float(ncc_brain)
-    alike = math.isfinite(ncc) and ncc >= MIN_SAME_PERSON_NCC and ratio <= MAX_BRAIN_VOLUME_RATIO
+    alike = math.isfinite(ncc) and ncc >= MIN_SAME_PERSON_NCC
     return {"ncc_brain": round(ncc, 4), "min_ncc": MIN_SAME_PERSON_NCC,
             "parenchyma_volume_ratio": round(ratio, 4) if math.isfinite(ratio) else None,
-            "max_volume_ratio": MAX_BRAIN_VOLUME_RATIO, "same_person": bool(alike)}
+            "same_person": bool(alike)}
 
 
 def brain_mask_measures(volume_ml: float) -> dict:
@@ -497,11 +499,9 @@ def input_flags(baseline_contrast: dict, followup_contrast: dict, same_person: d
                          "real FLAIRs <= +0.01); "
                          "check that this file is the FLAIR of that session")
     if not same_person.get("same_person", True):
-        ratio = same_person.get("parenchyma_volume_ratio")
         flags.append(f"{Path(baseline_file).name} and {Path(followup_file).name} may not be the same person "
                      f"or the same contrast: their brains differ after alignment (brain correlation "
-                     f"{same_person['ncc_brain']:.2f}, limit {same_person['min_ncc']:.2f}; parenchyma volume "
-                     f"ratio {'n/a' if ratio is None else f'{ratio:.2f}'}, limit {same_person['max_volume_ratio']:.2f}); "
+                     f"{same_person['ncc_brain']:.2f}, limit {same_person['min_ncc']:.2f}); "
                      "check that both files are this subject's FLAIRs")
     if persistence and persistence.get("lesions_persist") is False:
         flags.append(f"{Path(followup_file).name} does not show the lesions of {Path(baseline_file).name}: "

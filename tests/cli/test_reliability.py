@@ -621,7 +621,7 @@ def test_end_to_end_a_slab_or_a_10_mm_scan_is_refused_and_the_other_subject_fini
 @pytest.mark.slow
 def test_end_to_end_a_t1w_named_flair_is_flagged_and_the_other_subject_is_not(tmp_path):
     """At the small cohort's 2.5 mm the FLAIR-likeness check does not judge (the cortex is not
-    resolved); the same-person-and-contrast check flags the pair (NCC about 0.6, parenchyma ratio 1.8)."""
+    resolved); the same-person-and-contrast check flags the pair (brain NCC about 0.6, below 0.7)."""
     done, row, bad = _run_two_subjects(tmp_path, "t1w")
     assert done.returncode == 0, done.stderr[-3000:]
     sentence = f"sub-01_ses-01_FLAIR.nii.gz and {bad.name} may not be the same person or the same contrast"
