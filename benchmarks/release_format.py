@@ -172,10 +172,14 @@ def main() -> None:
           "is false.\n",
           markdown_table(["subject", "baseline", "follow-up", "method", "changes", "% of brain above threshold",
                           f"changes within {MATCH_MM:g} mm of one of nihraw's"], rows),
-          f"\nApp run: {seconds:.0f} s for the {len(subjects)} pairs on this machine "
-          f"({machine()['cpu'].get('model', 'unknown CPU')}).\n"]
+          f"\nMachine: {machine()['cpu'].get('model', 'unknown CPU')} ({machine()['cpu'].get('cores')} cores); "
+          "the app's time is in the JSON (a rerun reuses the work directory).\n"]
+    # counts only: where the changes of the NIH pair lie stays out of the results (its license)
+    counts = {sub: {method: {"n": row["n"], "fraction_above": row["fraction_above"],
+                             "matched_to_nihraw": matched(row["centres_mm"], scores["nihraw"][method]["centres_mm"])}
+                    for method, row in per_method.items()} for sub, per_method in scores.items()}
     write_results(opts.name, {"command": command_line(), "model": str(model), "machine": machine(),
-                              "subjects": subjects, "scores": scores, "app_seconds": seconds}, "\n".join(md))
+                              "subjects": subjects, "scores": counts, "app_seconds": seconds}, "\n".join(md))
 
 
 if __name__ == "__main__":
