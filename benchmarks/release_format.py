@@ -106,6 +106,8 @@ def write_subjects(bids: Path, scratch: Path) -> dict[str, dict]:
 
 def change_centres(out: Path, sub: str) -> dict[str, dict]:
     """Per method: the changes of the app's rule (``n``, ``fraction_above``) and their centres (mm)."""
+    from scipy import ndimage
+
     from bids_lesionchange.analysis.components import change_labels
 
     files = pair_paths(out, sub)
@@ -116,10 +118,8 @@ def change_centres(out: Path, sub: str) -> dict[str, dict]:
         score = prob if kind == "model" else follow - base
         labels = change_labels(score, brain, threshold, BLOB, direction="increase", baseline=base,
                                followup=follow, psf_fwhm=psf)
-        centres = []
-        for label in range(1, int(labels.max()) + 1):
-            voxel = np.argwhere(labels == label).mean(axis=0)
-            centres.append((img.affine[:3, :3] @ voxel + img.affine[:3, 3]).round(2).tolist())
+        voxels = ndimage.center_of_mass(labels > 0, labels, range(1, int(labels.max()) + 1))
+        centres = [(img.affine[:3, :3] @ np.asarray(v) + img.affine[:3, 3]).round(2).tolist() for v in voxels]
         result[name] = {"n": int(labels.max()), "fraction_above": float((score[brain] > threshold).mean()),
                         "centres_mm": centres}
     return result
