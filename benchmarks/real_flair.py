@@ -446,6 +446,47 @@ def found_by_kind(labels: np.ndarray, ref_labels: np.ndarray, lesions: list[dict
     return counts
 
 
+#: The app's own checks of a pair (``desc-preproc_qc.json``'s ``plausibility``, its registration check,
+#: ``desc-change_qc.json``'s out-of-domain guard), as :func:`app_flags` names them: (file, keys, value
+#: that raises the flag, label).
+APP_CHECKS = (
+    ("preproc_qc", ("plausibility", "baseline_contrast", "flair_like"), False, "baseline not FLAIR-like"),
+    ("preproc_qc", ("plausibility", "followup_contrast", "flair_like"), False, "follow-up not FLAIR-like"),
+    ("preproc_qc", ("plausibility", "same_person", "same_person"), False, "same person?"),
+    ("preproc_qc", ("plausibility", "lesion_persistence", "lesions_persist"), False, "baseline lesions gone"),
+    ("preproc_qc", ("plausibility", "brain_mask", "plausible"), False, "brain mask too large"),
+    ("preproc_qc", ("plausibility", "intensity_zero", "baseline", "plausible"), False, "baseline below zero"),
+    ("preproc_qc", ("plausibility", "intensity_zero", "followup", "plausible"), False, "follow-up below zero"),
+    ("preproc_qc", ("registration_failed",), True, "registration failed"),
+    ("change_qc", ("out_of_domain",), True, "out of domain"),
+)
+
+
+def app_flags(out: Path, sub: str) -> list[str]:
+    """What the app itself reported about one pair (:data:`APP_CHECKS`), so that a table shows whether a
+    pair with false changes was one the app had warned about. A check absent from a QC file (an older
+    app) raises no flag; a QC file that is missing is itself reported."""
+    from _common import pair_files
+    from bids_lesionchange.derivatives import pair_outputs
+
+    files = {"preproc_qc": pair_files(out, sub)["preproc_qc"],
+             "change_qc": out / pair_outputs(sub=sub, baseline="01", followup="02").change_qc}
+    loaded, flags = {}, []
+    for name, path in files.items():
+        try:
+            loaded[name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            loaded[name] = {}
+            flags.append(f"no {path.name}")
+    for name, keys, raised_by, label in APP_CHECKS:
+        value = loaded[name]
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is raised_by:
+            flags.append(label)
+    return flags
+
+
 def score_pair(out: Path, sub: str, methods: dict, reference: Path | None, scratch: Path,
                kind_map: Path | None = None, ignore: Path | None = None, extent_mm: float = 0.0) -> dict:
     """Apply every method's rule to one pair; count changes, the fraction above threshold, and metrics
@@ -678,7 +719,7 @@ def main() -> None:
     for sub, info in ((s, i) for s, i in subjects.items() if s not in failed):
         ref = _reference_path(bids, sub)
         kind_map = Path(info["kind_map"]) if "kind_map" in info else (ref if info["kind"] == "new-lesion phantom" else None)
-        results[sub] = {**info, "scores": score_pair(out, sub, methods, ref if ref.is_file() else None,
+        results[sub] = {**info, "app_flags": app_flags(out, sub), "scores": score_pair(out, sub, methods, ref if ref.is_file() else None,
                                                      root / "scores" / model.name, kind_map,
                                                      Path(info["ignore"]) if "ignore" in info else None,
                                                      extent_mm=opts.extent_mm)}
@@ -695,12 +736,14 @@ def main() -> None:
                   "subtraction's) grown into the new hyperintensity around it.\n")
     nochange = group("nochange")
     if nochange:
-        headers = ["pair", "source", "members", "diff sd / fine", *[f"{m}: changes / % brain" for m in methods]]
+        headers = ["pair", "source", "members", "diff sd / fine", "the app's flags",
+                   *[f"{m}: changes / % brain" for m in methods]]
         rows = [[s, f"{r['source']} ({r['role']})", " / ".join(map(str, r["members"])),
                  f"{r['scores']['difference']['sd']:.3f} / {r['scores']['difference']['fine']:.2f}",
+                 ", ".join(r["app_flags"]) or "none",
                  *[f"{r['scores'][m]['n_changes']} / {100 * r['scores'][m]['fraction_above']:.2f}" for m in methods]]
                 for s, r in nochange.items()]
-        means = ["mean", "", "", "", *[f"{np.mean([r['scores'][m]['n_changes'] for r in nochange.values()]):.2f} / "
+        means = ["mean", "", "", "", "", *[f"{np.mean([r['scores'][m]['n_changes'] for r in nochange.values()]):.2f} / "
                                    f"{100 * np.mean([r['scores'][m]['fraction_above'] for r in nochange.values()]):.2f}"
                                    for m in methods]]
         md += ["## 1. Real-texture NoChange self-pairs (every change is false)\n",
@@ -713,7 +756,8 @@ def main() -> None:
                               [[m, r[m]["n_changes"], f"{100 * r[m]['fraction_above']:.2f}", r[m]["change_voxels"]]
                                for m in methods]),
                f"Difference of the real pair: sd {r['difference']['sd']:.3f}, fine-grained share "
-               f"{r['difference']['fine']:.2f} (compare the self-pairs' column in part 1).\n"]
+               f"{r['difference']['fine']:.2f} (compare the self-pairs' column in part 1). The app's flags: "
+               f"{', '.join(nih['nih01']['app_flags']) or 'none'}.\n"]
         picture(out, "nih01", opts.picture, f"NIH pair, model {model.name}: {r['model']['n_changes']} changes, "
                 f"{100 * r['model']['fraction_above']:.2f} % of the brain above kappa")
         md.append(f"Picture: `{_shown(opts.picture)}`\n")

@@ -76,3 +76,42 @@ def test_step_table_sums_the_lesions_found_after_each_step_over_a_groups_phantom
     assert "| x 2 | model | 11 of 12 / 5 of 8 | 11 of 12 / 4 of 8 |" in rows
     unscored = {**group, "c": {"scores": {m: {} for m in real_flair.STEP_METHODS}}}
     assert real_flair.step_table({"x 2": unscored}) == ""
+
+
+def write_qc(out: Path, sub: str, preproc: dict | None, change: dict | None) -> None:
+    import json
+
+    from bids_lesionchange.derivatives import pair_outputs
+
+    outputs = pair_outputs(sub=sub, baseline="01", followup="02")
+    for path, content in ((outputs.preproc_qc, preproc), (outputs.change_qc, change)):
+        if content is not None:
+            (out / path).parent.mkdir(parents=True, exist_ok=True)
+            (out / path).write_text(json.dumps(content))
+
+
+def plausibility(**changed) -> dict:
+    checks = {"baseline_contrast": {"flair_like": True}, "followup_contrast": {"flair_like": True},
+              "same_person": {"same_person": True}, "lesion_persistence": {"lesions_persist": True},
+              "brain_mask": {"plausible": True},
+              "intensity_zero": {"baseline": {"plausible": True}, "followup": {"plausible": True}}}
+    for name, value in changed.items():
+        checks[name] = value
+    return checks
+
+
+def test_app_flags_names_each_check_the_app_raised_and_nothing_else(real_flair, tmp_path):
+    write_qc(tmp_path, "a", {"registration_failed": False, "plausibility": plausibility()}, {"out_of_domain": False})
+    write_qc(tmp_path, "b", {"registration_failed": True,
+                             "plausibility": plausibility(baseline_contrast={"flair_like": False},
+                                                          intensity_zero={"baseline": {"plausible": True},
+                                                                          "followup": {"plausible": False}})},
+             {"out_of_domain": True})
+    assert real_flair.app_flags(tmp_path, "a") == []
+    assert real_flair.app_flags(tmp_path, "b") == ["baseline not FLAIR-like", "follow-up below zero",
+                                                   "registration failed", "out of domain"]
+
+
+def test_app_flags_reports_a_missing_qc_file_and_ignores_checks_an_older_app_did_not_write(real_flair, tmp_path):
+    write_qc(tmp_path, "c", {"plausibility": {}}, None)
+    assert real_flair.app_flags(tmp_path, "c") == ["no sub-c_ses-02_space-ses02_desc-change_qc.json"]
