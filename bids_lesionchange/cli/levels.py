@@ -135,6 +135,16 @@ def _crash_inputs(path: Path) -> list[Path]:
     return files
 
 
+def explain_disk_full(message: str, work_dir: Path, output_dir: Path) -> str:
+    """A step that failed because a disk filled: its message with where the space is short and the fix
+    (:func:`bids_lesionchange.cli.diskspace.disk_full_sentence`); any other message as it is."""
+    from bids_lesionchange.cli import diskspace
+
+    if not diskspace.DISK_FULL_MESSAGE.search(message):
+        return message
+    return f"{message} ({diskspace.disk_full_sentence(work_dir, output_dir)})"
+
+
 def explain_damaged_file(crash: Path, message: str, work_dir: Path) -> str:
     """Rewrite a crash message about a damaged image as one sentence naming the file and the fix.
 
@@ -254,6 +264,7 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
         for node, request in cluster.request_node_resources(workflow, plugin).items():
             LOGGER.debug("%s asks the scheduler for %s", node, request)
     LOGGER.info("running %d pair(s) with the %s plugin (work dir %s)", len(pairs), plugin, settings.work_dir)
+    _warn_if_work_dir_short(workflow, settings.work_dir, pairs)
     t0 = time.time()
     interrupted = None
     from bids_lesionchange.cli.interrupt import raise_if_stopped, stop_requested
@@ -295,7 +306,8 @@ def run_graph(workflow, settings, pairs: list[SessionPair], run_uuid: str) -> li
         outcome = outcomes[owner]
         if outcome.status == "ok":
             outcome.status, outcome.step = "failed", parts[-1]
-            outcome.message = explain_damaged_file(crash, message, settings.work_dir)
+            outcome.message = explain_disk_full(explain_damaged_file(crash, message, settings.work_dir),
+                                                settings.work_dir, settings.output_dir)
             outcome.crash_file = str(crash)
             log = cluster.find_job_log(batch_dir, node) if batch_dir is not None else None
             if log is not None:
@@ -457,6 +469,23 @@ def _run_pairs(settings, graph_settings, pairs: list[SessionPair], skipped: list
     outcomes.sort(key=lambda o: order.index(o.pair.name))
     finish_pair_outputs(settings.output_dir, outcomes, written if replace_sets else None)
     return outcomes
+
+
+def _warn_if_work_dir_short(workflow, work_dir: Path, pairs) -> None:
+    """Warn when the work directory's disk looks too small for the pairs not yet started in it
+    (:func:`bids_lesionchange.cli.diskspace.space_warning`); a resumed run counts only new pairs."""
+    from bids_lesionchange.cli import diskspace
+    from bids_lesionchange.workflows.base import pair_workflow_name
+
+    root = Path(work_dir) / workflow.name
+    pending = [p.followup_flair for p in pairs if not (root / pair_workflow_name(p)).exists()]
+    try:
+        message = diskspace.space_warning(Path(work_dir), pending)
+    except OSError as err:  # the estimate is advice: never a reason to stop
+        LOGGER.debug("could not estimate the work directory's disk space: %s", err)
+        return
+    if message:
+        LOGGER.warning("%s", message)
 
 
 def sink_paths(workflow, wf_name: str) -> set[Path]:

@@ -116,6 +116,20 @@ def _run(settings, run_uuid: str, log_dir: Path, log_file: Path) -> int:
                      "with the same work directory (-w %s)", interrupt.signal_name(err), so_far,
                      settings.work_dir)
         return getattr(err, "exit_code", interrupt.EXIT_SIGINT)
+    except OSError as err:  # a full disk: say which, what is kept and how to resume (no traceback)
+        from bids_lesionchange.cli.diskspace import disk_full_message, is_disk_full
+
+        if not is_disk_full(err):
+            raise
+        interrupt.stop_child_processes()
+        message = disk_full_message(err, settings.work_dir, settings.output_dir)
+        raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
+        try:  # a log file that cannot take the line is no reason for a second traceback
+            LOGGER.error("%s", message)
+        finally:
+            logging.raiseExceptions = raise_exceptions
+        print(f"bids_lesionchange: error: {message}", file=sys.stderr)
+        return 1
     finally:
         interrupt.restore_signal_handlers(previous)
 
