@@ -86,3 +86,18 @@ def tiny_bids(tmp_path: Path) -> Path:
         },
         participants={"01": "NoChange", "02": "Change", "03": "NoChange", "04": "Change", "05": "Change"},
     )
+
+
+@pytest.fixture
+def restore_root_logging():
+    """main() adds its handlers to the root logger (stderr of the test, a log file): remove them after."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)

@@ -14,17 +14,7 @@ import pytest
 from bids_lesionchange.cli import diskspace
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """main() adds its handlers to the root logger (stderr of this test, a log file): remove them after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 
 def _flair(path: Path, shape=(100, 100, 50), zooms=(1.0, 1.0, 3.0)) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -19,17 +18,7 @@ LESION_COLUMNS = ("label", "type", "voxels", "volume_mm3", "centroid_x", "centro
                   "prob_max", "prob_mean", "baseline_mean", "followup_mean")
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """main() adds its handlers to the root logger (stderr of this test, a log file): remove them after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 
 def write_pair(out: Path, sub: str, baseline: str, followup: str, lesions, *, out_of_domain=False,
