@@ -80,7 +80,7 @@ def test_disk_full_is_recognised_through_a_chain_of_errors():
 
 
 def test_a_full_disk_during_training_ends_with_one_sentence_and_exit_1(tiny_bids, tmp_path, capsys, monkeypatch):
-    from bids_lesionchange.cli import levels
+    from bids_lesionchange.cli import interrupt, levels
     from bids_lesionchange.cli.run import main
 
     crash = tmp_path / "work" / "crash-1.txt"
@@ -89,11 +89,13 @@ def test_a_full_disk_during_training_ends_with_one_sentence_and_exit_1(tiny_bids
         raise OSError(errno.ENOSPC, "No space left on device", str(crash))
 
     monkeypatch.setattr(levels, "run_training", fills_the_disk)
+    stopped = []  # the run's own worker processes are ended (not the test runner's)
+    monkeypatch.setattr(interrupt, "stop_child_processes", lambda: stopped.append(True))
     out = tmp_path / "out"
     code = main([str(tiny_bids), str(out), "group", "--mode", "train", "--skip-bids-validation",
                  "-w", str(tmp_path / "work")])
     err = capsys.readouterr().err
-    assert code == 1 and "Traceback" not in err
+    assert code == 1 and "Traceback" not in err and stopped == [True]
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"bids_lesionchange: error: the disk is full while writing {crash} (work directory "
                            f"{tmp_path / 'work'}: ")
