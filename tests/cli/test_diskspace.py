@@ -125,3 +125,15 @@ def test_a_pair_that_failed_on_a_full_disk_is_told_where_and_how_to_resume(tmp_p
         assert explained.startswith(f"{message} (work directory {work}: ")
         assert f"output directory {out}: " in explained and "-w" in explained and "resumes" in explained
     assert explain_disk_full("ValueError: bad shape", work, out) == "ValueError: bad shape"
+
+
+def test_a_tilted_follow_up_needs_the_axis_aligned_box_around_its_field_of_view(tmp_path):
+    import nibabel as nib
+
+    angle = np.deg2rad(45.0)
+    affine = np.eye(4)
+    affine[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    path = tmp_path / "tilted.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((100, 100, 50), np.int16), affine), str(path))
+    side = 100 * np.sqrt(2.0)  # a 100 mm square turned by 45 degrees spans 141 mm along x and y
+    assert diskspace.pair_work_bytes(path) == pytest.approx(side * side * 50 * 4 * diskspace.COPIES_PER_PAIR, rel=1e-6)
