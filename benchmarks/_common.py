@@ -326,6 +326,7 @@ def pair_files(out: Path, sub: str, bids: Path | None = None) -> dict[str, Path]
         "lesions": out / outputs.lesions,
         "metrics": out / outputs.metrics,
         "preproc_qc": out / outputs.preproc_qc,
+        "change_qc": out / outputs.change_qc,
     }
     if bids is not None:
         files["reference"] = (bids / "derivatives" / "truth" / f"sub-{sub}" / "ses-02" / "anat"

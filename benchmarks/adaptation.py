@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (DEFAULT_MODEL, command_line, fmt, machine, markdown_table,  # noqa: E402
-                     setup_logging, write_results)
+                     pair_files, setup_logging, write_results)
 import real_flair  # noqa: E402
 
 LOGGER = logging.getLogger("benchmarks.adaptation")
@@ -64,8 +64,7 @@ def main() -> None:
                 continue
             ref = (bids / "derivatives" / "reference" / f"sub-{sub}" / "ses-02" / "anat"
                    / f"sub-{sub}_ses-02_desc-change_mask.nii.gz")
-            qc = json.loads((out / f"sub-{sub}" / "ses-02" / "anat"
-                             / f"sub-{sub}_ses-02_space-ses02_desc-change_qc.json").read_text())
+            qc = json.loads(pair_files(out, sub)["change_qc"].read_text())
             scores[sub] = {**info, "adapt_seconds": (qc.get("adaptation") or {}).get("seconds", 0.0),
                            "scores": real_flair.score_pair(out, sub, methods, ref if ref.is_file() else None,
                                                            root / "scores" / f"{model.name}-adapt{steps}")}

@@ -467,12 +467,11 @@ def app_flags(out: Path, sub: str) -> list[str]:
     pair with false changes was one the app had warned about. A check absent from a QC file (an older
     app) raises no flag; a QC file that is missing is itself reported."""
     from _common import pair_files
-    from bids_lesionchange.derivatives import pair_outputs
 
-    files = {"preproc_qc": pair_files(out, sub)["preproc_qc"],
-             "change_qc": out / pair_outputs(sub=sub, baseline="01", followup="02").change_qc}
+    files = pair_files(out, sub)
     loaded, flags = {}, []
-    for name, path in files.items():
+    for name in ("preproc_qc", "change_qc"):
+        path = files[name]
         try:
             loaded[name] = json.loads(path.read_text())
         except (OSError, ValueError):

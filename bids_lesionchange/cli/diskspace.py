@@ -46,25 +46,24 @@ def gigabytes(n: float) -> str:
 
 def pair_work_bytes(followup_flair: Path) -> int:
     """About how many bytes one pair leaves in the work directory, from its follow-up's header: the
-    world-space bounding box of its field of view (the common grid is axis-aligned at 1 mm, so a
-    tilted 2D acquisition needs a larger grid than its own voxels suggest) x :data:`COPIES_PER_PAIR`
-    float32 volumes; 0 when the header cannot be read (the pair's file check reports that)."""
-    import itertools
-
+    1 mm common grid the app puts it on (:func:`bids_lesionchange.image.grid.common_grid`, axis-aligned,
+    so a tilted 2D acquisition needs a larger grid than its own voxels suggest) x
+    :data:`COPIES_PER_PAIR` float32 volumes; 0 when the header cannot be read (the pair's file check
+    reports that)."""
     import nibabel as nib
     import numpy as np
 
+    from bids_lesionchange.image.grid import common_grid
+
     try:
         img = nib.load(str(followup_flair))
-        shape = np.asarray(img.shape[:3], dtype=float)
-        affine = np.asarray(img.affine, dtype=float)
+        shape, affine = img.shape, np.asarray(img.affine, dtype=float)
     except Exception:  # noqa: BLE001 - any unreadable header counts as nothing here
         return 0
-    if shape.size != 3 or not np.all(np.isfinite(affine)):
+    if len(shape) < 3 or not np.all(np.isfinite(affine)):
         return 0
-    corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in shape])))
-    world = nib.affines.apply_affine(affine, corners)
-    return int(np.prod(world.max(axis=0) - world.min(axis=0)) * 4 * COPIES_PER_PAIR)
+    grid_shape, _ = common_grid(shape, affine, 1.0)
+    return int(np.prod(grid_shape)) * 4 * COPIES_PER_PAIR
 
 
 def space_warning(work_dir: Path, pending_followups: list[Path], *, free: int | None = None) -> str | None:
