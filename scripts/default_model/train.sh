@@ -7,7 +7,7 @@
 #   bash scripts/default_model/train.sh [WORK_ROOT]      # needs ../shared/data; 1 h 33 min on 2 cores (AMD Zen 4)
 #
 # Disk: WORK_ROOT/work keeps every pair's intermediates uncompressed, 0.3-1 GB per pair (31 pairs here);
-# with --self-pairs 6 (45 pairs) it had written 20 GB when its disk filled (stop 43). Put WORK_ROOT on a
+# with --self-pairs 6 (46 pairs) it had written 20 GB when its disk filled (stop 43). Put WORK_ROOT on a
 # disk with 25 GB or more free; the app warns at the start when it looks short.
 #
 # Training material (all NoChange):
