@@ -3,9 +3,9 @@
 Each pair's work directory keeps its intermediates uncompressed (the 1 mm common grid, registered,
 bias-corrected, resolution-matched and normalised images of both sessions; uncompressed for speed,
 ``docs/benchmarks.md``), about :data:`COPIES_PER_PAIR` float32 volumes of the follow-up's field of
-view at 1 mm. A group training run over 46 pairs (4 synthetic, 42 self-pairs) had written 20 GB when its disk filled (stop 43); a disk that fills
-halfway stops the run, so the app says beforehand when the free space looks short, and afterwards
-names the disk, what is kept and how to resume.
+view at 1 mm. A group training run over 46 pairs (4 synthetic, 42 self-pairs) had written 20 GB when
+its disk filled (stop 43); a disk that fills halfway stops the run, so the app says beforehand when
+the free space looks short, and afterwards names the disk, what is kept and how to resume.
 """
 
 from __future__ import annotations
