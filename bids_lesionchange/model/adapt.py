@@ -35,7 +35,7 @@ from bids_lesionchange.model._backend import software_versions
 from bids_lesionchange.model.io import (DETECTOR_WEIGHTS, MODEL_SPEC, VAE_WEIGHTS, hyperparams_from_dict, load_vae,
                                         read_model_spec, write_model_spec)
 from bids_lesionchange.model.training import DetectorTrainer
-from bids_lesionchange.synth.crops import PairVolumes, pad_to_at_least, synthetic_change_sample
+from bids_lesionchange.synth.crops import PairVolumes, brain_box, pad_to_at_least, synthetic_change_sample
 
 LOGGER = logging.getLogger(__name__)
 STEP = "adapt"
@@ -58,7 +58,8 @@ def interpolate_weights(base: Sequence[np.ndarray], tuned: Sequence[np.ndarray],
 
 def session_self_pairs(sessions: Sequence[tuple[str, np.ndarray, np.ndarray]],
                        min_shape: tuple[int, ...]) -> list[PairVolumes]:
-    """One self-pair per (name, image, brain mask): the session against itself, padded to ``min_shape``.
+    """One self-pair per (name, image, brain mask): the session against itself, cut to the brain
+    (:func:`~bids_lesionchange.synth.crops.brain_box`: the same crops) and padded to ``min_shape``.
 
     The nuisance that makes the two members differ is drawn per sample by
     :func:`synthetic_change_sample` (``acquisition_augmentation``).
@@ -68,7 +69,9 @@ def session_self_pairs(sessions: Sequence[tuple[str, np.ndarray, np.ndarray]],
         mask = np.asarray(mask) > 0.5
         if mask.sum() < 64:
             raise ValueError(f"session {name}: the brain mask is (nearly) empty")
-        image = np.clip(np.asarray(image, dtype=np.float32), 0.0, None) * mask
+        box = brain_box(mask, min_shape)  # the same crops, without the empty field of view
+        mask = mask[box]
+        image = np.clip(np.asarray(image, dtype=np.float32)[box], 0.0, None) * mask
         image = pad_to_at_least(image, min_shape)
         pairs.append(PairVolumes(name=str(name), baseline=image, followup=image,
                                  brain_mask=pad_to_at_least(mask, min_shape)))

@@ -38,7 +38,8 @@ from bids_lesionchange.model.losses import detector_loss, focal_tversky_loss
 from bids_lesionchange.model.vae import VAE, vae_input_multiple
 from bids_lesionchange.model.validation import dice, lesion_counts, summarise
 from bids_lesionchange.params import HyperParams
-from bids_lesionchange.synth.crops import PairVolumes, pad_to_at_least, random_crop_corner, synthetic_change_sample
+from bids_lesionchange.synth.crops import (PairVolumes, brain_box, pad_to_at_least, random_crop_corner,
+                                           synthetic_change_sample)
 from bids_lesionchange.synth.supermix import save_supermix_examples
 
 LOGGER = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ LOG_COLUMNS = ("stage", "iteration", "step", "loss", "l1", "kl", "final_loss", "
 
 # ----------------------------------------------------------------------------------------- data
 def load_pairs(pairs: Sequence[tuple], min_shape: tuple[int, int, int]) -> list[PairVolumes]:
-    """Read preprocessed (baseline, follow-up, mask, name) NIfTI pairs, padded to at least ``min_shape``."""
+    """Read preprocessed (baseline, follow-up, mask, name) NIfTI pairs, cut to the brain with half of
+    ``min_shape`` of margin (:func:`~bids_lesionchange.synth.crops.brain_box`: the same crops) and
+    padded to at least ``min_shape``."""
     import nibabel as nib
 
     volumes = []
@@ -68,6 +71,8 @@ def load_pairs(pairs: Sequence[tuple], min_shape: tuple[int, int, int]) -> list[
         mask = mask > 0.5
         if mask.sum() < 64:
             raise InputError(mask_path, STEP, f"pair {name}: the brain mask is (nearly) empty; check skull stripping")
+        box = brain_box(mask, min_shape)  # the same crops, without the empty field of view
+        baseline, followup, mask = baseline[box], followup[box], mask[box]
         volumes.append(PairVolumes(
             name=str(name),
             baseline=pad_to_at_least(np.clip(baseline, 0, 1) * mask, min_shape),

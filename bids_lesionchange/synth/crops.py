@@ -35,6 +35,26 @@ def pad_to_at_least(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.pad(volume, pad) if any(p[1] for p in pad) else volume
 
 
+def brain_box(brain_mask: np.ndarray, crop_shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The brain's bounding box widened by half a crop on each side (within the volume).
+
+    Cut to it, a pair gives exactly the crops it gives whole: :func:`random_crop_corner` centres a
+    crop on a brain voxel and clips it to the volume, and half a crop of margin leaves every such
+    crop, clipped or not, over the same voxels (the brain voxels keep their order, so a generator
+    draws the same ones). What it saves is the rest of the field of view, which every crop drew
+    through: on the 1 mm common grid of a tilted thick-slice rescan (270 x 335 x 356 voxels for a
+    brain of 1.5 million) the whole-volume search for brain voxels took 0.48 s of a 1.05 s sample.
+    """
+    mask = np.asarray(brain_mask, dtype=bool)
+    if not mask.any():
+        return tuple(slice(0, n) for n in mask.shape)
+    box = []
+    for axis, (n, side) in enumerate(zip(mask.shape, crop_shape)):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(present[0]) - side // 2, 0), min(int(present[-1]) + 1 + side // 2, n)))
+    return tuple(box)
+
+
 def random_crop_corner(brain_mask: np.ndarray, crop_shape: tuple[int, int, int], rng: np.random.Generator,
                        min_brain_fraction: float = 0.25, attempts: int = 20) -> tuple[int, int, int]:
     """Return the corner of a random crop centred on a brain voxel, holding enough brain if possible.

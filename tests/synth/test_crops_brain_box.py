@@ -1,0 +1,95 @@
+"""A training pair cut to its brain (``brain_box``) gives exactly the crops and samples it gives whole."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_lesionchange.params import SuperMixParams
+from bids_lesionchange.synth.crops import PairVolumes, brain_box, random_crop_corner, synthetic_change_sample
+
+
+def _pair(shape, centre, radius, seed=0):
+    """A ball-shaped brain at ``centre`` in a larger field of view, textured, with two bright lesions."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")).astype(np.float32)
+    scale = np.asarray(radius, dtype=np.float32)[:, None, None, None]
+    mask = (((grid - np.asarray(centre, dtype=np.float32)[:, None, None, None]) / scale) ** 2).sum(0) < 1
+    texture = np.clip(0.45 + 0.6 * gaussian_filter(rng.standard_normal(shape), 1.5), 0, 1)
+    for _ in range(2):
+        c = np.argwhere(mask)[rng.integers(mask.sum())]
+        texture[tuple(slice(max(v - 2, 0), v + 2) for v in c)] = 0.9
+    base = (texture * mask).astype(np.float32)
+    follow = np.clip(base + 0.02 * rng.standard_normal(shape) * mask, 0, 1).astype(np.float32)
+    return base, follow, mask
+
+
+# brains in the middle of a large field of view, against one face, and in a corner
+CASES = [((70, 60, 50), (35, 30, 25), (14, 12, 10)),
+         ((70, 60, 50), (8, 30, 25), (9, 12, 10)),
+         ((70, 60, 50), (61, 52, 44), (10, 9, 7))]
+
+
+@pytest.mark.parametrize("shape, centre, radius", CASES)
+@pytest.mark.parametrize("crop_shape", [(16, 16, 8), (16, 16, 4), (15, 9, 7)])
+def test_random_crops_are_the_same_voxels_after_the_cut(shape, centre, radius, crop_shape):
+    base, _, mask = _pair(shape, centre, radius)
+    box = brain_box(mask, crop_shape)
+    assert np.prod([s.stop - s.start for s in box]) < mask.size  # something was cut
+    assert mask[box].sum() == mask.sum()
+    offset = np.array([s.start for s in box])
+    whole_rng, cut_rng = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(40):
+        whole = np.array(random_crop_corner(mask, crop_shape, whole_rng, min_brain_fraction=0.6))
+        cut = np.array(random_crop_corner(mask[box], crop_shape, cut_rng, min_brain_fraction=0.6))
+        np.testing.assert_array_equal(cut + offset, whole)
+        window = tuple(slice(c, c + k) for c, k in zip(whole, crop_shape))
+        cut_window = tuple(slice(c, c + k) for c, k in zip(cut, crop_shape))
+        np.testing.assert_array_equal(base[box][cut_window], base[window])
+
+
+@pytest.mark.parametrize("shape, centre, radius", CASES)
+def test_synthetic_change_samples_are_identical_after_the_cut(shape, centre, radius):
+    base, follow, mask = _pair(shape, centre, radius, seed=1)
+    crop_shape = (16, 16, 8)
+    box = brain_box(mask, crop_shape)
+    whole = PairVolumes("whole", base, follow, mask)
+    cut = PairVolumes("cut", base[box], follow[box], mask[box])
+    params = SuperMixParams(tau=0.7, lesion_fraction=0.5, lesion_enlarging_fraction=0.3, lesion_radius_max=4.0)
+
+    def reconstruct(volume, rng):
+        return np.clip(volume + rng.normal(0, 0.05, volume.shape), 0, 1).astype(np.float32)
+
+    whole_rng, cut_rng = np.random.default_rng(7), np.random.default_rng(7)
+    for i in range(6):
+        kwargs = dict(swap_sessions=bool(i % 2), min_brain_fraction=0.25, intensity_augmentation=0.1,
+                      acquisition_augmentation=0.03)
+        a = synthetic_change_sample(whole, crop_shape, reconstruct, whole_rng, params, **kwargs)
+        b = synthetic_change_sample(cut, crop_shape, reconstruct, cut_rng, params, **kwargs)
+        assert tuple(np.asarray(b["corner"]) + [s.start for s in box]) == tuple(a["corner"])
+        for key in ("mixed", "reference", "original", "recon", "label", "brain"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_an_empty_mask_keeps_the_whole_volume():
+    assert brain_box(np.zeros((5, 6, 7), bool), (4, 4, 4)) == (slice(0, 5), slice(0, 6), slice(0, 7))
+
+
+def test_training_and_adaptation_pairs_are_cut_to_the_brain(tmp_path):
+    from bids_lesionchange.model.adapt import session_self_pairs
+    from bids_lesionchange.model.training import load_pairs
+
+    base, follow, mask = _pair((70, 60, 50), (35, 30, 25), (14, 12, 10))
+    paths = []
+    for name, array in (("b", base), ("f", follow), ("m", mask.astype(np.uint8))):
+        paths.append(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(array, np.eye(4)), str(paths[-1]))
+    (pair,) = load_pairs([(*paths, "p")], (16, 16, 8))
+    box = brain_box(mask, (16, 16, 8))
+    # the brain spans 27 x 23 x 19 voxels; half a crop (8, 8, 4) is kept on each side
+    assert pair.baseline.shape == tuple(s.stop - s.start for s in box) == (43, 39, 27)
+    np.testing.assert_array_equal(pair.followup, follow[box])
+    assert pair.brain_voxels == mask.sum()
+    (self_pair,) = session_self_pairs([("s", base, mask)], (16, 16, 8))
+    np.testing.assert_array_equal(self_pair.baseline, base[box])
