@@ -118,3 +118,62 @@ def test_the_compiled_training_step_is_traced_once(micro_hyperparams):
         trainer.train_step(rng.uniform(size=shape).astype(np.float32), rng.uniform(size=shape).astype(np.float32),
                            (rng.uniform(size=shape) > 0.9).astype(np.float32))
     assert trainer._step.experimental_get_tracing_count() == 1
+
+
+def test_prefetched_yields_what_sequential_calls_make_in_order():
+    import numpy as np
+
+    from bids_lesionchange.model.training import prefetched
+
+    def maker(seed):
+        rng = np.random.default_rng(seed)
+        return lambda: rng.standard_normal(3)
+
+    expected = [item for item in prefetched(maker(4), 7, enabled=False)]
+    got = list(prefetched(maker(4), 7))
+    assert len(got) == 7 and all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert list(prefetched(maker(4), 0)) == []
+
+
+def test_prefetched_raises_the_error_of_make_where_its_item_was_due():
+    import pytest
+
+    from bids_lesionchange.model.training import prefetched
+
+    calls = []
+
+    def make():
+        calls.append(len(calls))
+        if len(calls) == 3:
+            raise ValueError("third batch")
+        return len(calls)
+
+    stream = prefetched(make, 5)
+    assert next(stream) == 1 and next(stream) == 2
+    with pytest.raises(ValueError, match="third batch"):
+        next(stream)
+    assert calls == [0, 1, 2]  # nothing made after the failure
+
+
+def test_prefetch_trains_on_the_same_batches_in_the_same_order(nifti_pairs, micro_hyperparams, tmp_path, monkeypatch):
+    import shutil
+
+    from bids_lesionchange.model import training
+
+    seen = {}
+    for prefetch in (False, True):
+        batches = seen.setdefault(prefetch, [])
+
+        def record(self, mixed, reference, label, batches=batches):
+            batches.append((mixed.copy(), reference.copy(), label.copy()))
+            return {"loss": 0.0, "final_loss": 0.0}
+
+        monkeypatch.setattr(training.DetectorTrainer, "train_step", record)
+        # one work directory: the second run reuses the first one's VAE, trains the detector anew
+        shutil.rmtree(tmp_path / "work" / "detector", ignore_errors=True)
+        train_change_detector(nifti_pairs, tmp_path / f"model-{prefetch}", micro_hyperparams,
+                              work_dir=tmp_path / "work", progress=False, seed=3, prefetch=prefetch)
+    assert len(seen[True]) == len(seen[False]) >= 2
+    for one, other in zip(seen[False], seen[True]):
+        for a, b in zip(one, other):
+            np.testing.assert_array_equal(a, b)
