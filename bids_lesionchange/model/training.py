@@ -152,29 +152,6 @@ def _fmt(value) -> str:
 
 
 # ---------------------------------------------------------------------------------- VAE stage
-def prefetched(make, count: int, enabled: bool = True):
-    """Yield ``make()`` ``count`` times, making the next item in a background thread while the caller
-    uses this one (with ``enabled``); the calls run one after another in the order they are yielded,
-    so a ``make`` that draws from a generator draws exactly what it draws without the thread.
-
-    Detector training spends about a third of each step making its SuperMix samples on one core
-    (SLIC, the VAE), while the step itself leaves part of the second core idle: the two overlap.
-    An error in ``make`` is raised where its item would have been yielded.
-    """
-    if not enabled:
-        for _ in range(count):
-            yield make()
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-        future = pool.submit(make) if count > 0 else None
-        for i in range(count):
-            item = future.result()
-            future = pool.submit(make) if i + 1 < count else None
-            yield item
-
-
 def train_vae(volumes: list[PairVolumes], hyperparams: HyperParams, work_dir: Path, *, resume: bool,
               progress: bool, seed: int, log: _Log, writer) -> VAE:
     """Train (or resume) the VAE on random brain crops of both sessions of the training pairs."""
@@ -224,6 +201,29 @@ def train_vae(volumes: list[PairVolumes], hyperparams: HyperParams, work_dir: Pa
 
 
 # ----------------------------------------------------------------------------- detector stage
+def prefetched(make, count: int, enabled: bool = True):
+    """Yield ``make()`` ``count`` times, making the next item in a background thread while the caller
+    uses this one (with ``enabled``); the calls run one after another in the order they are yielded,
+    so a ``make`` that draws from a generator draws exactly what it draws without the thread.
+
+    Detector training spends about a third of each step making its SuperMix samples on one core
+    (SLIC, the VAE), while the step itself leaves part of the second core idle: the two overlap.
+    An error in ``make`` is raised where its item would have been yielded.
+    """
+    if not enabled:
+        for _ in range(count):
+            yield make()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        future = pool.submit(make) if count > 0 else None
+        for i in range(count):
+            item = future.result()
+            future = pool.submit(make) if i + 1 < count else None
+            yield item
+
+
 class DetectorTrainer:
     """The detector, its optimiser and a compiled training step."""
 
