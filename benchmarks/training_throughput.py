@@ -9,7 +9,8 @@ ROOT``) after its preprocessing and VAE: its preprocessed pairs (``training_prep
 
 1. SuperMix samples (``synthetic_change_sample``, the v8 recipe's settings, 4 samples with one seed per
    pair) on every pair, on the whole 1 mm common grid and cut to the brain with half a crop of margin
-   (``synth.crops.brain_box``, what ``load_pairs`` now does): seconds per sample and voxels held.
+   (``synth.crops.brain_box``), both loaded by training's own ``load_pairs``: seconds per sample and
+   voxels held.
 2. ``train_change_detector`` with ``prefetch=False`` and ``True`` (the next batch made while one
    trains), alternating, ``--iterations`` iterations of the v8 recipe (10 steps and a validation each)
    on ``--pairs`` of the pairs, with the run's VAE: the detector iterations' seconds from
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, command_line, machine, write_results  # noqa: E402
 
 
-def pair_files(work: Path) -> list[tuple[str, str, str, str]]:
+def preprocessed_pairs(work: Path) -> list[tuple[str, str, str, str]]:
     """(baseline, follow-up, brain mask, name) of every preprocessed pair of a training work directory."""
     pairs = []
     for pair_dir in sorted((work / "training_preproc_wf").glob("*_wf")):
@@ -50,25 +51,22 @@ def pair_files(work: Path) -> list[tuple[str, str, str, str]]:
 
 
 def sampling(pairs, hyperparams) -> list[dict]:
-    """Seconds per SuperMix sample of each pair, whole and cut to the brain (the same samples)."""
-    import nibabel as nib
-
-    from bids_lesionchange.synth.crops import PairVolumes, brain_box, pad_to_at_least, synthetic_change_sample
+    """Seconds per SuperMix sample of each pair as training loads it, on its whole grid and cut to the
+    brain (``load_pairs(cut_to_brain=...)``; the same samples)."""
+    from bids_lesionchange.model.training import load_pairs, min_pair_shape
+    from bids_lesionchange.synth.crops import synthetic_change_sample
 
     training = hyperparams.training
-    min_shape = tuple(max(a, b) for a, b in zip(training.crop_shape, hyperparams.vae.crop_shape))
     rows = []
-    for baseline, followup, mask_file, name in pairs:
-        mask = np.asarray(nib.load(mask_file).dataobj) > 0.5
-        images = [np.asarray(nib.load(f).dataobj, dtype=np.float32) * mask for f in (baseline, followup)]
-        box = brain_box(mask, min_shape)
-        row = {"pair": name, "grid": list(mask.shape), "cut": [s.stop - s.start for s in box]}
-        for label, cut in (("whole", (slice(None),) * 3), ("cut", box)):
-            pair = PairVolumes(name, *(pad_to_at_least(a[cut], min_shape) for a in (*images, mask)))
+    for pair in pairs:
+        row = {"pair": pair[3]}
+        for label, cut in (("whole", False), ("cut", True)):
+            (volumes,) = load_pairs([pair], min_pair_shape(hyperparams), cut_to_brain=cut)
+            row["grid" if label == "whole" else "cut"] = list(volumes.brain_mask.shape)
             rng = np.random.default_rng(5)
             began = time.perf_counter()
             for _ in range(4):
-                synthetic_change_sample(pair, training.crop_shape, lambda v, r: v * 0.98, rng, hyperparams.supermix,
+                synthetic_change_sample(volumes, training.crop_shape, lambda v, r: v * 0.98, rng, hyperparams.supermix,
                                         min_brain_fraction=training.min_brain_fraction,
                                         intensity_augmentation=training.intensity_augmentation,
                                         acquisition_augmentation=training.acquisition_augmentation)
@@ -107,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     from bids_lesionchange.params import hyperparams_from_mapping
 
-    pairs = pair_files(args.work_dir)
+    pairs = preprocessed_pairs(args.work_dir)
     vae_dir = args.work_dir / "training" / "vae"
     if not pairs or not (vae_dir / "state.json").is_file():
         sys.exit(f"{args.work_dir}: no preprocessed training pairs or no trained VAE (training/vae); run "

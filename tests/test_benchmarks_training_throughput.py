@@ -23,7 +23,7 @@ def test_only_pairs_whose_preprocessing_finished_are_measured(tmp_path):
     _pair(tmp_path, "sub_01_ses_01to02_wf")
     _pair(tmp_path, "sub_02_ses_01to02_wf", files=("normalise_baseline/baseline_preproc.nii",))  # unfinished
     _pair(tmp_path, "sub_03_ses_selfpair01atoselfpair01b_wf")
-    pairs = bench.pair_files(tmp_path)
+    pairs = bench.preprocessed_pairs(tmp_path)
     assert [p[3] for p in pairs] == ["sub_01_ses_01to02_wf", "sub_03_ses_selfpair01atoselfpair01b_wf"]
     assert pairs[0][2].endswith("rigid_reg/brain_mask.nii.gz")
 

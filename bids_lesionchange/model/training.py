@@ -49,10 +49,18 @@ LOG_COLUMNS = ("stage", "iteration", "step", "loss", "l1", "kl", "final_loss", "
 
 
 # ----------------------------------------------------------------------------------------- data
-def load_pairs(pairs: Sequence[tuple], min_shape: tuple[int, int, int]) -> list[PairVolumes]:
+def min_pair_shape(hyperparams: HyperParams) -> tuple[int, int, int]:
+    """The least shape of a training pair: the larger of the detector's and the VAE's crop per axis
+    (pairs are padded to it, and cut to the brain with half of it as margin)."""
+    return tuple(max(a, b) for a, b in zip(hyperparams.training.crop_shape, hyperparams.vae.crop_shape))
+
+
+def load_pairs(pairs: Sequence[tuple], min_shape: tuple[int, int, int], *,
+               cut_to_brain: bool = True) -> list[PairVolumes]:
     """Read preprocessed (baseline, follow-up, mask, name) NIfTI pairs, cut to the brain with half of
-    ``min_shape`` of margin (:func:`~bids_lesionchange.synth.crops.brain_box`: the same crops) and
-    padded to at least ``min_shape``."""
+    ``min_shape`` of margin (:func:`~bids_lesionchange.synth.crops.brain_box`: the same crops; with
+    ``cut_to_brain``, the default; False keeps the whole grid, e.g. to measure the gain) and padded to
+    at least ``min_shape``."""
     import nibabel as nib
 
     volumes = []
@@ -71,8 +79,9 @@ def load_pairs(pairs: Sequence[tuple], min_shape: tuple[int, int, int]) -> list[
         mask = mask > 0.5
         if mask.sum() < 64:
             raise InputError(mask_path, STEP, f"pair {name}: the brain mask is (nearly) empty; check skull stripping")
-        box = brain_box(mask, min_shape)  # the same crops, without the empty field of view
-        baseline, followup, mask = baseline[box], followup[box], mask[box]
+        if cut_to_brain:  # the same crops, without the empty field of view
+            box = brain_box(mask, min_shape)
+            baseline, followup, mask = baseline[box], followup[box], mask[box]
         volumes.append(PairVolumes(
             name=str(name),
             baseline=pad_to_at_least(np.clip(baseline, 0, 1) * mask, min_shape),
@@ -379,8 +388,7 @@ def train_change_detector(pairs: Sequence[tuple], out_dir, hyperparams: HyperPar
                 target.unlink()
     started = time.time()
     training = hyperparams.training
-    min_shape = tuple(max(a, b) for a, b in zip(training.crop_shape, hyperparams.vae.crop_shape))
-    volumes = load_pairs(pairs, min_shape)
+    volumes = load_pairs(pairs, min_pair_shape(hyperparams))
     train_idx, val_idx = split_pairs(len(volumes), training.validation_fraction, np.random.default_rng([seed, 0]))
     train_pairs = [volumes[i] for i in train_idx]
     val_pairs = [volumes[i] for i in val_idx]

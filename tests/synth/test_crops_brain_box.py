@@ -91,5 +91,7 @@ def test_training_and_adaptation_pairs_are_cut_to_the_brain(tmp_path):
     assert pair.baseline.shape == tuple(s.stop - s.start for s in box) == (43, 39, 27)
     np.testing.assert_array_equal(pair.followup, follow[box])
     assert pair.brain_voxels == mask.sum()
+    (whole,) = load_pairs([(*paths, "p")], (16, 16, 8), cut_to_brain=False)
+    assert whole.baseline.shape == mask.shape
     (self_pair,) = session_self_pairs([("s", base, mask)], (16, 16, 8))
     np.testing.assert_array_equal(self_pair.baseline, base[box])
