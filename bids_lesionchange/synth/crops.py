@@ -63,12 +63,15 @@ def random_crop_corner(brain_mask: np.ndarray, crop_shape: tuple[int, int, int],
     brain fraction is at least ``min_brain_fraction`` (else the one with the most brain).
     """
     shape = brain_mask.shape
-    brain = np.argwhere(brain_mask)
+    # The brain voxels' flat indices in C order, the order np.argwhere lists them in, so a generator
+    # draws the same centres (np.argwhere took 0.16 s per call for 2.6 million brain voxels in a
+    # 10-million-voxel box, np.flatnonzero 0.008 s; Intel Xeon, stop 45).
+    brain = np.flatnonzero(brain_mask)
     if brain.size == 0:
         raise ValueError("the brain mask is empty")
     best, best_fraction = None, -1.0
     for _ in range(attempts):
-        centre = brain[rng.integers(len(brain))]
+        centre = np.unravel_index(brain[rng.integers(len(brain))], shape)
         corner = tuple(int(np.clip(c - k // 2, 0, s - k)) for c, k, s in zip(centre, crop_shape, shape))
         window = tuple(slice(c, c + k) for c, k in zip(corner, crop_shape))
         fraction = float(brain_mask[window].mean())

@@ -95,3 +95,36 @@ def test_training_and_adaptation_pairs_are_cut_to_the_brain(tmp_path):
     assert whole.baseline.shape == mask.shape
     (self_pair,) = session_self_pairs([("s", base, mask)], (16, 16, 8))
     np.testing.assert_array_equal(self_pair.baseline, base[box])
+
+
+def _argwhere_corner(mask, crop_shape, rng, min_brain_fraction, attempts=20):
+    """random_crop_corner as it was written before stop 45 (np.argwhere), the reference for its draws."""
+    brain = np.argwhere(mask)
+    best, best_fraction = None, -1.0
+    for _ in range(attempts):
+        centre = brain[rng.integers(len(brain))]
+        corner = tuple(int(np.clip(c - k // 2, 0, s - k)) for c, k, s in zip(centre, crop_shape, mask.shape))
+        fraction = float(mask[tuple(slice(c, c + k) for c, k in zip(corner, crop_shape))].mean())
+        if fraction >= min_brain_fraction:
+            return corner
+        if fraction > best_fraction:
+            best, best_fraction = corner, fraction
+    return best
+
+
+@pytest.mark.parametrize("dtype", [bool, np.float32, np.uint8])
+@pytest.mark.parametrize("min_brain_fraction", [0.0, 0.6, 1.01])
+def test_crop_centres_are_drawn_as_argwhere_lists_them(dtype, min_brain_fraction):
+    """Brain voxels are drawn from their flat C-order indices: the same centres as np.argwhere, on
+    an anisotropic grid where another order (or a wrong unravelling) would give other crops."""
+    _, _, mask = _pair((41, 33, 27), (20, 15, 12), (13, 11, 9), seed=2)
+    mask = mask.astype(dtype)
+    crop_shape = (16, 9, 7)
+    new_rng, old_rng = np.random.default_rng(11), np.random.default_rng(11)
+    corners = set()
+    for _ in range(60):
+        corner = random_crop_corner(mask, crop_shape, new_rng, min_brain_fraction=min_brain_fraction)
+        assert corner == _argwhere_corner(mask, crop_shape, old_rng, min_brain_fraction)
+        assert all(isinstance(c, int) for c in corner)
+        corners.add(corner)
+    assert len(corners) > 10  # the draws vary, so agreeing means something
