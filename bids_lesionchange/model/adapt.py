@@ -35,7 +35,7 @@ from bids_lesionchange.model._backend import software_versions
 from bids_lesionchange.model.io import (DETECTOR_WEIGHTS, MODEL_SPEC, VAE_WEIGHTS, hyperparams_from_dict, load_vae,
                                         read_model_spec, write_model_spec)
 from bids_lesionchange.model.training import DetectorTrainer
-from bids_lesionchange.synth.crops import PairVolumes, brain_box, pad_to_at_least, synthetic_change_sample
+from bids_lesionchange.synth.crops import PairVolumes, brain_pair, synthetic_change_sample
 
 LOGGER = logging.getLogger(__name__)
 STEP = "adapt"
@@ -66,15 +66,12 @@ def session_self_pairs(sessions: Sequence[tuple[str, np.ndarray, np.ndarray]],
     """
     pairs = []
     for name, image, mask in sessions:
-        mask = np.asarray(mask) > 0.5
-        if mask.sum() < 64:
-            raise ValueError(f"session {name}: the brain mask is (nearly) empty")
-        box = brain_box(mask, min_shape)  # the same crops, without the empty field of view
-        mask = mask[box]
-        image = np.clip(np.asarray(image, dtype=np.float32)[box], 0.0, None) * mask
-        image = pad_to_at_least(image, min_shape)
-        pairs.append(PairVolumes(name=str(name), baseline=image, followup=image,
-                                 brain_mask=pad_to_at_least(mask, min_shape)))
+        try:
+            pair = brain_pair(name, image, image, mask, min_shape)
+        except ValueError as err:
+            raise ValueError(f"session {name}: {err}") from None
+        pairs.append(replace(pair, followup=pair.baseline))  # one array: the nuisance makes them differ
+    return pairs
     return pairs
 
 

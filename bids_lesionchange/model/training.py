@@ -38,7 +38,7 @@ from bids_lesionchange.model.losses import detector_loss, focal_tversky_loss
 from bids_lesionchange.model.vae import VAE, vae_input_multiple
 from bids_lesionchange.model.validation import dice, lesion_counts, summarise
 from bids_lesionchange.params import HyperParams
-from bids_lesionchange.synth.crops import (PairVolumes, brain_box, pad_to_at_least, random_crop_corner,
+from bids_lesionchange.synth.crops import (PairVolumes, brain_pair, random_crop_corner,
                                            synthetic_change_sample)
 from bids_lesionchange.synth.supermix import save_supermix_examples
 
@@ -76,18 +76,10 @@ def load_pairs(pairs: Sequence[tuple], min_shape: tuple[int, int, int], *,
             raise InputError(followup_path, STEP, f"pair {name}: baseline {baseline.shape}, follow-up "
                              f"{followup.shape} and mask {mask.shape} must share one 3D grid; re-run "
                              "preprocessing so both sessions are registered to a common space")
-        mask = mask > 0.5
-        if mask.sum() < 64:
-            raise InputError(mask_path, STEP, f"pair {name}: the brain mask is (nearly) empty; check skull stripping")
-        if cut_to_brain:  # the same crops, without the empty field of view
-            box = brain_box(mask, min_shape)
-            baseline, followup, mask = baseline[box], followup[box], mask[box]
-        volumes.append(PairVolumes(
-            name=str(name),
-            baseline=pad_to_at_least(np.clip(baseline, 0, 1) * mask, min_shape),
-            followup=pad_to_at_least(np.clip(followup, 0, 1) * mask, min_shape),
-            brain_mask=pad_to_at_least(mask, min_shape),
-        ))
+        try:
+            volumes.append(brain_pair(name, baseline, followup, mask, min_shape, cut_to_brain=cut_to_brain))
+        except ValueError:
+            raise InputError(mask_path, STEP, f"pair {name}: the brain mask is (nearly) empty; check skull stripping") from None
     return volumes
 
 

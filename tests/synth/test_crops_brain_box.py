@@ -95,6 +95,39 @@ def test_training_and_adaptation_pairs_are_cut_to_the_brain(tmp_path):
     assert whole.baseline.shape == mask.shape
     (self_pair,) = session_self_pairs([("s", base, mask)], (16, 16, 8))
     np.testing.assert_array_equal(self_pair.baseline, base[box])
+    assert self_pair.followup is self_pair.baseline  # one array; the sampled nuisance makes them differ
+
+
+def test_both_pair_readers_clip_to_the_unit_range_and_zero_outside_the_brain(tmp_path):
+    """Training and adaptation pairs are prepared by one function: [0, 1], zero outside the mask,
+    and a (nearly) empty mask is refused by both with the pair's or session's name."""
+    from bids_lesionchange.errors import InputError
+    from bids_lesionchange.model.adapt import session_self_pairs
+    from bids_lesionchange.model.training import load_pairs
+
+    base, follow, mask = _pair((40, 36, 30), (20, 18, 15), (9, 8, 7))
+    base = base * 1.6 - 0.2  # above 1 on the lesions, below 0 at the edge
+    outside = ~mask
+    base[outside] = 0.7
+    paths = []
+    for name, array in (("b", base), ("f", follow), ("m", mask.astype(np.uint8))):
+        paths.append(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4)), str(paths[-1]))
+    (loaded,) = load_pairs([(*paths, "p")], (8, 8, 8), cut_to_brain=False)
+    (adapted,) = session_self_pairs([("s", base, mask)], (8, 8, 8))
+    box = brain_box(mask, (8, 8, 8))
+    for pair, expected in ((loaded, base), (adapted, base[box])):
+        assert pair.baseline.min() >= 0 and pair.baseline.max() <= 1
+        assert pair.baseline.max() == 1  # the lesions were clipped, not rescaled
+        inside = mask if pair is loaded else mask[box]
+        assert not pair.baseline[~inside].any()
+        np.testing.assert_allclose(pair.baseline[inside], np.clip(expected[inside], 0, 1))
+    empty = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(mask.shape, np.uint8), np.eye(4)), str(empty))
+    with pytest.raises(InputError, match="pair p: the brain mask is"):
+        load_pairs([(paths[0], paths[1], empty, "p")], (8, 8, 8))
+    with pytest.raises(ValueError, match="session s: the brain mask is"):
+        session_self_pairs([("s", base, np.zeros(mask.shape))], (8, 8, 8))
 
 
 def _argwhere_corner(mask, crop_shape, rng, min_brain_fraction, attempts=20):
