@@ -72,7 +72,6 @@ def session_self_pairs(sessions: Sequence[tuple[str, np.ndarray, np.ndarray]],
             raise ValueError(f"session {name}: {err}") from None
         pairs.append(replace(pair, followup=pair.baseline))  # one array: the nuisance makes them differ
     return pairs
-    return pairs
 
 
 def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarray]], out_dir, *,
