@@ -675,6 +675,19 @@ def _shown(path: Path) -> Path:
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
+def missing_phantom_packages(phantom_seeds, new_lesion_seeds, find_spec=None) -> list[str]:
+    """The packages the requested phantoms need and this Python lacks (bidsgate, lesiontrack).
+
+    Checked before anything runs: without them the phantom sections would be left out of a results
+    file that otherwise looks complete, after half an hour of preprocessing.
+    """
+    if not (phantom_seeds or new_lesion_seeds):
+        return []
+    if find_spec is None:
+        from importlib.util import find_spec
+    return [name for name in ("bidsgate", "lesiontrack") if find_spec(name) is None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -682,7 +695,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--seed", type=int, default=777, help="seed of the NoChange self-pairs (training used 2026)")
     parser.add_argument("--pairs-per-source", type=int, default=2)
-    parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--phantom-seeds", type=int, nargs="*", default=[1, 2],
+                        help="seeds of the bidsgate phantoms of patient 26 (none: skip them)")
     parser.add_argument("--growth-factors", type=float, nargs="*", default=[2.0],
                         help="also the patient-26 phantoms with their enlarging lesions grown by these volume "
                              "factors instead of bidsgate's 1.3 (none: skip)")
@@ -700,6 +714,11 @@ def main() -> None:
     parser.add_argument("--name", default="real_flair")
     parser.add_argument("--picture", type=Path, default=REPO / "docs" / "img" / "real_pair_detections.png")
     opts = parser.parse_args()
+    missing = missing_phantom_packages(opts.phantom_seeds, opts.new_lesion_seeds)
+    if missing:
+        parser.error(f"the phantoms need {' and '.join(missing)}, which this Python lacks: "
+                     "pip install bidsgate lesiontrack (or pass --phantom-seeds and --new-lesion-seeds "
+                     "with no seeds to run without phantoms)")
     setup_logging()
     model, root, bids = benchmark_tree(parser, opts)
     opts.picture = opts.picture.resolve()

@@ -115,3 +115,23 @@ def test_app_flags_names_each_check_the_app_raised_and_nothing_else(real_flair, 
 def test_app_flags_reports_a_missing_qc_file_and_ignores_checks_an_older_app_did_not_write(real_flair, tmp_path):
     write_qc(tmp_path, "c", {"plausibility": {}}, None)
     assert real_flair.app_flags(tmp_path, "c") == ["no sub-c_ses-02_space-ses02_desc-change_qc.json"]
+
+
+def test_phantoms_asked_for_without_bidsgate_stop_the_run_before_it_starts(real_flair, monkeypatch, capsys):
+    """Without bidsgate the phantom sections would be missing from a results file that looks complete."""
+    installed = {"lesiontrack"}
+    fake = lambda name: object() if name in installed else None  # noqa: E731
+    assert real_flair.missing_phantom_packages([1], [], find_spec=fake) == ["bidsgate"]
+    assert real_flair.missing_phantom_packages([], [3], find_spec=fake) == ["bidsgate"]
+    assert real_flair.missing_phantom_packages([], [], find_spec=fake) == []  # none asked for
+    installed.add("bidsgate")
+    assert real_flair.missing_phantom_packages([1, 2], [1], find_spec=fake) == []
+
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("sys.argv", ["real_flair.py", "--phantom-seeds", "1"])
+    with pytest.raises(SystemExit) as exit_info:
+        real_flair.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "bidsgate and lesiontrack" in err and "pip install bidsgate lesiontrack" in err
