@@ -37,13 +37,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, command_line, machine, write_results  # noqa: E402
 
+from bids_lesionchange.interfaces.preproc import SCRATCH_NII  # noqa: E402
+
 
 def preprocessed_pairs(work: Path) -> list[tuple[str, str, str, str]]:
     """(baseline, follow-up, brain mask, name) of every preprocessed pair of a training work directory."""
     pairs = []
     for pair_dir in sorted((work / "training_preproc_wf").glob("*_wf")):
         wf = pair_dir / "preproc_wf"
-        files = (wf / "normalise_baseline" / "baseline_preproc.nii", wf / "normalise_followup" / "followup_preproc.nii",
+        files = (wf / "normalise_baseline" / f"baseline_preproc{SCRATCH_NII}",
+                 wf / "normalise_followup" / f"followup_preproc{SCRATCH_NII}",
                  wf / "rigid_reg" / "brain_mask.nii.gz")
         if all(f.is_file() for f in files):
             pairs.append((*map(str, files), pair_dir.name))

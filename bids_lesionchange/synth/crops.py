@@ -55,21 +55,26 @@ def brain_box(brain_mask: np.ndarray, crop_shape: tuple[int, ...]) -> tuple[slic
     return tuple(box)
 
 
-def brain_pair(name: str, baseline: np.ndarray, followup: np.ndarray, mask: np.ndarray,
+def brain_pair(name: str, baseline: np.ndarray, followup: np.ndarray | None, mask: np.ndarray,
                min_shape: tuple[int, ...], *, cut_to_brain: bool = True) -> PairVolumes:
     """A training pair as SuperMix samples it: intensities clipped to [0, 1] and zero outside the
     brain, cut to :func:`brain_box` (the same crops; ``cut_to_brain=False`` keeps the whole grid)
-    and padded to at least ``min_shape``. ``mask`` is thresholded at 0.5; a (nearly) empty one raises
-    ``ValueError``, which callers turn into a message naming their file."""
+    and padded to at least ``min_shape``. ``followup=None`` pairs the baseline with itself (one
+    array; adaptation's self-pairs, whose sampled nuisance makes the members differ). ``mask`` is
+    thresholded at 0.5; a (nearly) empty one raises ``ValueError``, which callers turn into a
+    message naming their file."""
     mask = np.asarray(mask) > 0.5
     if mask.sum() < 64:
         raise ValueError("the brain mask is (nearly) empty")
-    if cut_to_brain:
-        box = brain_box(mask, min_shape)
-        baseline, followup, mask = np.asarray(baseline)[box], np.asarray(followup)[box], mask[box]
-    volumes = [pad_to_at_least(np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0) * mask, min_shape)
-               for v in (baseline, followup)]
-    return PairVolumes(name=str(name), baseline=volumes[0], followup=volumes[1],
+    box = brain_box(mask, min_shape) if cut_to_brain else tuple(slice(None) for _ in mask.shape)
+    mask = mask[box]
+
+    def prepared(volume):
+        return pad_to_at_least(np.clip(np.asarray(volume, dtype=np.float32)[box], 0.0, 1.0) * mask, min_shape)
+
+    baseline = prepared(baseline)
+    return PairVolumes(name=str(name), baseline=baseline,
+                       followup=baseline if followup is None else prepared(followup),
                        brain_mask=pad_to_at_least(mask, min_shape))
 
 
