@@ -34,7 +34,7 @@ from bids_lesionchange.errors import InputError
 from bids_lesionchange.model._backend import software_versions
 from bids_lesionchange.model.io import (DETECTOR_WEIGHTS, MODEL_SPEC, VAE_WEIGHTS, hyperparams_from_dict, load_vae,
                                         read_model_spec, write_model_spec)
-from bids_lesionchange.model.training import DetectorTrainer
+from bids_lesionchange.model.training import DetectorTrainer, prefetched
 from bids_lesionchange.synth.crops import PairVolumes, brain_pair, synthetic_change_sample
 
 LOGGER = logging.getLogger(__name__)
@@ -92,11 +92,42 @@ def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarr
     -------
     Path of the adapted model directory.
     """
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
     if steps < 0:
         raise ValueError(f"adaptation steps must be >= 0, got {steps}")
     if not sessions:
         raise ValueError("adaptation needs at least one session")
+    spec = read_model_spec(Path(model_dir))
+    training = hyperparams_from_dict(spec["hyperparams"]).training
+    pairs = session_self_pairs(sessions, tuple(training.crop_shape))
+    return fine_tune_detector(model_dir, pairs, out_dir, steps=steps, seed=seed, progress=progress,
+                              description=description, record={"sessions": [str(n) for n, _, _ in sessions]})
+
+
+def fine_tune_detector(model_dir, pairs: Sequence[PairVolumes], out_dir, *, steps: int, seed: int = 0,
+                       progress: bool = False, description: str = "",
+                       learning_rate_factor: float | None = None,
+                       interpolation: float | None = None, focus_fraction: float = 0.0,
+                       swap_sessions: bool = False, record: dict | None = None) -> Path:
+    """Fine-tune a copy of the detector in ``model_dir`` on NoChange ``pairs`` with SuperMix; write ``out_dir``.
+
+    Each step trains on ``training.batch_size`` synthetic change samples (:func:`synthetic_change_sample`
+    with the model's own SuperMix and nuisance settings, acquisition nuisance at least
+    ``MIN_NUISANCE``) at ``learning_rate_factor`` (default ``LEARNING_RATE_FACTOR``) x the model's
+    learning rate; the weights written are ``base + interpolation x (tuned - base)`` (default
+    ``INTERPOLATION``). ``focus_fraction`` of the crops are centred on a voxel of
+    the pair's ``focus`` (e.g. :func:`hard_negatives`) where it has any; ``swap_sessions`` makes either
+    member the later one at random (two real sessions; a self-pair needs none). ``record`` is merged
+    into ``model.json``'s ``training.adaptation``.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if steps < 0:
+        raise ValueError(f"fine-tuning steps must be >= 0, got {steps}")
+    if not pairs:
+        raise ValueError("fine-tuning needs at least one pair")
+    if not 0.0 <= focus_fraction <= 1.0:
+        raise ValueError(f"focus_fraction must be in [0, 1], got {focus_fraction}")
+    learning_rate_factor = LEARNING_RATE_FACTOR if learning_rate_factor is None else learning_rate_factor
+    interpolation = INTERPOLATION if interpolation is None else interpolation
     spec = read_model_spec(model_dir)
     if not spec.get("vae_weights"):
         raise InputError(model_dir, STEP, "this model directory holds no VAE weights, which adaptation "
@@ -104,10 +135,9 @@ def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarr
     hyperparams = hyperparams_from_dict(spec["hyperparams"])
     training = hyperparams.training
     tuned = replace(hyperparams, training=replace(
-        training, learning_rate=training.learning_rate * LEARNING_RATE_FACTOR,
+        training, learning_rate=training.learning_rate * learning_rate_factor,
         acquisition_augmentation=max(training.acquisition_augmentation, MIN_NUISANCE)))
     began = time.time()
-    pairs = session_self_pairs(sessions, tuple(training.crop_shape))
     trainer = DetectorTrainer(tuned, seed=seed)
     trainer.model.load_weights(str(model_dir / spec["weights"]))
     base_weights = [np.array(w) for w in trainer.model.get_weights()]
@@ -116,19 +146,26 @@ def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarr
     losses = []
     from tqdm import tqdm
 
-    for _ in tqdm(range(steps), desc="adapt", unit="step", file=sys.stderr, disable=not progress,
-                  dynamic_ncols=True):
-        batch = [synthetic_change_sample(pairs[rng.integers(len(pairs))], tuple(training.crop_shape),
-                                         vae.reconstruct, rng, tuned.supermix,
-                                         min_brain_fraction=training.min_brain_fraction,
-                                         intensity_augmentation=training.intensity_augmentation,
-                                         acquisition_augmentation=tuned.training.acquisition_augmentation)
-                 for _ in range(training.batch_size)]
+    def make_batch():
+        return [synthetic_change_sample(pairs[rng.integers(len(pairs))], tuple(training.crop_shape),
+                                        vae.reconstruct, rng, tuned.supermix,
+                                        swap_sessions=swap_sessions and rng.uniform() < 0.5,
+                                        min_brain_fraction=training.min_brain_fraction,
+                                        intensity_augmentation=training.intensity_augmentation,
+                                        acquisition_augmentation=tuned.training.acquisition_augmentation,
+                                        focus_fraction=focus_fraction)
+                for _ in range(training.batch_size)]
+
+    bar = tqdm(total=steps, desc="adapt", unit="step", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    # the next batch is made while this one trains (the same batches, in the same order)
+    for batch in prefetched(make_batch, steps):
         losses.append(trainer.train_step(np.stack([b["mixed"] for b in batch]),
                                          np.stack([b["reference"] for b in batch]),
                                          np.stack([b["label"] for b in batch]))["loss"])
+        bar.update(1)
+    bar.close()
     if steps:
-        trainer.model.set_weights(interpolate_weights(base_weights, trainer.model.get_weights(), INTERPOLATION))
+        trainer.model.set_weights(interpolate_weights(base_weights, trainer.model.get_weights(), interpolation))
     seconds = time.time() - began
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MODEL_SPEC).unlink(missing_ok=True)  # an interrupted write must not look complete
@@ -138,20 +175,35 @@ def adapt_detector(model_dir, sessions: Sequence[tuple[str, np.ndarray, np.ndarr
     summary["adaptation"] = {
         "base_model": str(model_dir),
         "base_detector_sha256": spec["sha256"][spec["weights"]],
-        "sessions": [str(name) for name, _, _ in sessions],
+        "pairs": [p.name for p in pairs],
         "steps": int(steps),
         "seed": int(seed),
         "learning_rate": tuned.training.learning_rate,
-        "interpolation": INTERPOLATION if steps else None,
+        "interpolation": interpolation if steps else None,
         "acquisition_augmentation": tuned.training.acquisition_augmentation,
+        "focus_fraction": focus_fraction,
         "mean_loss": float(np.mean(losses)) if losses else None,
         "seconds": round(seconds, 1),
         "description": description,
+        **(record or {}),
     }
     write_model_spec(out_dir, hyperparams, software=software_versions(), training=summary)
-    LOGGER.info("adapted %s on %d session(s) in %d steps (%.0f s): %s", model_dir, len(sessions), steps,
+    LOGGER.info("fine-tuned %s on %d pair(s) in %d steps (%.0f s): %s", model_dir, len(pairs), steps,
                 seconds, out_dir)
     return out_dir
+
+
+def hard_negatives(model, spec: dict, pair: PairVolumes, threshold: float | None = None) -> np.ndarray:
+    """Flat C-order indices of the brain voxels of a NoChange ``pair`` where ``model`` (from
+    :func:`~bids_lesionchange.model.io.load_detector`) gives a change probability above ``threshold``
+    (default: the model's κ): on a pair without change every one of them is a false positive, and
+    :func:`fine_tune_detector` can centre crops on them (``PairVolumes.focus``)."""
+    from bids_lesionchange.model.inference import predict_change
+
+    if threshold is None:
+        threshold = float(spec["hyperparams"]["training"]["threshold"])
+    probability = predict_change(model, spec, pair.baseline, pair.followup, pair.brain_mask)
+    return np.flatnonzero((probability > threshold) & pair.brain_mask)
 
 
 def adapt_files(model_dir, images: Sequence[str], masks: Sequence[str], out_dir, *, steps: int = DEFAULT_STEPS,

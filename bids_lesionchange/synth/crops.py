@@ -23,6 +23,9 @@ class PairVolumes:
     baseline: np.ndarray
     followup: np.ndarray
     brain_mask: np.ndarray
+    #: flat C-order indices (into ``brain_mask``'s shape) of voxels some crops are centred on
+    #: (``synthetic_change_sample(focus_fraction=...)``): e.g. a model's false positives on this pair
+    focus: np.ndarray | None = None
 
     @property
     def brain_voxels(self) -> int:
@@ -79,17 +82,24 @@ def brain_pair(name: str, baseline: np.ndarray, followup: np.ndarray | None, mas
 
 
 def random_crop_corner(brain_mask: np.ndarray, crop_shape: tuple[int, int, int], rng: np.random.Generator,
-                       min_brain_fraction: float = 0.25, attempts: int = 20) -> tuple[int, int, int]:
+                       min_brain_fraction: float = 0.25, attempts: int = 20,
+                       centres: np.ndarray | None = None) -> tuple[int, int, int]:
     """Return the corner of a random crop centred on a brain voxel, holding enough brain if possible.
 
-    Tries ``attempts`` centres drawn uniformly among brain voxels and returns the first crop whose
+    Tries ``attempts`` centres drawn uniformly among brain voxels (or among ``centres``, flat C-order
+    indices into ``brain_mask``'s shape, when given and not empty) and returns the first crop whose
     brain fraction is at least ``min_brain_fraction`` (else the one with the most brain).
     """
     shape = brain_mask.shape
-    # The brain voxels' flat indices in C order, the order np.argwhere lists them in, so a generator
-    # draws the same centres (np.argwhere took 0.16 s per call for 2.6 million brain voxels in a
-    # 10-million-voxel box, np.flatnonzero 0.008 s; Intel Xeon, stop 45).
-    brain = np.flatnonzero(brain_mask)
+    if centres is not None and np.size(centres):
+        brain = np.asarray(centres, dtype=np.int64).ravel()
+        if brain.min() < 0 or brain.max() >= brain_mask.size:
+            raise ValueError(f"crop centres outside a volume of shape {shape}")
+    else:
+        # The brain voxels' flat indices in C order, the order np.argwhere lists them in, so a generator
+        # draws the same centres (np.argwhere took 0.16 s per call for 2.6 million brain voxels in a
+        # 10-million-voxel box, np.flatnonzero 0.008 s; Intel Xeon, stop 45).
+        brain = np.flatnonzero(brain_mask)
     if brain.size == 0:
         raise ValueError("the brain mask is empty")
     best, best_fraction = None, -1.0
@@ -198,7 +208,7 @@ def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
                             rng: np.random.Generator, params: SuperMixParams, *,
                             swap_sessions: bool = False, min_brain_fraction: float = 0.25,
                             intensity_augmentation: float = 0.0,
-                            acquisition_augmentation: float = 0.0) -> dict:
+                            acquisition_augmentation: float = 0.0, focus_fraction: float = 0.0) -> dict:
     """Return one synthetic change sample from a NoChange pair.
 
     The "later" image x (the follow-up, or the baseline when ``swap_sessions``) is cropped,
@@ -208,14 +218,19 @@ def synthetic_change_sample(pair: PairVolumes, crop_shape: tuple[int, int, int],
     > 0, one of x' and x^ (at random, in 80 % of the samples) gets :func:`intensity_nuisance`.
     With ``acquisition_augmentation`` > 0, both get :func:`acquisition_nuisance` (independent
     noise and blur, or in half of the samples one thick-slice protocol with a slice offset of
-    their own) and x^ also a sub-voxel shift.
+    their own) and x^ also a sub-voxel shift. With ``focus_fraction`` > 0 and voxels in
+    ``pair.focus``, that share of the crops is centred on one of them (0 draws nothing more from
+    ``rng``: the samples are those made without it).
 
     Returns
     -------
     dict with float32 arrays ``mixed`` (x'), ``reference`` (x^), ``original`` (x), ``recon``
     (x~), bool ``label`` and ``brain`` (all ``crop_shape``), ``corner`` and ``n_segments``.
     """
-    corner = random_crop_corner(pair.brain_mask, crop_shape, rng, min_brain_fraction)
+    centres = None
+    if focus_fraction > 0 and pair.focus is not None and pair.focus.size and rng.uniform() < focus_fraction:
+        centres = pair.focus
+    corner = random_crop_corner(pair.brain_mask, crop_shape, rng, min_brain_fraction, centres=centres)
     window = tuple(slice(c, c + k) for c, k in zip(corner, crop_shape))
     later, earlier = (pair.baseline, pair.followup) if swap_sessions else (pair.followup, pair.baseline)
     x = np.ascontiguousarray(later[window], dtype=np.float32)

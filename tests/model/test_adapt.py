@@ -92,3 +92,39 @@ def test_adapt_files_names_an_unreadable_image(micro_model, tmp_path):
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.uint8), np.eye(4)), str(mask))
     with pytest.raises(ValueError, match="broken.nii.gz"):
         adapt_files(micro_model, [str(bad)], [str(mask)], tmp_path / "out", steps=1)
+
+
+def test_hard_negatives_are_the_brain_voxels_above_the_threshold(micro_model, make_brain):
+    from bids_lesionchange.model.inference import predict_change
+    from bids_lesionchange.synth.crops import brain_pair
+
+    baseline, followup, mask = make_brain((40, 40, 40), 3)
+    model, spec = load_detector(micro_model)
+    pair = brain_pair("p", baseline, followup, mask, (16, 16, 16))
+    probability = predict_change(model, spec, pair.baseline, pair.followup, pair.brain_mask)
+    threshold = float(np.quantile(probability[pair.brain_mask], 0.9))  # a threshold some voxels pass
+    found = adapt.hard_negatives(model, spec, pair, threshold)
+    expected = np.flatnonzero((probability > threshold) & pair.brain_mask)
+    assert found.size > 0
+    np.testing.assert_array_equal(found, expected)
+    assert pair.brain_mask.ravel()[found].all()
+    assert adapt.hard_negatives(model, spec, pair, 1.0).size == 0
+
+
+def test_fine_tuning_on_pairs_records_what_it_did(micro_model, make_brain, tmp_path):
+    from bids_lesionchange.synth.crops import brain_pair
+
+    baseline, followup, mask = make_brain((40, 40, 40), 3)
+    pair = brain_pair("sub-01_pair", baseline, followup, mask, (16, 16, 16))
+    pair.focus = np.flatnonzero(pair.brain_mask)[:10]
+    out = adapt.fine_tune_detector(micro_model, [pair], tmp_path / "tuned", steps=2, seed=3, interpolation=1.0,
+                                   learning_rate_factor=0.5, focus_fraction=0.5, swap_sessions=True,
+                                   record={"hard_negative_voxels": {"sub-01_pair": 10}})
+    spec = read_model_spec(out)
+    tuning = spec["training"]["adaptation"]
+    assert tuning["pairs"] == ["sub-01_pair"] and tuning["focus_fraction"] == 0.5
+    assert tuning["interpolation"] == 1.0 and tuning["hard_negative_voxels"] == {"sub-01_pair": 10}
+    assert tuning["learning_rate"] == pytest.approx(0.5 * spec["hyperparams"]["training"]["learning_rate"])
+    assert any(not np.array_equal(a, b) for a, b in zip(_weights(micro_model), _weights(out)))
+    with pytest.raises(ValueError, match="focus_fraction"):
+        adapt.fine_tune_detector(micro_model, [pair], tmp_path / "bad", steps=1, focus_fraction=1.5)

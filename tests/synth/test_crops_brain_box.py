@@ -161,3 +161,53 @@ def test_crop_centres_are_drawn_as_argwhere_lists_them(dtype, min_brain_fraction
         assert all(isinstance(c, int) for c in corner)
         corners.add(corner)
     assert len(corners) > 10  # the draws vary, so agreeing means something
+
+
+def test_crops_can_be_centred_on_given_voxels():
+    """``centres`` (flat indices) replace the brain voxels as the centres drawn; an empty array falls
+    back to the brain; an index outside the volume is refused."""
+    _, _, mask = _pair((41, 33, 27), (20, 15, 12), (13, 11, 9), seed=2)
+    crop_shape = (16, 9, 7)
+    spots = [(20, 15, 12), (10, 20, 8), (30, 8, 18)]
+    centres = np.ravel_multi_index(np.array(spots).T, mask.shape)
+    rng = np.random.default_rng(3)
+    expected = {tuple(int(np.clip(c - k // 2, 0, s - k)) for c, k, s in zip(spot, crop_shape, mask.shape))
+                for spot in spots}
+    drawn = {random_crop_corner(mask, crop_shape, rng, 0.0, centres=centres) for _ in range(40)}
+    assert drawn == expected
+    rng_a, rng_b = np.random.default_rng(4), np.random.default_rng(4)
+    assert (random_crop_corner(mask, crop_shape, rng_a, 0.3, centres=np.array([], dtype=np.int64))
+            == random_crop_corner(mask, crop_shape, rng_b, 0.3))
+    with pytest.raises(ValueError, match="outside a volume"):
+        random_crop_corner(mask, crop_shape, rng, 0.0, centres=np.array([mask.size]))
+
+
+def test_focus_fraction_centres_that_share_of_the_samples_and_zero_draws_nothing_more():
+    base, follow, mask = _pair((41, 33, 27), (20, 15, 12), (13, 11, 9), seed=2)
+    crop_shape = (16, 16, 8)
+    spot = (20, 15, 12)
+    focus = np.array([np.ravel_multi_index(spot, mask.shape)])
+    focused = PairVolumes("p", base, follow, mask, focus=focus)
+    plain = PairVolumes("p", base, follow, mask)
+    params = SuperMixParams(n_segments_min=20, n_segments_max=40, slic_downsample=1, slic_iterations=3)
+    corner = tuple(int(np.clip(c - k // 2, 0, s - k)) for c, k, s in zip(spot, crop_shape, mask.shape))
+
+    def recon(volume, rng):
+        return volume * 0.9
+
+    # focus_fraction 0 (the default): the samples of a pair without focus, draw for draw
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    for _ in range(3):
+        a = synthetic_change_sample(focused, crop_shape, recon, rng_a, params, min_brain_fraction=0.0)
+        b = synthetic_change_sample(plain, crop_shape, recon, rng_b, params, min_brain_fraction=0.0)
+        assert a["corner"] == b["corner"]
+        np.testing.assert_array_equal(a["mixed"], b["mixed"])
+    # focus_fraction 1: every crop around the one focus voxel
+    rng = np.random.default_rng(8)
+    assert all(synthetic_change_sample(focused, crop_shape, recon, rng, params, min_brain_fraction=0.0,
+                                       focus_fraction=1.0)["corner"] == corner for _ in range(5))
+    # a share in between: some crops there, some elsewhere
+    rng = np.random.default_rng(9)
+    corners = [synthetic_change_sample(focused, crop_shape, recon, rng, params, min_brain_fraction=0.0,
+                                       focus_fraction=0.5)["corner"] for _ in range(20)]
+    assert 0 < sum(c == corner for c in corners) < 20

@@ -1,0 +1,88 @@
+"""Fine-tune a trained model on its own false positives: hard-negative crops from NoChange pairs.
+
+A model trained by ``scripts/default_model/train.sh`` is run on every NoChange pair it was trained
+on (preprocessed, in the training work directory); on such a pair every brain voxel above κ is a
+false positive. A share of the fine-tuning crops is then centred on those voxels (the rest as in
+training), with SuperMix's synthetic changes as usual, at a fraction of the training learning rate
+(``bids_lesionchange.model.adapt.fine_tune_detector``). No held-out scan is read.
+
+    python scripts/default_model/hard_negatives.py WORK_ROOT/work MODEL_DIR OUT_DIR [--steps 400]
+
+WORK_ROOT is the directory ``train.sh`` was given; MODEL_DIR the model to start from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+LOGGER = logging.getLogger("hard_negatives")
+PREPROCESSED = ("normalise_baseline/baseline_preproc", "normalise_followup/followup_preproc")
+
+
+def training_pairs(work: Path) -> list[tuple[str, str, str, str]]:
+    """(baseline, follow-up, brain mask, name) of every pair ``group --mode train`` preprocessed in ``work``."""
+    pairs = []
+    for pair_dir in sorted((work / "training_preproc_wf").glob("*_wf")):
+        wf = pair_dir / "preproc_wf"
+        images = [next(iter(sorted(wf.glob(f"{stem}.nii*"))), None) for stem in PREPROCESSED]
+        mask = wf / "rigid_reg" / "brain_mask.nii.gz"
+        if all(images) and mask.is_file():
+            pairs.append((str(images[0]), str(images[1]), str(mask), pair_dir.name))
+    return pairs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("work", type=Path, help="the training work directory (train.sh's WORK_ROOT/work)")
+    parser.add_argument("model", type=Path, help="the model directory to start from")
+    parser.add_argument("out", type=Path, help="the fine-tuned model directory to write")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--focus-fraction", type=float, default=0.5,
+                        help="share of the crops centred on a false positive (default 0.5)")
+    parser.add_argument("--learning-rate-factor", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+
+    pairs = training_pairs(args.work)
+    if not pairs:
+        parser.error(f"no preprocessed pair in {args.work / 'training_preproc_wf'}; give the work directory "
+                     "of a 'group --mode train' run (train.sh's WORK_ROOT/work)")
+    from bids_lesionchange.model._backend import tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from bids_lesionchange.model.adapt import fine_tune_detector, hard_negatives
+    from bids_lesionchange.model.io import hyperparams_from_dict, load_detector
+    from bids_lesionchange.model.training import load_pairs
+
+    model, spec = load_detector(args.model)
+    training = hyperparams_from_dict(spec["hyperparams"]).training
+    volumes = load_pairs(pairs, tuple(training.crop_shape))
+    began = time.time()
+    for pair in volumes:
+        pair.focus = hard_negatives(model, spec, pair)
+        LOGGER.info("%s: %d false-positive voxels (%.3f %% of the brain)", pair.name, pair.focus.size,
+                    100.0 * pair.focus.size / max(pair.brain_voxels, 1))
+    with_any = sum(p.focus.size > 0 for p in volumes)
+    LOGGER.info("mined %d pairs in %.0f s; %d have false positives", len(volumes), time.time() - began, with_any)
+    del model
+    fine_tune_detector(args.model, volumes, args.out, steps=args.steps, seed=args.seed, progress=True,
+                       learning_rate_factor=args.learning_rate_factor, interpolation=1.0,
+                       focus_fraction=args.focus_fraction, swap_sessions=True,
+                       description=f"hard-negative fine-tuning on {len(volumes)} NoChange training pairs",
+                       record={"hard_negative_voxels": {p.name: int(p.focus.size) for p in volumes},
+                               "command": " ".join(["python", "scripts/default_model/hard_negatives.py",
+                                                    *map(str, sys.argv[1:] if argv is None else argv)])})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
