@@ -43,10 +43,13 @@ def main() -> None:
     parser.add_argument("--nprocs", type=int, default=1)
     parser.add_argument("--name", default="adaptation")
     opts = parser.parse_args()
+    phantom_seeds = [1, 2] if any(s.startswith("phantom") for s in opts.subjects) else []
+    real_flair.require_phantom_packages(parser, phantom_seeds,
+                                        without="leave the phantom subjects out of --subjects")
     setup_logging()
     model, root, bids = real_flair.benchmark_tree(parser, opts)
     subjects = {**real_flair.write_nochange(bids, root / "self_pairs", 2, opts.seed),
-                **real_flair.write_nih(bids), **real_flair.write_phantoms(bids, root / "phantoms", [1, 2])}
+                **real_flair.write_nih(bids), **real_flair.write_phantoms(bids, root / "phantoms", phantom_seeds)}
     subjects = {s: i for s, i in subjects.items() if s in opts.subjects}
     labels = list(subjects)
     methods = {"model": ("model", real_flair.KAPPA, "increase", 0.0),

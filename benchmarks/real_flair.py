@@ -200,6 +200,8 @@ def write_phantoms(bids: Path, scratch: Path, seeds: list[int], growth_factors: 
     import nibabel as nib
     from scipy import ndimage
 
+    if not seeds:
+        return {}
     try:
         from bidsgate.longphantom.core import Design, build
     except ImportError:
@@ -688,6 +690,17 @@ def missing_phantom_packages(phantom_seeds, new_lesion_seeds, find_spec=None) ->
     return [name for name in ("bidsgate", "lesiontrack") if find_spec(name) is None]
 
 
+def require_phantom_packages(parser, phantom_seeds, new_lesion_seeds=(), *,
+                             without: str = "pass --phantom-seeds and --new-lesion-seeds with no seeds to run "
+                                            "without phantoms") -> None:
+    """Stop at the start (``parser.error``, exit 2) with the fix when the phantoms asked for need
+    packages this Python lacks; ``without`` says how to run without them."""
+    missing = missing_phantom_packages(phantom_seeds, new_lesion_seeds)
+    if missing:
+        parser.error(f"the phantoms need {' and '.join(missing)}, which this Python lacks: "
+                     f"pip install bidsgate lesiontrack (or {without})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -714,11 +727,7 @@ def main() -> None:
     parser.add_argument("--name", default="real_flair")
     parser.add_argument("--picture", type=Path, default=REPO / "docs" / "img" / "real_pair_detections.png")
     opts = parser.parse_args()
-    missing = missing_phantom_packages(opts.phantom_seeds, opts.new_lesion_seeds)
-    if missing:
-        parser.error(f"the phantoms need {' and '.join(missing)}, which this Python lacks: "
-                     "pip install bidsgate lesiontrack (or pass --phantom-seeds and --new-lesion-seeds "
-                     "with no seeds to run without phantoms)")
+    require_phantom_packages(parser, opts.phantom_seeds, opts.new_lesion_seeds)
     setup_logging()
     model, root, bids = benchmark_tree(parser, opts)
     opts.picture = opts.picture.resolve()

@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--name", default="separate_strip")
     opts = parser.parse_args()
+    rf.require_phantom_packages(parser, opts.phantom_seeds, without="pass --phantom-seeds with no seeds")
     setup_logging()
     model, root, bids = rf.benchmark_tree(parser, opts, "separately stripped sessions")
     subjects = {**rf.write_nochange(bids, root / "self_pairs", opts.pairs_per_source, opts.seed,

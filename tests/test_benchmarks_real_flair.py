@@ -135,3 +135,36 @@ def test_phantoms_asked_for_without_bidsgate_stop_the_run_before_it_starts(real_
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "bidsgate and lesiontrack" in err and "pip install bidsgate lesiontrack" in err
+
+
+class _PastTheCheck(Exception):
+    pass
+
+
+@pytest.mark.parametrize("script, args, without", [
+    ("adaptation", [], "leave the phantom subjects out of --subjects"),
+    ("separate_strip", [], "pass --phantom-seeds with no seeds")])
+def test_the_other_phantom_benchmarks_stop_at_the_start_without_bidsgate(script, args, without, monkeypatch,
+                                                                          capsys, restore_root_logging):
+    """adaptation.py and separate_strip.py make patient-26 phantoms with real_flair's writer: without
+    bidsgate they stop before any work, naming the fix; without phantoms asked for they go on."""
+    import importlib.util
+
+    module = load_benchmark(script)
+    rf = module.real_flair if script == "adaptation" else module.rf
+
+    def past(*_args, **_kwargs):
+        raise _PastTheCheck
+
+    monkeypatch.setattr(rf, "benchmark_tree", past)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("sys.argv", [f"{script}.py", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "pip install bidsgate lesiontrack" in err and without in err
+    no_phantoms = ["--subjects", "nihbase1", "nih01"] if script == "adaptation" else ["--phantom-seeds"]
+    monkeypatch.setattr("sys.argv", [f"{script}.py", *no_phantoms])
+    with pytest.raises(_PastTheCheck):
+        module.main()
