@@ -23,6 +23,17 @@ import numpy as np
 
 LOGGER = logging.getLogger("hard_negatives")
 PREPROCESSED = ("normalise_baseline/baseline_preproc", "normalise_followup/followup_preproc")
+HYPERINTENSE = 0.7  # white matter is at 0.5 after the app's wm-peak normalisation; lesions lie above this
+NEAR_MM = 2  # voxels of 1 mm
+
+
+def near_hyperintensity(pair) -> np.ndarray:
+    """Brain voxels within ``NEAR_MM`` of a voxel above ``HYPERINTENSE`` in either session (lesions
+    already there, and their edges)."""
+    from scipy import ndimage
+
+    bright = (np.maximum(pair.baseline, pair.followup) > HYPERINTENSE) & pair.brain_mask
+    return ndimage.binary_dilation(bright, iterations=NEAR_MM) & pair.brain_mask
 
 
 def training_pairs(work: Path) -> list[tuple[str, str, str, str]]:
@@ -48,6 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate-factor", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    parser.add_argument("--mine-only", action="store_true",
+                        help="only find and describe the false positives (no fine-tuning; OUT is not written)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
 
@@ -67,12 +80,23 @@ def main(argv=None) -> int:
     training = hyperparams_from_dict(spec["hyperparams"]).training
     volumes = load_pairs(pairs, tuple(training.crop_shape))
     began = time.time()
+    near_share = []
     for pair in volumes:
         pair.focus = hard_negatives(model, spec, pair)
-        LOGGER.info("%s: %d false-positive voxels (%.3f %% of the brain)", pair.name, pair.focus.size,
-                    100.0 * pair.focus.size / max(pair.brain_voxels, 1))
-    with_any = sum(p.focus.size > 0 for p in volumes)
-    LOGGER.info("mined %d pairs in %.0f s; %d have false positives", len(volumes), time.time() - began, with_any)
+        near = near_hyperintensity(pair)
+        share = float(near.ravel()[pair.focus].mean()) if pair.focus.size else float("nan")
+        near_share.append(share)
+        LOGGER.info("%s: %d false-positive voxels (%.3f %% of the brain); %.0f %% of them within %d mm of a "
+                    "voxel above %.1f, where %.1f %% of the brain lies", pair.name, pair.focus.size,
+                    100.0 * pair.focus.size / max(pair.brain_voxels, 1), 100 * share, NEAR_MM, HYPERINTENSE,
+                    100.0 * near.sum() / max(pair.brain_voxels, 1))
+    with_any = [(p.focus.size, s) for p, s in zip(volumes, near_share) if p.focus.size]
+    pooled = sum(n * s for n, s in with_any) / max(sum(n for n, _ in with_any), 1)
+    LOGGER.info("mined %d pairs in %.0f s; %d have false positives; %.0f %% of all of them lie within %d mm of a "
+                "voxel above %.1f", len(volumes), time.time() - began, len(with_any), 100 * pooled, NEAR_MM,
+                HYPERINTENSE)
+    if args.mine_only:
+        return 0
     del model
     fine_tune_detector(args.model, volumes, args.out, steps=args.steps, seed=args.seed, progress=True,
                        learning_rate_factor=args.learning_rate_factor, interpolation=1.0,
