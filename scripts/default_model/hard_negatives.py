@@ -59,6 +59,10 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate-factor", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    parser.add_argument("--exclude-near-hyperintensity", action="store_true",
+                        help=f"leave out the false positives within {NEAR_MM} mm of a voxel above {HYPERINTENSE} "
+                        "(lesions already there: two rescans draw their edges differently, as an enlarging "
+                        "lesion does)")
     parser.add_argument("--mine-only", action="store_true",
                         help="only find and describe the false positives (no fine-tuning; OUT is not written)")
     args = parser.parse_args(argv)
@@ -80,21 +84,22 @@ def main(argv=None) -> int:
     training = hyperparams_from_dict(spec["hyperparams"]).training
     volumes = load_pairs(pairs, tuple(training.crop_shape))
     began = time.time()
-    near_share = []
+    found_near = []  # (false positives, how many of them near a hyperintensity) per pair
     for pair in volumes:
-        pair.focus = hard_negatives(model, spec, pair)
+        found = hard_negatives(model, spec, pair)
         near = near_hyperintensity(pair)
-        share = float(near.ravel()[pair.focus].mean()) if pair.focus.size else float("nan")
-        near_share.append(share)
+        at_lesion = near.ravel()[found]
+        found_near.append((found.size, int(at_lesion.sum())))
+        pair.focus = found[~at_lesion] if args.exclude_near_hyperintensity else found
         LOGGER.info("%s: %d false-positive voxels (%.3f %% of the brain); %.0f %% of them within %d mm of a "
-                    "voxel above %.1f, where %.1f %% of the brain lies", pair.name, pair.focus.size,
-                    100.0 * pair.focus.size / max(pair.brain_voxels, 1), 100 * share, NEAR_MM, HYPERINTENSE,
-                    100.0 * near.sum() / max(pair.brain_voxels, 1))
-    with_any = [(p.focus.size, s) for p, s in zip(volumes, near_share) if p.focus.size]
-    pooled = sum(n * s for n, s in with_any) / max(sum(n for n, _ in with_any), 1)
+                    "voxel above %.1f, where %.1f %% of the brain lies; %d kept as crop centres", pair.name,
+                    found.size, 100.0 * found.size / max(pair.brain_voxels, 1),
+                    100.0 * at_lesion.mean() if found.size else float("nan"), NEAR_MM, HYPERINTENSE,
+                    100.0 * near.sum() / max(pair.brain_voxels, 1), pair.focus.size)
+    total, at_lesions = (sum(column) for column in zip(*found_near))
     LOGGER.info("mined %d pairs in %.0f s; %d have false positives; %.0f %% of all of them lie within %d mm of a "
-                "voxel above %.1f", len(volumes), time.time() - began, len(with_any), 100 * pooled, NEAR_MM,
-                HYPERINTENSE)
+                "voxel above %.1f", len(volumes), time.time() - began, sum(n > 0 for n, _ in found_near),
+                100.0 * at_lesions / max(total, 1), NEAR_MM, HYPERINTENSE)
     if args.mine_only:
         return 0
     del model
@@ -102,7 +107,8 @@ def main(argv=None) -> int:
                        learning_rate_factor=args.learning_rate_factor, interpolation=1.0,
                        focus_fraction=args.focus_fraction, swap_sessions=True,
                        description=f"hard-negative fine-tuning on {len(volumes)} NoChange training pairs",
-                       record={"hard_negative_voxels": {p.name: int(p.focus.size) for p in volumes},
+                       record={"hard_negative_centres": {p.name: int(p.focus.size) for p in volumes},
+                               "exclude_near_hyperintensity": bool(args.exclude_near_hyperintensity),
                                "command": " ".join(["python", "scripts/default_model/hard_negatives.py",
                                                     *map(str, sys.argv[1:] if argv is None else argv)])})
     return 0
