@@ -9,6 +9,9 @@ training), with SuperMix's synthetic changes as usual, at a fraction of the trai
     python scripts/default_model/hard_negatives.py WORK_ROOT/work MODEL_DIR OUT_DIR [--steps 400]
 
 WORK_ROOT is the directory ``train.sh`` was given; MODEL_DIR the model to start from.
+``--exclude-near-hyperintensity`` leaves out the false positives at lesions already there;
+``--mine-only`` only finds and describes them. Not part of the shipped model's recipe: the two
+candidates it made in stop 46 are in docs/benchmarks.md (v8hn, v8hn2).
 """
 
 from __future__ import annotations
