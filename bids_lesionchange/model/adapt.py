@@ -188,8 +188,10 @@ def fine_tune_detector(model_dir, pairs: Sequence[PairVolumes], out_dir, *, step
         **(record or {}),
     }
     write_model_spec(out_dir, hyperparams, software=software_versions(), training=summary)
-    LOGGER.info("fine-tuned %s on %d pair(s) in %d steps (%.0f s): %s", model_dir, len(pairs), steps,
-                seconds, out_dir)
+    names = [p.name for p in pairs]
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    LOGGER.info("fine-tuned %s on %d NoChange pair(s) (%s) in %d steps (%.0f s): %s", model_dir, len(pairs),
+                shown, steps, seconds, out_dir)
     return out_dir
 
 
