@@ -137,6 +137,24 @@ def machine_pace(n: int = 2048, loop: int = 2_000_000, megabytes: int = 256) -> 
             "fresh_memory_gb_per_s": round(megabytes / 1024 / fresh_s, 2)}
 
 
+def clock_note(sgemm_fractions, cpu: dict | None = None) -> str:
+    """A sentence for a results file whose matrix-product probe ran above the computed FP32 peak, else "".
+
+    The peak takes the clock from the model name or /proc/cpuinfo's MHz; a VM's cores can run above
+    that clock (an Intel Xeon reporting 2.6 GHz gave a NumPy sgemm at 1.04-1.09 of the peak so
+    computed, stop 46), and then every "fraction of peak" in the file overstates the share of what
+    the CPU could do. The probe's own rate is the better yardstick there.
+    """
+    fractions = [float(f) for f in sgemm_fractions if f is not None and math.isfinite(float(f))]
+    if not fractions or max(fractions) <= 1.0:
+        return ""
+    clock = (cpu or {}).get("clock_ghz")
+    reported = f" ({clock:g} GHz)" if isinstance(clock, (int, float)) and math.isfinite(clock) else ""
+    return (f"The matrix-product probe ran at up to {max(fractions):.2f} x the computed FP32 peak: this CPU's "
+            f"cores ran above the clock it reports{reported}, so every fraction of peak in this file overstates "
+            "the share of what the CPU could do; divide by the probe's fraction for a fairer one.")
+
+
 def command_line() -> str:
     """The command that ran this script, as a user types it."""
     return " ".join(["python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])

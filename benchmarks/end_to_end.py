@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DEFAULT_MODEL, app_command, checked_model, command_line,  # noqa: E402
+from _common import (DEFAULT_MODEL, app_command, checked_model, clock_note, command_line,  # noqa: E402
                      ensure_synth_cohort, machine, machine_pace, markdown_table, node_times, pair_files, run_monitored,
                      setup_logging, write_results)
 
@@ -312,6 +312,8 @@ def main() -> None:
                            v["fresh_memory_gb_per_s"]] for when, v in pace.items()])
         + "\nTwo VMs of one CPU model can differ 2-4x in every step; compare times from two machines "
         "through these probes, not as they are.\n"
+        + (f"\n{note}\n" if (note := clock_note([v["sgemm_fraction_of_peak"] for v in pace.values()],
+                                                 host.get("cpu"))) else "")
     )
     data = {"command": command, "machine": host, "targets": {"seconds": TARGET_SECONDS, "peak_gb": TARGET_GB},
             "peak_gflops": peak, "model": str(model), "seed": opts.seed, "preset": opts.preset,

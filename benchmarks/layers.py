@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_MODEL, checked_model, command_line, cpu_description, machine, markdown_table, setup_logging, write_results  # noqa: E402,E501
+from _common import DEFAULT_MODEL, checked_model, clock_note, command_line, cpu_description, machine, markdown_table, setup_logging, write_results  # noqa: E402,E501
 
 
 def _level(name: str) -> tuple[int, int]:
@@ -179,6 +179,8 @@ def main() -> None:
     md = [f"# The detector's forward pass, layer by layer ({model_dir.name}, input {' x '.join(map(str, shape))})\n",
           f"Command: `{command_line()}`\n",
           f"CPU: {cpu['model']}, {cpu['cores']} cores, {', '.join(cpu['extensions'])}; FP32 peak {peak} GFLOP/s.\n",
+          *([f"{note}\n"] if (note := clock_note([gemm["tensorflow_gflops"] / peak, gemm["numpy_gflops"] / peak],
+                                                cpu)) else []),
           markdown_table(["measure", "value"], [
               ["whole pass, the app's graph (thin convolutions polyphase; one graph function, best of repeats)",
                f"{whole_s:.3f} s, {summary['whole_pass_gflops']} GFLOP/s, "

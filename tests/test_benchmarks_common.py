@@ -120,3 +120,11 @@ def test_under_an_avx2_cap_the_peak_is_that_of_the_avx2_units(common):
     assert free["onednn_max_cpu_isa"] is None and free["fp32_flop_per_cycle"] == 64
     assert common.cpu_description(text, cores=2, environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})[
         "fp32_flop_per_cycle"] == 64
+
+
+def test_clock_note_speaks_only_when_the_probe_beats_the_computed_peak(common):
+    assert common.clock_note([0.88, 0.90], {"clock_ghz": 2.6}) == ""
+    assert common.clock_note([None, float("nan")]) == ""
+    note = common.clock_note([1.04, 1.09, None], {"clock_ghz": 2.6})
+    assert "1.09 x the computed FP32 peak" in note and "(2.6 GHz)" in note and "overstates" in note
+    assert "GHz" not in common.clock_note([1.2], {})
